@@ -1,0 +1,1 @@
+"""LLM policy gateway: the Envoy ext_proc server and its policies."""

@@ -1,0 +1,128 @@
+"""Command line: `llm-gateway run | serve | render-envoy | mock-llm`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+import time
+
+from pydantic import ValidationError
+
+from extproc.config import DEV_GATEWAY_KEY, Settings
+from extproc.envoy_config import render
+from extproc.stack import Stack, StackError
+
+
+def _settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except ValidationError as exc:
+        # Name the variable, never echo values (they may be keys).
+        fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in exc.errors())
+        sys.exit(f"llm-gateway: invalid configuration in {fields}: {exc.errors()[0]['msg']}")
+
+
+def _raise_exit(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """The whole stack in the foreground until Ctrl-C or SIGTERM."""
+    settings = _settings()
+    signal.signal(signal.SIGTERM, _raise_exit)
+    stack = Stack(settings)
+    try:
+        stack.start(timeout=args.timeout)
+    except StackError as exc:
+        print(f"llm-gateway: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        stack.stop()
+        return 130
+    keys = [k.get_secret_value() for k in settings.gateway_keys]
+    key_hint = DEV_GATEWAY_KEY if keys == [DEV_GATEWAY_KEY] else "(from GATEWAY_API_KEYS)"
+    upstreams = ", ".join(
+        f"{u.name} -> {'mock LLM' if u.is_mock else u.base_url}"
+        for u in (settings.anthropic, settings.openai)
+    )
+    print(
+        f"\nLLM gateway ready on {stack.base_url}\n"
+        f"  gateway key: {key_hint}\n"
+        f"  upstreams:   {upstreams}\n"
+        f"  try: curl -s {stack.base_url}/v1/messages -H 'x-api-key: {key_hint}' "
+        "-H 'content-type: application/json' "
+        "-d '{\"model\":\"claude-sonnet-4-5\",\"max_tokens\":50,"
+        "\"messages\":[{\"role\":\"user\",\"content\":\"Count to 3\"}]}'\n"
+        "  Ctrl-C stops everything.\n",
+        flush=True,
+    )
+    try:
+        while True:
+            dead = stack.dead_child()
+            if dead:
+                print(f"llm-gateway: {dead}; stopping", file=sys.stderr)
+                return 1
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        print("\nllm-gateway: stopping", file=sys.stderr)
+        return 0
+    finally:
+        stack.stop()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Only the ext_proc gRPC server (Envoy and the provider run elsewhere)."""
+    from extproc.serve import serve_forever
+
+    settings = _settings()
+    if args.port:
+        settings = settings.model_copy(update={"extproc_port": args.port})
+    try:
+        try:
+            import uvloop
+        except ImportError:
+            asyncio.run(serve_forever(settings))
+        else:
+            uvloop.run(serve_forever(settings))
+    except OSError as exc:
+        print(f"llm-gateway: ext_proc server: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_render_envoy(args: argparse.Namespace) -> int:
+    print(render(_settings()), end="")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(
+        level=os.environ.get("LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    parser = argparse.ArgumentParser(prog="llm-gateway", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run mock LLM (if needed), ext_proc and Envoy")
+    run.add_argument("--timeout", type=float, default=30.0, help="start-up deadline, seconds")
+    run.set_defaults(func=cmd_run)
+    serve = sub.add_parser("serve", help="run only the ext_proc gRPC server")
+    serve.add_argument("--port", type=int, default=0, help="port (default EXTPROC_PORT)")
+    serve.set_defaults(func=cmd_serve)
+    rend = sub.add_parser("render-envoy", help="print the Envoy bootstrap for these settings")
+    rend.set_defaults(func=cmd_render_envoy)
+    mock = sub.add_parser("mock-llm", help="run only the mock LLM", add_help=False)
+    mock.set_defaults(func=None)
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "mock-llm":
+        from extproc.mock_llm.__main__ import main as mock_main
+
+        return int(mock_main(rest) or 0)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

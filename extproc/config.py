@@ -1,0 +1,140 @@
+"""Gateway settings, read once from the environment at start-up."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+
+DEV_GATEWAY_KEY = "sk-luthien-dev-key"
+
+ANTHROPIC_API_BASE = "https://api.anthropic.com"
+OPENAI_API_BASE = "https://api.openai.com"
+
+
+# Settings field -> environment variable (besides GATEWAY_API_KEYS).
+ENV_VARS = {
+    "host": "GATEWAY_HOST",
+    "gateway_port": "GATEWAY_PORT",
+    "admin_port": "ENVOY_ADMIN_PORT",
+    "extproc_port": "EXTPROC_PORT",
+    "mock_port": "MOCK_LLM_PORT",
+    "anthropic_api_key": "ANTHROPIC_API_KEY",
+    "openai_api_key": "OPENAI_API_KEY",
+    "upstream_anthropic_url": "UPSTREAM_ANTHROPIC_URL",
+    "upstream_openai_url": "UPSTREAM_OPENAI_URL",
+    "max_request_bytes": "MAX_REQUEST_BYTES",
+    "max_response_bytes": "MAX_RESPONSE_BYTES",
+    "max_sse_frame_bytes": "MAX_SSE_FRAME_BYTES",
+    "policy_timeout_s": "POLICY_TIMEOUT_S",
+}
+
+
+class Upstream(BaseModel):
+    """Where one provider's traffic goes: the real API, an override, or the mock."""
+
+    name: str
+    base_url: str
+    api_key: SecretStr | None = None
+    is_mock: bool = False
+
+    @property
+    def scheme(self) -> str:
+        return urlsplit(self.base_url).scheme
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.base_url).hostname or "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        parts = urlsplit(self.base_url)
+        return parts.port or (443 if parts.scheme == "https" else 80)
+
+    @property
+    def path_prefix(self) -> str:
+        """Path before `/v1/...`; a trailing `/v1` (SDK-style base URLs) is dropped."""
+        path = urlsplit(self.base_url).path.rstrip("/")
+        return path.removesuffix("/v1")
+
+
+class Settings(BaseModel):
+    gateway_keys: tuple[SecretStr, ...] = (SecretStr(DEV_GATEWAY_KEY),)
+    host: str = "127.0.0.1"
+    gateway_port: int = 8000
+    admin_port: int = 9901
+    extproc_port: int = 50051
+    mock_port: int = 9000
+    anthropic_api_key: SecretStr | None = None
+    openai_api_key: SecretStr | None = None
+    upstream_anthropic_url: str | None = None
+    upstream_openai_url: str | None = None
+    max_request_bytes: int = Field(default=32 * 1024 * 1024, gt=0)
+    max_response_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+    max_sse_frame_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+    # Upper bound for the policy work on one chunk: Envoy applies no per-message
+    # timeout in FULL_DUPLEX_STREAMED mode, so a stuck policy would hang the client.
+    policy_timeout_s: float = Field(default=60.0, gt=0)
+
+    @field_validator("upstream_anthropic_url", "upstream_openai_url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"must be an http(s) URL such as http://127.0.0.1:9000, got {value!r}")
+        return value
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+
+        def opt(name: str) -> str | None:
+            value = env.get(name, "").strip()
+            return value or None
+
+        values: dict[str, object] = {}
+        keys = [k.strip() for k in env.get("GATEWAY_API_KEYS", "").split(",") if k.strip()]
+        if keys:
+            values["gateway_keys"] = tuple(SecretStr(k) for k in keys)
+        for field_name, var in ENV_VARS.items():
+            value = opt(var)
+            if value is not None:
+                values[field_name] = value
+        return cls.model_validate(values)
+
+    def to_env(self) -> dict[str, str]:
+        """The environment that makes `from_env` rebuild these settings in a child."""
+        env = {"GATEWAY_API_KEYS": ",".join(k.get_secret_value() for k in self.gateway_keys)}
+        for field_name, var in ENV_VARS.items():
+            value = getattr(self, field_name)
+            if value is None:
+                continue
+            env[var] = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+        return env
+
+    def _upstream(self, name: str, url: str | None, key: SecretStr | None, real: str) -> Upstream:
+        if url:
+            return Upstream(name=name, base_url=url, api_key=key)
+        if key is not None:
+            return Upstream(name=name, base_url=real, api_key=key)
+        return Upstream(name=name, base_url=f"http://127.0.0.1:{self.mock_port}", is_mock=True)
+
+    @property
+    def anthropic(self) -> Upstream:
+        return self._upstream(
+            "anthropic", self.upstream_anthropic_url, self.anthropic_api_key, ANTHROPIC_API_BASE
+        )
+
+    @property
+    def openai(self) -> Upstream:
+        return self._upstream(
+            "openai", self.upstream_openai_url, self.openai_api_key, OPENAI_API_BASE
+        )
+
+    @property
+    def needs_mock(self) -> bool:
+        return self.anthropic.is_mock or self.openai.is_mock

@@ -1,0 +1,140 @@
+"""Render the Envoy bootstrap from `envoy/envoy.yaml.tmpl` and the gateway settings."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+from pathlib import Path
+from string import Template
+
+from extproc.config import Settings, Upstream
+
+TEMPLATE = Path(__file__).resolve().parent.parent / "envoy" / "envoy.yaml.tmpl"
+DEFAULT_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+
+
+def _indent(text: str, spaces: int) -> str:
+    pad = " " * spaces
+    return "\n".join(pad + line if line else line for line in text.splitlines())
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _route(upstream: Upstream) -> str:
+    prefix = upstream.path_prefix
+    rewrite = f"\n    prefix_rewrite: {json.dumps(prefix + '/')}" if prefix else ""
+    return f"""- match:
+    prefix: /
+    headers:
+    - name: x-gateway-upstream
+      string_match: {{ exact: {upstream.name} }}
+  route:
+    cluster: {upstream.name}
+    # Streams last as long as the model writes: no route timeout.
+    timeout: 0s
+    auto_host_rewrite: true{rewrite}
+  # ext_proc must see plain SSE, not gzip; the routing header stays inside Envoy.
+  request_headers_to_remove: [accept-encoding, x-gateway-upstream]"""
+
+
+def _cluster(upstream: Upstream, ca_bundle: str) -> str:
+    kind = "STATIC" if _is_ip(upstream.host) else "LOGICAL_DNS"
+    tls = ""
+    if upstream.scheme == "https":
+        tls = f"""
+  transport_socket:
+    name: envoy.transport_sockets.tls
+    typed_config:
+      "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+      sni: {upstream.host}
+      common_tls_context:
+        validation_context:
+          trusted_ca: {{ filename: {ca_bundle} }}
+          match_typed_subject_alt_names:
+          - san_type: DNS
+            matcher: {{ exact: {upstream.host} }}"""
+    return f"""- name: {upstream.name}
+  type: {kind}
+  connect_timeout: 10s
+  dns_lookup_family: V4_PREFERRED
+  load_assignment:
+    cluster_name: {upstream.name}
+    endpoints:
+    - lb_endpoints:
+      - endpoint:
+          address:
+            socket_address: {{ address: {upstream.host}, port_value: {upstream.port} }}{tls}"""
+
+
+# Envoy's own local replies, rewritten into each API's error JSON. Statuses the ext_proc
+# server answers itself (401, 400, 404, 413 with content-length...) already carry the
+# right body; these mappers only match replies Envoy generated, told apart by response
+# flags (upstream failures) or by the response code details (body over the limit).
+_MAPPER_CASES = [
+    # (filter, anthropic error type, openai error type)
+    (
+        "response_flag_filter: { flags: [UF, UH, UO, URX, UC, UT, NR, LR, DC] }",
+        "api_error",
+        "server_error",
+    ),
+]
+
+
+def _mappers() -> str:
+    blocks = []
+    for flag_filter, a_type, o_type in _MAPPER_CASES:
+        for path_prefix, fmt in (
+            (
+                "/v1/chat",
+                {
+                    "error": {
+                        "message": "%LOCAL_REPLY_BODY%",
+                        "type": o_type,
+                        "param": None,
+                        "code": "%RESPONSE_CODE_DETAILS%",
+                    }
+                },
+            ),
+            ("/", {"type": "error", "error": {"type": a_type, "message": "%LOCAL_REPLY_BODY%"}}),
+        ):
+            blocks.append(
+                f"""- filter:
+    and_filter:
+      filters:
+      - {flag_filter}
+      - header_filter:
+          header:
+            name: ":path"
+            string_match: {{ prefix: {json.dumps(path_prefix)} }}
+  body_format_override:
+    json_format: {json.dumps(fmt)}"""
+            )
+    return "\n".join(blocks)
+
+
+def render(settings: Settings, ca_bundle: str | None = None) -> str:
+    ca = ca_bundle or os.environ.get("CA_BUNDLE", DEFAULT_CA_BUNDLE)
+    upstreams = [settings.anthropic, settings.openai]
+    values = {
+        "admin_host": settings.host,
+        "admin_port": settings.admin_port,
+        "listen_host": settings.host,
+        "listen_port": settings.gateway_port,
+        "extproc_host": "127.0.0.1",
+        "extproc_port": settings.extproc_port,
+        # Slightly above the gateway's own limit so ext_proc answers 413 in format when
+        # the client sent content-length; Envoy's limit is the backstop for chunked bodies.
+        "buffer_limit": settings.max_request_bytes + 1024 * 1024,
+        "message_timeout": f"{max(1, int(settings.policy_timeout_s))}s",
+        "local_reply_mappers": _indent(_mappers(), 12),
+        "upstream_routes": _indent("\n".join(_route(u) for u in upstreams), 14),
+        "upstream_clusters": _indent("\n".join(_cluster(u, ca) for u in upstreams), 2),
+    }
+    return Template(TEMPLATE.read_text()).substitute(values)

@@ -1,0 +1,302 @@
+"""One HTTP request's journey through the gateway, free of gRPC and Envoy types.
+
+The server feeds the phases in the order Envoy delivers them (request headers, request
+body, response headers, response body chunks, trailers) and turns each outcome into
+an ext_proc reply. Everything a request holds lives on its `RequestPipeline`, so
+dropping the object releases it all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+import orjson
+
+from extproc.apis.errors import error_body, stream_error
+from extproc.apis.kind import ApiKind, api_kind_for_path, error_format_for_path
+from extproc.auth import KEY_HEADERS, GatewayKeys, presented_key
+from extproc.config import Settings, Upstream
+from extproc.events import StreamEvent
+from extproc.policies.base import ApiRequest, PolicyChain
+from extproc.sse import FrameTooLarge, SSEFramer
+
+log = logging.getLogger("extproc.pipeline")
+
+# Envoy routes on this header (see envoy/envoy.yaml.tmpl); the gateway always sets it
+# itself, so a client cannot pick a cluster by sending it.
+UPSTREAM_HEADER = "x-gateway-upstream"
+ANTHROPIC_VERSION = "2023-06-01"
+JSON_HEADERS = {"content-type": "application/json"}
+
+
+@dataclass(slots=True)
+class Continue:
+    """Let the message through, with these changes."""
+
+    set_headers: dict[str, str] = field(default_factory=dict)
+    remove_headers: list[str] = field(default_factory=list)
+    body: bytes | None = None
+    clear_route_cache: bool = False
+
+
+@dataclass(slots=True)
+class Reject:
+    """Answer the client directly; nothing goes upstream."""
+
+    status: int
+    body: bytes
+    headers: dict[str, str] = field(default_factory=lambda: dict(JSON_HEADERS))
+
+
+@dataclass(slots=True)
+class BodyOut:
+    data: bytes
+    end_of_stream: bool
+
+
+class ResponseMode(Enum):
+    PASSTHROUGH = "passthrough"  # forward bytes as they come (errors, other content)
+    SSE = "sse"  # frame, run the policy chain per event
+    JSON = "json"  # buffer the whole body, run the policy chain once
+
+
+class RequestPipeline:
+    def __init__(
+        self, settings: Settings, keys: GatewayKeys, chain: PolicyChain, upstreams: dict[str, Upstream]
+    ) -> None:
+        self.settings = settings
+        self.keys = keys
+        self.chain = chain
+        self.upstreams = upstreams
+        self.started = time.monotonic()
+        self.method = ""
+        self.path = ""
+        self.fmt = ApiKind.ANTHROPIC
+        self.api: ApiKind | None = None
+        self.request: ApiRequest | None = None
+        self.upstream: str | None = None
+        self.status = 0
+        self.mode = ResponseMode.PASSTHROUGH
+        self.framer: SSEFramer | None = None
+        self.json_buf = bytearray()
+        self.events_in = 0
+        self.bytes_out = 0
+        self.terminated = False  # the SSE stream carried its own terminator
+        self.saw_error_payload = False
+        self.finished = False  # our last reply carried end_of_stream
+
+    # -- request side -------------------------------------------------------------
+
+    def _reject(self, status: int, message: str, param: str | None = None) -> Reject:
+        self.status = status
+        return Reject(status, error_body(self.fmt, status, message, param))
+
+    def on_request_headers(self, headers: dict[str, str], end_of_stream: bool) -> Continue | Reject:
+        self.method = headers.get(":method", "")
+        self.path = headers.get(":path", "")
+        self.fmt = error_format_for_path(self.path)
+        self.api = api_kind_for_path(self.path)
+        if not self.keys.is_valid(presented_key(headers)):
+            return self._reject(
+                401, "invalid or missing gateway key (send it as x-api-key or Authorization: Bearer)"
+            )
+        if self.api is None:
+            return self._reject(404, f"no such endpoint: {self.method} {self.path.split('?')[0]}")
+        self.fmt = self.api
+        if self.method != "POST":
+            return self._reject(405, f"method {self.method} not allowed on {self.path}; use POST")
+        ctype = headers.get("content-type", "")
+        if "json" not in ctype.split(";", 1)[0].lower():
+            return self._reject(
+                415, f"content-type must be application/json, got {ctype or 'none'!r}"
+            )
+        length = headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self.settings.max_request_bytes:
+            return self._reject(
+                413, f"request body of {length} bytes exceeds {self.settings.max_request_bytes}"
+            )
+        if end_of_stream:
+            return self._reject(400, "request body is required")
+        return Continue(remove_headers=[*KEY_HEADERS, UPSTREAM_HEADER])
+
+    async def on_request_body(self, body: bytes) -> Continue | Reject:
+        assert self.api is not None
+        if len(body) > self.settings.max_request_bytes:
+            return self._reject(
+                413, f"request body of {len(body)} bytes exceeds {self.settings.max_request_bytes}"
+            )
+        try:
+            parsed = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            return self._reject(400, f"request body is not valid JSON: {exc}")
+        if not isinstance(parsed, dict):
+            return self._reject(400, "request body must be a JSON object")
+        model = parsed.get("model")
+        if not isinstance(model, str) or not model:
+            return self._reject(400, "model: a model name is required", "model")
+        if not isinstance(parsed.get("messages"), list):
+            return self._reject(400, "messages: an array of messages is required", "messages")
+        self.request = ApiRequest(
+            api=self.api,
+            path=self.path,
+            model=model,
+            stream=parsed.get("stream") is True,
+            body=parsed,
+        )
+        try:
+            async with asyncio.timeout(self.settings.policy_timeout_s):
+                await self.chain.on_request(self.request)
+        except TimeoutError:
+            return self._reject(504, "request policies did not finish in time")
+        self.upstream = self._pick_upstream(model)
+        out = Continue(set_headers={UPSTREAM_HEADER: self.upstream}, clear_route_cache=True)
+        if self.request.body_changed:
+            out.body = orjson.dumps(self.request.body)
+            out.set_headers["content-length"] = str(len(out.body))
+        self._inject_credentials(out.set_headers)
+        return out
+
+    def _pick_upstream(self, model: str) -> str:
+        # /v1/messages is Anthropic's own API; on /v1/chat/completions a Claude model goes
+        # to Anthropic's OpenAI-compatible endpoint, anything else to OpenAI.
+        if self.api is ApiKind.ANTHROPIC or model.startswith("claude"):
+            return "anthropic"
+        return "openai"
+
+    def _inject_credentials(self, set_headers: dict[str, str]) -> None:
+        upstream = self.upstreams[self.upstream or "anthropic"]
+        if upstream.api_key is None:
+            return
+        key = upstream.api_key.get_secret_value()
+        if self.api is ApiKind.ANTHROPIC:
+            set_headers["x-api-key"] = key
+        else:
+            set_headers["authorization"] = f"Bearer {key}"
+
+    # -- response side ------------------------------------------------------------
+
+    def on_response_headers(self, headers: dict[str, str], end_of_stream: bool) -> Continue:
+        status = headers.get(":status", "0")
+        self.status = int(status) if status.isdigit() else 0
+        ctype = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if self.request is None or not 200 <= self.status < 300 or end_of_stream:
+            self.mode = ResponseMode.PASSTHROUGH
+        elif ctype == "text/event-stream":
+            self.mode = ResponseMode.SSE
+            self.framer = SSEFramer(self.settings.max_sse_frame_bytes)
+        elif ctype == "application/json" and not self.chain.passthrough:
+            self.mode = ResponseMode.JSON
+        return Continue()
+
+    async def on_response_body(self, chunk: bytes, end_of_stream: bool) -> BodyOut:
+        if self.finished:
+            # We already ended the client's stream (after a failure); drop the rest.
+            return BodyOut(b"", False)
+        if self.mode is ResponseMode.SSE:
+            out = await self._sse(chunk, end_of_stream)
+        elif self.mode is ResponseMode.JSON:
+            out = await self._json(chunk, end_of_stream)
+        else:
+            out = BodyOut(chunk, end_of_stream)
+        self.bytes_out += len(out.data)
+        self.finished = out.end_of_stream
+        return out
+
+    async def on_response_trailers(self) -> BodyOut:
+        """Trailers mark the end of the body when the upstream sends them."""
+        out = await self.on_response_body(b"", True)
+        return BodyOut(out.data, False)
+
+    async def _sse(self, chunk: bytes, end_of_stream: bool) -> BodyOut:
+        assert self.framer is not None and self.request is not None
+        api = self.request.api
+        try:
+            frames = self.framer.feed(chunk) if chunk else []
+            if end_of_stream:
+                frames += self.framer.finish()
+        except FrameTooLarge as exc:
+            log.warning("%s %s: %s", self.method, self.path, exc)
+            return self._fail(f"upstream sent an SSE event larger than {exc.limit} bytes")
+        for frame in frames:
+            if frame.event in ("message_stop", "error") or frame.data == "[DONE]":
+                self.terminated = True
+            elif frame.data is not None and frame.data.startswith('{"error"'):
+                self.saw_error_payload = True
+        self.events_in += len(frames)
+        try:
+            async with asyncio.timeout(self.settings.policy_timeout_s):
+                if self.chain.passthrough:
+                    data = b"".join(f.raw for f in frames)
+                else:
+                    events = [StreamEvent.from_frame(api, f) for f in frames]
+                    events = await self.chain.on_events(events, self.request)
+                    if end_of_stream:
+                        events += await self.chain.on_stream_end(self.request)
+                    data = b"".join(e.raw for e in events)
+        except TimeoutError:
+            log.error("%s %s: policy chain timed out", self.method, self.path)
+            return self._fail("a gateway policy did not finish in time")
+        except Exception:
+            log.exception("%s %s: policy chain failed", self.method, self.path)
+            return self._fail("a gateway policy failed while processing the response")
+        if end_of_stream and not self.terminated:
+            data += self._terminator(api)
+        return BodyOut(data, end_of_stream)
+
+    def _terminator(self, api: ApiKind) -> bytes:
+        """What a stream that ended early still needs to be valid for its format."""
+        if api is ApiKind.OPENAI and self.saw_error_payload:
+            return b"data: [DONE]\n\n"
+        log.warning("%s %s: upstream stream ended before its terminator", self.method, self.path)
+        return stream_error(api, "upstream ended the stream before it was complete")
+
+    def _fail(self, message: str) -> BodyOut:
+        assert self.request is not None
+        self.terminated = True
+        return BodyOut(stream_error(self.request.api, message), True)
+
+    async def _json(self, chunk: bytes, end_of_stream: bool) -> BodyOut:
+        assert self.request is not None
+        self.json_buf += chunk
+        if len(self.json_buf) > self.settings.max_response_bytes:
+            # Too large to hold: give the client what arrived and stream the rest as is.
+            log.warning("%s %s: JSON response over the buffer limit", self.method, self.path)
+            self.mode = ResponseMode.PASSTHROUGH
+            data, self.json_buf = bytes(self.json_buf), bytearray()
+            return BodyOut(data, end_of_stream)
+        if not end_of_stream:
+            return BodyOut(b"", False)
+        raw, self.json_buf = bytes(self.json_buf), bytearray()
+        try:
+            body: Any = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return BodyOut(raw, True)
+        try:
+            async with asyncio.timeout(self.settings.policy_timeout_s):
+                new = await self.chain.on_response(body, self.request)
+        except Exception:
+            log.exception("%s %s: policy chain failed on a JSON response", self.method, self.path)
+            return BodyOut(
+                error_body(self.request.api, 500, "a gateway policy failed on the response"), True
+            )
+        return BodyOut(raw if new is body else orjson.dumps(new), True)
+
+    def summary(self) -> dict[str, Any]:
+        """One log line's worth of facts about the request; never headers or bodies."""
+        return {
+            "method": self.method,
+            "path": self.path.split("?", 1)[0],
+            "model": self.request.model if self.request else None,
+            "stream": self.request.stream if self.request else None,
+            "upstream": self.upstream,
+            "status": self.status,
+            "mode": self.mode.value,
+            "events": self.events_in,
+            "bytes_out": self.bytes_out,
+            "ms": round((time.monotonic() - self.started) * 1000, 1),
+        }

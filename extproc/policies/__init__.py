@@ -1,0 +1,1 @@
+"""Policies: what the gateway does to requests and responses. No gRPC or Envoy here."""

@@ -1,0 +1,194 @@
+"""The ext_proc gRPC server: one `Process` stream per HTTP request.
+
+This module is the only one that knows Envoy's protobuf types. It turns each
+`ProcessingRequest` into a call on the request's `RequestPipeline` and the outcome back
+into `ProcessingResponse`s, in the order Envoy requires: headers, body, trailers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Iterable
+
+import grpc
+import orjson
+from envoy.config.core.v3 import base_pb2
+from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
+from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ep_grpc
+from envoy.type.v3 import http_status_pb2
+
+from extproc.auth import GatewayKeys
+from extproc.config import Settings
+from extproc.pipeline import BodyOut, Continue, Reject, RequestPipeline
+from extproc.policies.base import PolicyChain
+from extproc.policies.noop import NoOpPolicy
+
+log = logging.getLogger("extproc.server")
+
+# Envoy recommends body replies of at most 64 KiB in FULL_DUPLEX_STREAMED mode.
+MAX_REPLY_CHUNK = 64 * 1024
+# gRPC messages carry whole buffered request bodies; leave room for framing.
+GRPC_MESSAGE_SLACK = 1024 * 1024
+
+_OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+
+
+def _headers(msg: ep.HttpHeaders) -> dict[str, str]:
+    # Envoy fills raw_value (bytes); value is only used by older Envoys.
+    return {
+        h.key: h.raw_value.decode("latin-1") if h.raw_value else h.value
+        for h in msg.headers.headers
+    }
+
+
+def _mutation(set_headers: dict[str, str], remove: Iterable[str] = ()) -> ep.HeaderMutation:
+    return ep.HeaderMutation(
+        set_headers=[
+            base_pb2.HeaderValueOption(
+                header=base_pb2.HeaderValue(key=k, raw_value=v.encode("latin-1")),
+                append_action=_OVERWRITE,
+            )
+            for k, v in set_headers.items()
+        ],
+        remove_headers=list(remove),
+    )
+
+
+def _common(out: Continue) -> ep.CommonResponse:
+    common = ep.CommonResponse()
+    if out.set_headers or out.remove_headers:
+        common.header_mutation.CopyFrom(_mutation(out.set_headers, out.remove_headers))
+    if out.body is not None:
+        common.body_mutation.body = out.body
+    if out.clear_route_cache:
+        common.clear_route_cache = True
+    return common
+
+
+def _immediate(out: Reject) -> ep.ProcessingResponse:
+    return ep.ProcessingResponse(
+        immediate_response=ep.ImmediateResponse(
+            status=http_status_pb2.HttpStatus(code=out.status),  # type: ignore[arg-type]
+            headers=_mutation(out.headers),
+            body=out.body,
+            details=f"gateway_rejected_{out.status}",
+        )
+    )
+
+
+def _body_replies(out: BodyOut) -> Iterable[ep.ProcessingResponse]:
+    data = out.data
+    if not data and not out.end_of_stream:
+        return
+    pieces = [data[i : i + MAX_REPLY_CHUNK] for i in range(0, len(data), MAX_REPLY_CHUNK)] or [b""]
+    last = len(pieces) - 1
+    for i, piece in enumerate(pieces):
+        yield ep.ProcessingResponse(
+            response_body=ep.BodyResponse(
+                response=ep.CommonResponse(
+                    body_mutation=ep.BodyMutation(
+                        streamed_response=ep.StreamedBodyResponse(
+                            body=piece, end_of_stream=out.end_of_stream and i == last
+                        )
+                    )
+                )
+            )
+        )
+
+
+class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
+    def __init__(self, settings: Settings, chain: PolicyChain) -> None:
+        self.settings = settings
+        self.chain = chain
+        self.keys = GatewayKeys(settings.gateway_keys)
+        self.upstreams = {"anthropic": settings.anthropic, "openai": settings.openai}
+        self.active = 0  # open Process streams, for tests and metrics
+
+    async def Process(  # noqa: N802 - the gRPC method name
+        self,
+        request_iterator: AsyncIterator[ep.ProcessingRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[ep.ProcessingResponse]:
+        pipeline = RequestPipeline(self.settings, self.keys, self.chain, self.upstreams)
+        self.active += 1
+        outcome = "ok"
+        try:
+            async for req in request_iterator:
+                kind = req.WhichOneof("request")
+                if kind == "request_headers":
+                    msg = req.request_headers
+                    hout = pipeline.on_request_headers(_headers(msg), msg.end_of_stream)
+                    if isinstance(hout, Reject):
+                        outcome = "rejected"
+                        yield _immediate(hout)
+                        return
+                    yield ep.ProcessingResponse(
+                        request_headers=ep.HeadersResponse(response=_common(hout))
+                    )
+                elif kind == "request_body":
+                    bout = await pipeline.on_request_body(req.request_body.body)
+                    if isinstance(bout, Reject):
+                        outcome = "rejected"
+                        yield _immediate(bout)
+                        return
+                    yield ep.ProcessingResponse(request_body=ep.BodyResponse(response=_common(bout)))
+                elif kind == "request_trailers":
+                    yield ep.ProcessingResponse(request_trailers=ep.TrailersResponse())
+                elif kind == "response_headers":
+                    msg = req.response_headers
+                    rout = pipeline.on_response_headers(_headers(msg), msg.end_of_stream)
+                    yield ep.ProcessingResponse(
+                        response_headers=ep.HeadersResponse(response=_common(rout))
+                    )
+                elif kind == "response_body":
+                    body = req.response_body
+                    out = await pipeline.on_response_body(body.body, body.end_of_stream)
+                    for reply in _body_replies(out):
+                        yield reply
+                elif kind == "response_trailers":
+                    for reply in _body_replies(await pipeline.on_response_trailers()):
+                        yield reply
+                    yield ep.ProcessingResponse(response_trailers=ep.TrailersResponse())
+        except asyncio.CancelledError:
+            # The client went away (Envoy cancels the stream): nothing to answer; the
+            # pipeline and everything it buffered go with this frame.
+            outcome = "cancelled"
+            raise
+        except Exception:
+            outcome = "error"
+            log.exception("ext_proc stream failed: %s", orjson.dumps(pipeline.summary()).decode())
+            raise
+        finally:
+            self.active -= 1
+            summary = pipeline.summary()
+            summary["outcome"] = outcome
+            log.info("request %s", orjson.dumps(summary).decode())
+
+
+def build_chain(settings: Settings) -> PolicyChain:
+    """The policy chain every request runs through (configurable in a later issue)."""
+    return PolicyChain([NoOpPolicy()])
+
+
+async def start_server(
+    settings: Settings, chain: PolicyChain | None = None, address: str | None = None
+) -> tuple[grpc.aio.Server, ExternalProcessor, int]:
+    """Start serving; returns the server, the servicer and the bound port."""
+    limit = settings.max_request_bytes + GRPC_MESSAGE_SLACK
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", limit),
+            # Envoy keeps one HTTP/2 connection with many concurrent streams.
+            ("grpc.max_concurrent_streams", 10000),
+            ("grpc.so_reuseport", 0),
+        ]
+    )
+    servicer = ExternalProcessor(settings, chain or build_chain(settings))
+    ep_grpc.add_ExternalProcessorServicer_to_server(servicer, server)
+    port = server.add_insecure_port(address or f"{settings.host}:{settings.extproc_port}")
+    if port == 0:
+        raise OSError(f"cannot listen on {address or settings.extproc_port}: address in use?")
+    await server.start()
+    return server, servicer, port

