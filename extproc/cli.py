@@ -55,8 +55,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"  upstreams:   {upstreams}\n"
         f"  try: curl -s {stack.base_url}/v1/messages -H 'x-api-key: {key_hint}' "
         "-H 'content-type: application/json' "
-        "-d '{\"model\":\"claude-sonnet-4-5\",\"max_tokens\":50,"
-        "\"messages\":[{\"role\":\"user\",\"content\":\"Count to 3\"}]}'\n"
+        '-d \'{"model":"claude-sonnet-4-5","max_tokens":50,'
+        '"messages":[{"role":"user","content":"Count to 3"}]}\'\n'
         "  Ctrl-C stops everything.\n",
         flush=True,
     )

@@ -80,7 +80,7 @@ def _cluster(upstream: Upstream, ca_bundle: str) -> str:
 _MAPPER_CASES = [
     # (filter, anthropic error type, openai error type)
     (
-        "response_flag_filter: { flags: [UF, UH, UO, URX, UC, UT, NR, LR, DC] }",
+        "response_flag_filter: { flags: [UF, UH, UO, URX, UC, UT, UPE, UR, NR, LR, UMSDR] }",
         "api_error",
         "server_error",
     ),

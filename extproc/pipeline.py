@@ -63,11 +63,16 @@ class ResponseMode(Enum):
     PASSTHROUGH = "passthrough"  # forward bytes as they come (errors, other content)
     SSE = "sse"  # frame, run the policy chain per event
     JSON = "json"  # buffer the whole body, run the policy chain once
+    ERROR_REWRITE = "error_rewrite"  # a non-JSON error (often Envoy's own): make it in-format
 
 
 class RequestPipeline:
     def __init__(
-        self, settings: Settings, keys: GatewayKeys, chain: PolicyChain, upstreams: dict[str, Upstream]
+        self,
+        settings: Settings,
+        keys: GatewayKeys,
+        chain: PolicyChain,
+        upstreams: dict[str, Upstream],
     ) -> None:
         self.settings = settings
         self.keys = keys
@@ -76,6 +81,7 @@ class RequestPipeline:
         self.started = time.monotonic()
         self.method = ""
         self.path = ""
+        self.request_id = ""
         self.fmt = ApiKind.ANTHROPIC
         self.api: ApiKind | None = None
         self.request: ApiRequest | None = None
@@ -99,11 +105,13 @@ class RequestPipeline:
     def on_request_headers(self, headers: dict[str, str], end_of_stream: bool) -> Continue | Reject:
         self.method = headers.get(":method", "")
         self.path = headers.get(":path", "")
+        self.request_id = headers.get("x-request-id", "")[:128]
         self.fmt = error_format_for_path(self.path)
         self.api = api_kind_for_path(self.path)
         if not self.keys.is_valid(presented_key(headers)):
             return self._reject(
-                401, "invalid or missing gateway key (send it as x-api-key or Authorization: Bearer)"
+                401,
+                "invalid or missing gateway key (send it as x-api-key or Authorization: Bearer)",
             )
         if self.api is None:
             return self._reject(404, f"no such endpoint: {self.method} {self.path.split('?')[0]}")
@@ -116,7 +124,11 @@ class RequestPipeline:
                 415, f"content-type must be application/json, got {ctype or 'none'!r}"
             )
         length = headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > self.settings.max_request_bytes:
+        if (
+            length is not None
+            and length.isdigit()
+            and int(length) > self.settings.max_request_bytes
+        ):
             return self._reject(
                 413, f"request body of {length} bytes exceeds {self.settings.max_request_bytes}"
             )
@@ -184,6 +196,18 @@ class RequestPipeline:
         status = headers.get(":status", "0")
         self.status = int(status) if status.isdigit() else 0
         ctype = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if end_of_stream:
+            self.finished = True
+        if (
+            self.status >= 400
+            and "json" not in ctype
+            and self.api is not None
+            and not end_of_stream
+        ):
+            # Plain-text errors come from Envoy itself (body over the buffer limit, upstream
+            # unreachable) or from a proxy in front of the provider: SDKs want JSON.
+            self.mode = ResponseMode.ERROR_REWRITE
+            return Continue(set_headers=dict(JSON_HEADERS))
         if self.request is None or not 200 <= self.status < 300 or end_of_stream:
             self.mode = ResponseMode.PASSTHROUGH
         elif ctype == "text/event-stream":
@@ -201,6 +225,8 @@ class RequestPipeline:
             out = await self._sse(chunk, end_of_stream)
         elif self.mode is ResponseMode.JSON:
             out = await self._json(chunk, end_of_stream)
+        elif self.mode is ResponseMode.ERROR_REWRITE:
+            out = self._rewrite_error(chunk, end_of_stream)
         else:
             out = BodyOut(chunk, end_of_stream)
         self.bytes_out += len(out.data)
@@ -286,9 +312,25 @@ class RequestPipeline:
             )
         return BodyOut(raw if new is body else orjson.dumps(new), True)
 
+    def _rewrite_error(self, chunk: bytes, end_of_stream: bool) -> BodyOut:
+        # Bounded: error pages are small, and only the first KiB is worth quoting.
+        if len(self.json_buf) < 4096:
+            self.json_buf += chunk[: 4096 - len(self.json_buf)]
+        if not end_of_stream:
+            return BodyOut(b"", False)
+        text = " ".join(self.json_buf.decode("utf-8", "replace").split())[:1024]
+        self.json_buf = bytearray()
+        if self.status == 413:
+            text = (
+                f"request body exceeds the gateway limit of {self.settings.max_request_bytes} bytes"
+            )
+        message = f"{text or 'error'} (HTTP {self.status})"
+        return BodyOut(error_body(self.fmt, self.status, message), True)
+
     def summary(self) -> dict[str, Any]:
         """One log line's worth of facts about the request; never headers or bodies."""
         return {
+            "id": self.request_id,
             "method": self.method,
             "path": self.path.split("?", 1)[0],
             "model": self.request.model if self.request else None,

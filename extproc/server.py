@@ -105,7 +105,7 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
         self.upstreams = {"anthropic": settings.anthropic, "openai": settings.openai}
         self.active = 0  # open Process streams, for tests and metrics
 
-    async def Process(  # noqa: N802 - the gRPC method name
+    async def Process(
         self,
         request_iterator: AsyncIterator[ep.ProcessingRequest],
         context: grpc.aio.ServicerContext,
@@ -132,7 +132,9 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
                         outcome = "rejected"
                         yield _immediate(bout)
                         return
-                    yield ep.ProcessingResponse(request_body=ep.BodyResponse(response=_common(bout)))
+                    yield ep.ProcessingResponse(
+                        request_body=ep.BodyResponse(response=_common(bout))
+                    )
                 elif kind == "request_trailers":
                     yield ep.ProcessingResponse(request_trailers=ep.TrailersResponse())
                 elif kind == "response_headers":
@@ -150,10 +152,15 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
                     for reply in _body_replies(await pipeline.on_response_trailers()):
                         yield reply
                     yield ep.ProcessingResponse(response_trailers=ep.TrailersResponse())
+            if outcome == "ok" and not pipeline.finished:
+                # Envoy closed the stream before the response ended: the client or the
+                # upstream went away.
+                outcome = "incomplete"
         except asyncio.CancelledError:
-            # The client went away (Envoy cancels the stream): nothing to answer; the
-            # pipeline and everything it buffered go with this frame.
-            outcome = "cancelled"
+            # Envoy cancels the stream when the client goes away, and also right after a
+            # response we already ended. Either way the pipeline and all it buffered go
+            # with this frame.
+            outcome = "ok" if pipeline.finished else "cancelled"
             raise
         except Exception:
             outcome = "error"

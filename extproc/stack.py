@@ -39,6 +39,8 @@ def envoy_binary() -> str:
 
 def port_in_use(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As the servers do: a port held only by TIME_WAIT connections is free.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
@@ -56,7 +58,9 @@ def _wait(check: object, what: str, deadline: float, procs: list[subprocess.Pope
     while time.monotonic() < deadline:
         for proc in procs:
             if proc.poll() is not None:
-                raise StackError(f"{what}: a child process exited early with code {proc.returncode}")
+                raise StackError(
+                    f"{what}: a child process exited early with code {proc.returncode}"
+                )
         if check():  # type: ignore[operator]
             return
         time.sleep(0.05)

@@ -1,0 +1,207 @@
+"""Bad input gets a clear error in the API's own format, and nothing else breaks."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from extproc.config import DEV_GATEWAY_KEY
+from tests.e2e.conftest import MAX_REQUEST_BYTES, wait_for
+
+pytestmark = pytest.mark.e2e
+
+KEY = {"x-api-key": DEV_GATEWAY_KEY}
+JSON = {"content-type": "application/json"}
+A_BODY = {
+    "model": "claude-sonnet-5-5",
+    "max_tokens": 20,
+    "messages": [{"role": "user", "content": "Count to 3"}],
+}
+O_BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Count to 3"}]}
+
+
+def assert_anthropic_error(resp: httpx.Response, status: int, etype: str) -> str:
+    assert resp.status_code == status, resp.text
+    assert resp.headers["content-type"].startswith("application/json")
+    body = resp.json()
+    assert body["type"] == "error" and body["error"]["type"] == etype
+    assert body["error"]["message"]
+    return str(body["error"]["message"])
+
+
+def assert_openai_error(resp: httpx.Response, status: int) -> str:
+    assert resp.status_code == status, resp.text
+    body = resp.json()
+    assert set(body["error"]) >= {"message", "type", "param", "code"}
+    return str(body["error"]["message"])
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"x-api-key": "nope"},
+        {"authorization": "Bearer nope"},
+        {"authorization": f"Basic {DEV_GATEWAY_KEY}"},
+    ],
+)
+def test_missing_or_wrong_key_401(http: httpx.Client, headers: dict) -> None:
+    resp = http.post("/v1/messages", json=A_BODY, headers=headers)
+    assert_anthropic_error(resp, 401, "authentication_error")
+    resp = http.post("/v1/chat/completions", json=O_BODY, headers=headers)
+    assert_openai_error(resp, 401)
+
+
+def test_bearer_key_accepted(http: httpx.Client) -> None:
+    resp = http.post(
+        "/v1/messages", json=A_BODY, headers={"authorization": f"Bearer {DEV_GATEWAY_KEY}"}
+    )
+    assert resp.status_code == 200
+
+
+def test_malformed_json_400(http: httpx.Client) -> None:
+    resp = http.post("/v1/messages", content=b'{"model": "x", ', headers={**KEY, **JSON})
+    assert "not valid JSON" in assert_anthropic_error(resp, 400, "invalid_request_error")
+    resp = http.post("/v1/chat/completions", content=b"[1, 2", headers={**KEY, **JSON})
+    assert "not valid JSON" in assert_openai_error(resp, 400)
+
+
+@pytest.mark.parametrize(
+    "body,field",
+    [
+        ({"model": "claude-sonnet-5-5", "max_tokens": 5}, "messages"),
+        ({"messages": []}, "model"),
+        ([1, 2], "object"),
+    ],
+)
+def test_wrong_shape_400(http: httpx.Client, body: object, field: str) -> None:
+    resp = http.post("/v1/messages", content=json.dumps(body), headers={**KEY, **JSON})
+    assert field in assert_anthropic_error(resp, 400, "invalid_request_error")
+
+
+def test_non_json_content_type_415(http: httpx.Client) -> None:
+    resp = http.post(
+        "/v1/messages",
+        content=b"model=x",
+        headers={**KEY, "content-type": "application/x-www-form-urlencoded"},
+    )
+    assert_anthropic_error(resp, 415, "invalid_request_error")
+    resp = http.post(
+        "/v1/chat/completions", content=b"hi", headers={**KEY, "content-type": "text/plain"}
+    )
+    assert_openai_error(resp, 415)
+
+
+def test_unknown_path_404_and_wrong_method_405(http: httpx.Client) -> None:
+    assert_anthropic_error(http.post("/v1/nope", json={}, headers=KEY), 404, "not_found_error")
+    assert_openai_error(http.get("/v1/chat/completions", headers=KEY), 405)
+
+
+def test_ten_mib_request_passes(http: httpx.Client) -> None:
+    filler = "x" * (10 * 1024 * 1024)
+    body = {
+        **A_BODY,
+        "messages": [
+            {"role": "user", "content": "Count to 3"},
+            {"role": "assistant", "content": filler},
+            {"role": "user", "content": "Count to 3"},
+        ],
+    }
+    resp = http.post("/v1/messages", json=body, headers=KEY)
+    assert resp.status_code == 200, resp.text[:300]
+    assert resp.json()["content"][0]["text"] == "1, 2, 3"
+
+
+def test_body_over_limit_413(http: httpx.Client) -> None:
+    big = b'{"pad": "' + b"x" * (MAX_REQUEST_BYTES + 10) + b'"}'
+    resp = http.post("/v1/messages", content=big, headers={**KEY, **JSON})
+    assert "exceeds" in assert_anthropic_error(resp, 413, "request_too_large")
+
+
+def test_chunked_body_over_limit_413(http: httpx.Client) -> None:
+    """Without content-length Envoy's buffer limit answers; still in the API's format."""
+    piece = b"x" * (1024 * 1024)
+
+    def chunks():  # type: ignore[no-untyped-def]
+        yield b'{"pad": "'
+        for _ in range(MAX_REQUEST_BYTES // len(piece) + 2):
+            yield piece
+        yield b'"}'
+
+    resp = http.post("/v1/chat/completions", content=chunks(), headers={**KEY, **JSON})
+    assert resp.status_code == 413
+    assert_openai_error(resp, 413)
+
+
+def test_upstream_error_status_passes_unchanged(http: httpx.Client, mock_url: str) -> None:
+    headers = {**KEY, "x-mock-error": "500"}
+    via = http.post("/v1/chat/completions", json=O_BODY, headers=headers)
+    direct = http.post(f"{mock_url}/v1/chat/completions", json=O_BODY, headers=headers)
+    assert via.status_code == direct.status_code == 500
+    assert via.content == direct.content
+
+
+def _stream(http: httpx.Client, path: str, body: dict, headers: dict) -> bytes:
+    with http.stream("POST", path, json={**body, "stream": True}, headers={**KEY, **headers}) as r:
+        assert r.status_code == 200
+        return r.read()
+
+
+def test_upstream_ends_early_gets_error_event(http: httpx.Client) -> None:
+    out = _stream(http, "/v1/messages", A_BODY, {"x-mock-truncate-after": "4"})
+    assert out.count(b"event: message_start") == 1
+    assert out.endswith(b"\n\n")
+    last = out.strip().split(b"\n\n")[-1]
+    assert last.startswith(b"event: error\ndata: ")
+    assert json.loads(last.split(b"data: ", 1)[1])["error"]["type"] == "api_error"
+
+    out = _stream(http, "/v1/chat/completions", O_BODY, {"x-mock-truncate-after": "2"})
+    frames = out.strip().split(b"\n\n")
+    assert frames[-1] == b"data: [DONE]"
+    assert json.loads(frames[-2][6:])["error"]["message"]
+
+
+def test_upstream_dies_mid_stream_no_hang(http: httpx.Client) -> None:
+    """A reset upstream resets the client too: an error, promptly, never a hang."""
+    started = time.monotonic()
+    headers = {**KEY, "x-mock-die-after": "4", "x-mock-chunk-delay-ms": "20"}
+    try:
+        with http.stream(
+            "POST", "/v1/messages", json={**A_BODY, "stream": True}, headers=headers
+        ) as resp:
+            resp.read()
+    except httpx.HTTPError:
+        pass  # headers had gone out; the connection was reset mid-body
+    else:
+        # Envoy saw the reset before the client got anything: an in-format 502.
+        assert_anthropic_error(resp, 502, "api_error")
+    assert time.monotonic() - started < 10
+
+
+def test_client_disconnect_releases_request(base_url: str, log_dir: Path) -> None:
+    port = int(base_url.rsplit(":", 1)[1])
+    marker = f"disconnect-{time.time_ns()}"
+    body = json.dumps({**A_BODY, "stream": True})
+    request = (
+        f"POST /v1/messages HTTP/1.1\r\nhost: x\r\nx-api-key: {DEV_GATEWAY_KEY}\r\n"
+        f"x-request-id: {marker}\r\n"
+        f"content-type: application/json\r\nx-mock-chunk-delay-ms: 200\r\n"
+        f"x-mock-chunking: random:1\r\ncontent-length: {len(body)}\r\n\r\n{body}"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        assert b"200 OK" in sock.recv(4096)
+    log = log_dir / "extproc.log"
+    # Envoy ends the ext_proc stream (cancel or half-close) and the server drops the request.
+    wait_for(
+        lambda: any(
+            marker in line and ('"outcome":"cancelled"' in line or '"outcome":"incomplete"' in line)
+            for line in log.read_text().splitlines()
+        ),
+        "ext_proc to release the abandoned request",
+    )
