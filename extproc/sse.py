@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 _EOL = re.compile(rb"\r\n|\r|\n")
 
 DEFAULT_MAX_FRAME_BYTES = 4 * 1024 * 1024
+_BOM = b"\xef\xbb\xbf"
 
 
 class FrameTooLarge(Exception):
@@ -78,7 +79,7 @@ class _Fields:
             self.event = text
         elif name == b"id":
             self.id = text
-        elif name == b"retry" and text.isdigit():
+        elif name == b"retry" and text.isascii() and text.isdigit():
             self.retry = int(text)
         # Unknown field names are ignored, as the spec says; their bytes stay in `raw`.
 
@@ -101,8 +102,12 @@ class SSEFramer:
         self._max = max_frame_bytes
         self._buf = bytearray()
         self._pos = 0  # start of the first line not yet parsed
+        # Where to resume looking for a line end: bytes before it hold none, so a long
+        # line arriving in small chunks is scanned once, not once per chunk.
+        self._scan = 0
         self._fields = _Fields()
         self._finished = False
+        self._first_line = True
 
     @property
     def buffered(self) -> int:
@@ -129,7 +134,10 @@ class SSEFramer:
         if self._buf:
             tail = bytes(self._buf)
             if self._pos < len(self._buf):
-                self._fields.add_line(tail[self._pos :])
+                start = self._pos
+                if self._first_line and tail.startswith(_BOM, start):
+                    start += len(_BOM)
+                self._fields.add_line(tail[start:])
             frames.append(self._fields.to_frame(tail, terminated=False))
             self._buf.clear()
             self._pos = 0
@@ -144,14 +152,24 @@ class SSEFramer:
         fields = self._fields
         end = len(buf)
         search = _EOL.search
+        scan = max(self._scan, pos)
         while True:
-            m = search(buf, pos)
+            m = search(buf, scan)
             if m is None:
+                scan = end
                 break
             eol_end = m.end()
             if not final and eol_end == end and buf[m.start()] == 0x0D and eol_end - m.start() == 1:
-                break  # lone "\r" at the end: wait to see whether "\n" follows
+                scan = m.start()  # lone "\r" at the end: wait to see whether "\n" follows
+                break
             line_start, pos = pos, eol_end
+            scan = pos
+            if self._first_line:
+                self._first_line = False
+                if buf.startswith(_BOM, line_start):
+                    # A leading byte order mark is not part of the first field name; it
+                    # stays in the frame's raw bytes.
+                    line_start += len(_BOM)
             if m.start() == line_start:
                 # Blank line: dispatch. Stray blank lines before any field are kept as
                 # the prefix of the next frame's bytes rather than dispatched on their own.
@@ -164,6 +182,8 @@ class SSEFramer:
         if frame_start:
             del buf[:frame_start]
             pos -= frame_start
+            scan -= frame_start
         self._pos = pos
+        self._scan = scan
         self._fields = fields
         return frames
