@@ -20,7 +20,10 @@ ENV_VARS = {
     "gateway_port": "GATEWAY_PORT",
     "admin_port": "ENVOY_ADMIN_PORT",
     "extproc_port": "EXTPROC_PORT",
+    "extproc_host": "EXTPROC_HOST",
+    "extproc_listen": "EXTPROC_LISTEN",
     "mock_port": "MOCK_LLM_PORT",
+    "mock_host": "MOCK_LLM_HOST",
     "anthropic_api_key": "ANTHROPIC_API_KEY",
     "openai_api_key": "OPENAI_API_KEY",
     "upstream_anthropic_url": "UPSTREAM_ANTHROPIC_URL",
@@ -66,7 +69,12 @@ class Settings(BaseModel):
     gateway_port: int = 8000
     admin_port: int = 9901
     extproc_port: int = 50051
+    # Where Envoy reaches the ext_proc server, and where that server listens: both
+    # loopback on one host or in a pod; a service name and 0.0.0.0 under compose.
+    extproc_host: str = "127.0.0.1"
+    extproc_listen: str = "127.0.0.1"
     mock_port: int = 9000
+    mock_host: str = "127.0.0.1"
     anthropic_api_key: SecretStr | None = None
     openai_api_key: SecretStr | None = None
     upstream_anthropic_url: str | None = None
@@ -121,7 +129,9 @@ class Settings(BaseModel):
             return Upstream(name=name, base_url=url, api_key=key)
         if key is not None:
             return Upstream(name=name, base_url=real, api_key=key)
-        return Upstream(name=name, base_url=f"http://127.0.0.1:{self.mock_port}", is_mock=True)
+        return Upstream(
+            name=name, base_url=f"http://{self.mock_host}:{self.mock_port}", is_mock=True
+        )
 
     @property
     def anthropic(self) -> Upstream:

@@ -123,11 +123,12 @@ def render(settings: Settings, ca_bundle: str | None = None) -> str:
     ca = ca_bundle or os.environ.get("CA_BUNDLE", DEFAULT_CA_BUNDLE)
     upstreams = [settings.anthropic, settings.openai]
     values = {
-        "admin_host": settings.host,
+        # The admin interface can reconfigure Envoy: never beyond loopback.
+        "admin_host": "127.0.0.1",
         "admin_port": settings.admin_port,
         "listen_host": settings.host,
         "listen_port": settings.gateway_port,
-        "extproc_host": "127.0.0.1",
+        "extproc_host": settings.extproc_host,
         "extproc_port": settings.extproc_port,
         # Slightly above the gateway's own limit so ext_proc answers 413 in format when
         # the client sent content-length; Envoy's limit is the backstop for chunked bodies.

@@ -241,13 +241,15 @@ class RequestPipeline:
     async def _sse(self, chunk: bytes, end_of_stream: bool) -> BodyOut:
         assert self.framer is not None and self.request is not None
         api = self.request.api
+        failure: FrameTooLarge | None = None
         try:
             frames = self.framer.feed(chunk) if chunk else []
             if end_of_stream:
                 frames += self.framer.finish()
         except FrameTooLarge as exc:
+            # Deliver what came complete before the oversized event, then fail.
             log.warning("%s %s: %s", self.method, self.path, exc)
-            return self._fail(f"upstream sent an SSE event larger than {exc.limit} bytes")
+            failure, frames, end_of_stream = exc, exc.frames, False
         for frame in frames:
             if frame.event in ("message_stop", "error") or frame.data == "[DONE]":
                 self.terminated = True
@@ -270,6 +272,9 @@ class RequestPipeline:
         except Exception:
             log.exception("%s %s: policy chain failed", self.method, self.path)
             return self._fail("a gateway policy failed while processing the response")
+        if failure is not None:
+            failed = self._fail(f"upstream sent an SSE event larger than {failure.limit} bytes")
+            return BodyOut(data + failed.data, True)
         if end_of_stream and not self.terminated:
             data += self._terminator(api)
         return BodyOut(data, end_of_stream)

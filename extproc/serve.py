@@ -18,7 +18,7 @@ async def serve_forever(settings: Settings) -> None:
         server, _, port = await start_server(settings)
     except RuntimeError as exc:  # grpc reports a failed bind as RuntimeError
         raise OSError(f"cannot listen on port {settings.extproc_port}: {exc}") from exc
-    log.info("ext_proc listening on 127.0.0.1:%d", port)
+    log.info("ext_proc listening on %s:%d", settings.extproc_listen, port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

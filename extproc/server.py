@@ -194,7 +194,7 @@ async def start_server(
     )
     servicer = ExternalProcessor(settings, chain or build_chain(settings))
     ep_grpc.add_ExternalProcessorServicer_to_server(servicer, server)
-    port = server.add_insecure_port(address or f"{settings.host}:{settings.extproc_port}")
+    port = server.add_insecure_port(address or f"{settings.extproc_listen}:{settings.extproc_port}")
     if port == 0:
         raise OSError(f"cannot listen on {address or settings.extproc_port}: address in use?")
     await server.start()

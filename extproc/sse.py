@@ -22,12 +22,17 @@ _BOM = b"\xef\xbb\xbf"
 
 
 class FrameTooLarge(Exception):
-    """One SSE frame grew past the configured bound without a terminating blank line."""
+    """One SSE frame is larger than the configured bound, complete or not.
 
-    def __init__(self, size: int, limit: int) -> None:
-        super().__init__(f"SSE frame exceeds {limit} bytes ({size} bytes buffered)")
+    `frames` holds the complete frames that came before it in the same feed, so the
+    caller can still deliver them. The framer is unusable afterwards.
+    """
+
+    def __init__(self, size: int, limit: int, frames: list[Frame] | None = None) -> None:
+        super().__init__(f"SSE frame exceeds {limit} bytes ({size} bytes)")
         self.size = size
         self.limit = limit
+        self.frames = frames or []
 
 
 @dataclass(slots=True)
@@ -122,7 +127,7 @@ class SSEFramer:
         self._buf += data
         frames = self._parse(final=False)
         if len(self._buf) > self._max:
-            raise FrameTooLarge(len(self._buf), self._max)
+            raise FrameTooLarge(len(self._buf), self._max, frames)
         return frames
 
     def finish(self) -> list[Frame]:
@@ -174,6 +179,10 @@ class SSEFramer:
                 # Blank line: dispatch. Stray blank lines before any field are kept as
                 # the prefix of the next frame's bytes rather than dispatched on their own.
                 if fields.seen:
+                    if pos - frame_start > self._max:
+                        # The same verdict whether the frame came whole or in pieces.
+                        self._finished = True
+                        raise FrameTooLarge(pos - frame_start, self._max, frames)
                     frames.append(fields.to_frame(bytes(buf[frame_start:pos])))
                     fields = _Fields()
                     frame_start = pos

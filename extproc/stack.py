@@ -143,7 +143,7 @@ class Stack:
                         "-m",
                         "extproc.mock_llm",
                         "--host",
-                        s.host,
+                        s.mock_host,
                         "--port",
                         str(s.mock_port),
                     ],
@@ -151,8 +151,8 @@ class Stack:
             self._spawn("extproc", [sys.executable, "-m", "extproc", "serve"])
             procs = list(self.procs.values())
             if s.needs_mock:
-                _wait(lambda: _tcp_ready(s.host, s.mock_port), "mock LLM", deadline, procs)
-            _wait(lambda: _tcp_ready("127.0.0.1", s.extproc_port), "ext_proc", deadline, procs)
+                _wait(lambda: _tcp_ready(s.mock_host, s.mock_port), "mock LLM", deadline, procs)
+            _wait(lambda: _tcp_ready(s.extproc_host, s.extproc_port), "ext_proc", deadline, procs)
             self.config_path = run_dir / "envoy.yaml"
             self.config_path.write_text(render(s))
             argv = [
@@ -168,7 +168,7 @@ class Stack:
                 argv += ["--concurrency", str(self.envoy_concurrency)]
             self._spawn("envoy", argv)
             procs = list(self.procs.values())
-            _wait(lambda: _envoy_ready(s.host, s.admin_port), "envoy", deadline, procs)
+            _wait(lambda: _envoy_ready("127.0.0.1", s.admin_port), "envoy", deadline, procs)
             _wait(lambda: _tcp_ready(s.host, s.gateway_port), "envoy listener", deadline, procs)
         except BaseException:
             self.stop()

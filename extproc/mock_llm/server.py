@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from . import anthropic_format, openai_format
+from . import anthropic_format, openai_format, scripts
 from .scenario import Plan, plan_response
 
 CREATED = 1735689600  # fixed "created" timestamp so responses are byte-stable
@@ -164,6 +164,9 @@ async def _handle(
         return _json(fmt.invalid_request(str(exc)), 400, headers)
     if faults.stall_ms:
         await asyncio.sleep(faults.stall_ms / 1000)
+    script = request.headers.get("x-mock-script")
+    if script is not None:
+        return await _run_script(request, script, fmt, faults, headers)
     if faults.error is not None and faults.error != "overloaded-midstream":
         status, body = fmt.fault_error(faults.error)
         if faults.error == "429":
@@ -182,6 +185,26 @@ async def _handle(
     if events is None:
         return _json(document, 200, headers)
     return await _send_stream(request, events, faults, headers)
+
+
+async def _run_script(
+    request: web.Request, script: str, fmt: ModuleType, faults: Faults, headers: dict[str, str]
+) -> web.StreamResponse:
+    api = "anthropic" if fmt is anthropic_format else "openai"
+    name, _, arg = script.partition(":")
+    if name == "html-error":
+        return web.Response(
+            status=502,
+            body=b"<html><body><h1>502 Bad Gateway</h1></body></html>",
+            content_type="text/html",
+            headers=headers,
+        )
+    if name == "garbage":
+        return await _send_stream(request, scripts.garbage(api), faults, headers)
+    if name == "giant-event" and arg.isdigit():
+        return await _send_stream(request, scripts.giant_event(api, int(arg)), faults, headers)
+    message = f"x-mock-script must be one of {', '.join(scripts.SCRIPT_NAMES)} (giant-event:N)"
+    return _json(fmt.invalid_request(message), 400, headers)
 
 
 def _render_anthropic(

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from extproc.config import DEV_GATEWAY_KEY
-from tests.e2e.conftest import MAX_REQUEST_BYTES, wait_for
+from tests.e2e.conftest import MAX_REQUEST_BYTES, MAX_SSE_FRAME_BYTES, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -205,3 +205,41 @@ def test_client_disconnect_releases_request(base_url: str, log_dir: Path) -> Non
         ),
         "ext_proc to release the abandoned request",
     )
+
+
+@pytest.mark.parametrize("path,body", [("/v1/messages", A_BODY), ("/v1/chat/completions", O_BODY)])
+def test_garbage_sse_passes_through_unchanged(
+    http: httpx.Client, mock_url: str, path: str, body: dict
+) -> None:
+    headers = {**KEY, "x-mock-script": "garbage"}
+    direct = http.post(f"{mock_url}{path}", json={**body, "stream": True}, headers=headers)
+    via = _stream(http, path, body, {"x-mock-script": "garbage"})
+    assert via == direct.content
+    assert b"{not json at all" in via
+
+
+@pytest.mark.parametrize("path,body", [("/v1/messages", A_BODY), ("/v1/chat/completions", O_BODY)])
+@pytest.mark.parametrize("chunking", [{}, {"x-mock-chunking": "random:3"}])
+def test_event_over_frame_limit_fails_in_format(
+    http: httpx.Client, path: str, body: dict, chunking: dict
+) -> None:
+    size = MAX_SSE_FRAME_BYTES + 1000
+    out = _stream(http, path, body, {"x-mock-script": f"giant-event:{size}", **chunking})
+    assert len(out) < 4096  # the oversized event is not forwarded
+    assert b"larger than" in out
+    if path == "/v1/messages":
+        assert out.startswith(b"event: error\ndata: ")
+    else:
+        assert out.endswith(b"data: [DONE]\n\n")
+
+
+def test_large_event_under_limit_passes(http: httpx.Client) -> None:
+    size = MAX_SSE_FRAME_BYTES - 1000
+    out = _stream(http, "/v1/messages", A_BODY, {"x-mock-script": f"giant-event:{size}"})
+    assert out.count(b"x" * 1000) >= (size // 1000) - 1
+    assert out.endswith(b'event: message_stop\ndata: {"type":"message_stop"}\n\n')
+
+
+def test_html_error_page_becomes_in_format_error(http: httpx.Client) -> None:
+    resp = http.post("/v1/messages", json=A_BODY, headers={**KEY, "x-mock-script": "html-error"})
+    assert "502 Bad Gateway" in assert_anthropic_error(resp, 502, "api_error")

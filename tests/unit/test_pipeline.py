@@ -246,3 +246,20 @@ async def test_json_response_goes_through_chain() -> None:
     p = await started(chain=PolicyChain([Upper()]), ctype="application/json")
     res = await p.on_response_body(original, True)
     assert json.loads(res.data)["content"][0]["text"] == "CHANGED"
+
+
+async def test_oversized_event_fails_the_same_whole_or_split() -> None:
+    first = ANTHROPIC_STREAM[: ANTHROPIC_STREAM.index(b"event: ping")]
+    giant = b"event: content_block_delta\ndata: " + b"x" * 400 + b"\n\n"
+    for chunks in ([first + giant], [first + giant[:50], giant[50:]]):
+        p = await started(max_sse_frame_bytes=len(first) + 10)
+        out = bytearray()
+        for chunk in chunks:
+            res = await p.on_response_body(chunk, False)
+            out += res.data
+            if res.end_of_stream:
+                break
+        assert res.end_of_stream
+        # Everything complete before the oversized event is delivered, then the error.
+        assert out.startswith(first)
+        assert out[len(first) :].startswith(b"event: error\ndata: ")

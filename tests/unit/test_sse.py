@@ -381,3 +381,12 @@ def test_generated_stream_any_chunking(
     cuts = data.draw(st.lists(st.integers(0, len(stream)), max_size=30))
     frames = check_chunking(stream, cuts)
     assert key(frames) == expected
+
+
+def test_complete_oversized_frame_raises_with_earlier_frames() -> None:
+    small, big = b"data: a\n\n", b"data: " + b"x" * 100 + b"\n\n"
+    framer = SSEFramer(max_frame_bytes=64)
+    with pytest.raises(FrameTooLarge) as info:
+        framer.feed(small + big + small)
+    assert [f.data for f in info.value.frames] == ["a"]
+    assert info.value.size == len(big) and info.value.limit == 64
