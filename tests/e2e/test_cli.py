@@ -1,0 +1,129 @@
+"""`llm-gateway run`: the whole stack in the foreground, and a clean stop."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from extproc.config import DEV_GATEWAY_KEY
+from extproc.stack import free_port, port_in_use
+
+pytestmark = pytest.mark.e2e
+
+
+def _env(**extra: str) -> dict[str, str]:
+    ports = {
+        "GATEWAY_PORT": str(free_port()),
+        "ENVOY_ADMIN_PORT": str(free_port()),
+        "EXTPROC_PORT": str(free_port()),
+        "MOCK_LLM_PORT": str(free_port()),
+    }
+    return {**os.environ, **ports, **extra}
+
+
+def _start(env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "extproc", "run"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_ready(proc: subprocess.Popen[str], timeout: float = 60) -> str:
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    seen = []
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line and proc.poll() is not None:
+            break
+        seen.append(line)
+        if "Ctrl-C stops everything" in line:
+            return "".join(seen)
+    raise AssertionError(f"stack not ready; output: {''.join(seen)}")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_run_serves_and_stops_every_child(sig: signal.Signals) -> None:
+    env = _env()
+    proc = _start(env)
+    try:
+        banner = _wait_ready(proc)
+        port = env["GATEWAY_PORT"]
+        assert f"http://127.0.0.1:{port}" in banner and DEV_GATEWAY_KEY in banner
+        resp = httpx.post(
+            f"http://127.0.0.1:{port}/v1/messages",
+            headers={"x-api-key": DEV_GATEWAY_KEY},
+            json={
+                "model": "claude-sonnet-5-5",
+                "max_tokens": 9,
+                "messages": [{"role": "user", "content": "Count to 2"}],
+            },
+            timeout=30,
+        )
+        assert resp.json()["content"][0]["text"] == "1, 2"
+        proc.send_signal(sig)
+        assert proc.wait(timeout=20) in (0, 130)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    for name in ("GATEWAY_PORT", "ENVOY_ADMIN_PORT", "EXTPROC_PORT", "MOCK_LLM_PORT"):
+        assert not port_in_use("127.0.0.1", int(env[name])), f"{name} still held after stop"
+
+
+def test_port_taken_exits_with_clear_message() -> None:
+    env = _env()
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", int(env["GATEWAY_PORT"])))
+        holder.listen()
+        done = subprocess.run(
+            [sys.executable, "-m", "extproc", "run"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert done.returncode == 1
+    assert f"port {env['GATEWAY_PORT']} (gateway)" in done.stderr
+    assert "already in use" in done.stderr
+
+
+def test_envoy_failing_to_start_exits_with_clear_message() -> None:
+    env = _env(ENVOY_BIN="/bin/false")
+    done = subprocess.run(
+        [sys.executable, "-m", "extproc", "run"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "envoy exited with code 1 during start-up" in done.stderr
+    # What it had started before Envoy is stopped again.
+    for name in ("EXTPROC_PORT", "MOCK_LLM_PORT"):
+        assert not port_in_use("127.0.0.1", int(env[name]))
+
+
+def test_invalid_setting_names_the_variable_not_the_value() -> None:
+    env = _env(UPSTREAM_OPENAI_URL="ftp://secret-host-value")
+    done = subprocess.run(
+        [sys.executable, "-m", "extproc", "run"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert "upstream_openai_url" in done.stderr
