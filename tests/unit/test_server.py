@@ -1,0 +1,150 @@
+"""The gRPC servicer with a real grpc.aio client playing Envoy's part."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+from envoy.config.core.v3 import base_pb2
+from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
+from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ep_grpc
+from pydantic import SecretStr
+
+from extproc.config import Settings
+from extproc.server import MAX_REPLY_CHUNK, ExternalProcessor, start_server
+
+KEY = "sk-unit"
+
+
+def headers_msg(pairs: dict[str, str], eos: bool = False) -> ep.HttpHeaders:
+    return ep.HttpHeaders(
+        headers=base_pb2.HeaderMap(
+            headers=[base_pb2.HeaderValue(key=k, raw_value=v.encode()) for k, v in pairs.items()]
+        ),
+        end_of_stream=eos,
+    )
+
+
+REQ_HEADERS = ep.ProcessingRequest(
+    request_headers=headers_msg(
+        {
+            ":method": "POST",
+            ":path": "/v1/messages",
+            "content-type": "application/json",
+            "x-api-key": KEY,
+        }
+    )
+)
+REQ_BODY = ep.ProcessingRequest(
+    request_body=ep.HttpBody(
+        body=json.dumps({"model": "claude-x", "stream": True, "messages": []}).encode(),
+        end_of_stream=True,
+    )
+)
+RESP_HEADERS = ep.ProcessingRequest(
+    response_headers=headers_msg({":status": "200", "content-type": "text/event-stream"})
+)
+
+
+def body_msg(data: bytes, eos: bool) -> ep.ProcessingRequest:
+    return ep.ProcessingRequest(response_body=ep.HttpBody(body=data, end_of_stream=eos))
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[tuple[ExternalProcessor, ep_grpc.ExternalProcessorStub]]:
+    settings = Settings(gateway_keys=(SecretStr(KEY),))
+    srv, servicer, port = await start_server(settings, address="127.0.0.1:0")
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    yield servicer, ep_grpc.ExternalProcessorStub(channel)
+    await channel.close()
+    await srv.stop(grace=None)
+
+
+async def test_replies_in_order_with_streamed_bodies(server) -> None:  # type: ignore[no-untyped-def]
+    _, stub = server
+    event = b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0}\n\n'
+    big = event * (3 * MAX_REPLY_CHUNK // len(event))
+    stop = b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
+    messages = [
+        REQ_HEADERS,
+        REQ_BODY,
+        RESP_HEADERS,
+        body_msg(big[:100], False),
+        body_msg(big[100:] + stop, True),
+    ]
+    replies = [r async for r in stub.Process(iter(messages))]
+    kinds = [r.WhichOneof("response") for r in replies]
+    assert kinds[:3] == ["request_headers", "request_body", "response_headers"]
+    assert set(kinds[3:]) == {"response_body"}
+    bodies = [r.response_body.response.body_mutation for r in replies[3:]]
+    assert all(b.WhichOneof("mutation") == "streamed_response" for b in bodies)
+    assert all(len(b.streamed_response.body) <= MAX_REPLY_CHUNK for b in bodies)
+    assert [b.streamed_response.end_of_stream for b in bodies][-1] is True
+    assert not any(b.streamed_response.end_of_stream for b in bodies[:-1])
+    assert b"".join(b.streamed_response.body for b in bodies) == big + stop
+    body_reply = replies[1].request_body.response
+    assert body_reply.clear_route_cache
+    assert {h.header.key for h in body_reply.header_mutation.set_headers} == {"x-gateway-upstream"}
+    removed = replies[0].request_headers.response.header_mutation.remove_headers
+    assert {"x-api-key", "authorization"} <= set(removed)
+
+
+async def test_bad_key_gets_immediate_response(server) -> None:  # type: ignore[no-untyped-def]
+    _, stub = server
+    bad = ep.ProcessingRequest(
+        request_headers=headers_msg({":method": "POST", ":path": "/v1/chat/completions"})
+    )
+    replies = [r async for r in stub.Process(iter([bad]))]
+    assert len(replies) == 1
+    imm = replies[0].immediate_response
+    assert imm.status.code == 401
+    assert json.loads(imm.body)["error"]["code"] == "invalid_api_key"
+    assert any(h.header.key == "content-type" for h in imm.headers.set_headers)
+
+
+async def test_trailers_flush_and_answer(server) -> None:  # type: ignore[no-untyped-def]
+    _, stub = server
+    partial = b"event: message_stop\ndata: {}"  # no blank line yet
+    messages = [
+        REQ_HEADERS,
+        REQ_BODY,
+        RESP_HEADERS,
+        body_msg(partial, False),
+        ep.ProcessingRequest(response_trailers=ep.HttpTrailers()),
+    ]
+    replies = [r async for r in stub.Process(iter(messages))]
+    assert replies[-1].WhichOneof("response") == "response_trailers"
+    body = replies[-2].response_body.response.body_mutation.streamed_response
+    assert body.body == partial
+
+
+async def test_cancelled_stream_releases_request(server) -> None:  # type: ignore[no-untyped-def]
+    servicer, stub = server
+    queue: asyncio.Queue[ep.ProcessingRequest | None] = asyncio.Queue()
+
+    async def requests() -> AsyncIterator[ep.ProcessingRequest]:
+        while (item := await queue.get()) is not None:
+            yield item
+
+    for msg in (
+        REQ_HEADERS,
+        REQ_BODY,
+        RESP_HEADERS,
+        body_msg(b"event: ping\ndata: {}\n\nda", False),
+    ):
+        queue.put_nowait(msg)
+    call = stub.Process(requests())
+    got = 0
+    async for _ in call:
+        got += 1
+        if got == 4:  # headers, body, response headers, the ping event
+            break
+    assert servicer.active == 1
+    call.cancel()
+    async with asyncio.timeout(5):
+        while servicer.active:  # noqa: ASYNC110 - a counter, polled under a deadline
+            await asyncio.sleep(0.01)
+    assert servicer.active == 0
