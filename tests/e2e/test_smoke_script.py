@@ -95,6 +95,7 @@ def test_wrong_key_fails_without_leaking_it(stack: Stack) -> None:
     checks, (_, failed) = _parse(done.stdout)
     assert failed > 0
     assert "status 401" in checks["anthropic_messages"]
+    assert "status 401" in checks["missing_messages_openai"]
     assert wrong_key not in done.stdout and wrong_key not in done.stderr
     # The bad-key checks use their own wrong key and still pass.
     assert checks["bad_key_anthropic"] == checks["bad_key_openai"] == "PASS"
