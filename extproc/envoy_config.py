@@ -121,6 +121,11 @@ def _mappers() -> str:
 
 def render(settings: Settings, ca_bundle: str | None = None) -> str:
     ca = ca_bundle or os.environ.get("CA_BUNDLE", DEFAULT_CA_BUNDLE)
+    if not TEMPLATE.exists():
+        raise FileNotFoundError(
+            f"Envoy template {TEMPLATE} not found: run from a checkout of the repository "
+            "(make install), where envoy/ sits beside extproc/"
+        )
     upstreams = [settings.anthropic, settings.openai]
     values = {
         # The admin interface can reconfigure Envoy: never beyond loopback.
@@ -129,6 +134,8 @@ def render(settings: Settings, ca_bundle: str | None = None) -> str:
         "listen_host": settings.host,
         "listen_port": settings.gateway_port,
         "extproc_host": settings.extproc_host,
+        # A service name under compose, an address on one host or in a pod.
+        "extproc_cluster_type": "STATIC" if _is_ip(settings.extproc_host) else "STRICT_DNS",
         "extproc_port": settings.extproc_port,
         # Slightly above the gateway's own limit so ext_proc answers 413 in format when
         # the client sent content-length; Envoy's limit is the backstop for chunked bodies.

@@ -1,0 +1,318 @@
+"""The deployment files (docker compose, Kubernetes) against the real Envoy and the renderer.
+
+No container runs here: the Envoy configs go through `envoy --mode validate`, the
+generated files are compared with what the renderer produces today, and the compose
+file and the manifests are checked for consistency with the settings.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import SecretStr
+
+from extproc.config import DEV_GATEWAY_KEY, ENV_VARS, Settings
+from extproc.envoy_config import DEFAULT_CA_BUNDLE, render
+from extproc.stack import envoy_binary
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+COMPOSE_ENVOY = ROOT / "envoy" / "envoy.compose.yaml"
+K8S_DIR = ROOT / "deploy" / "kubernetes"
+K8S_GATEWAY = K8S_DIR / "gateway.yaml"
+K8S_CONFIGMAP = K8S_DIR / "envoy-configmap.yaml"
+REGENERATE = "scripts/render_deploy_configs.sh"
+
+# The settings each shipped bootstrap is rendered with (see scripts/render_deploy_configs.sh,
+# which passes the same values as GATEWAY_HOST / EXTPROC_HOST / MOCK_LLM_HOST).
+COMPOSE_SETTINGS = Settings(host="0.0.0.0", extproc_host="extproc", mock_host="mock-llm")
+K8S_SETTINGS = Settings(host="0.0.0.0")
+
+# Every variable the gateway reads from its environment.
+DOCUMENTED_VARS = {*ENV_VARS.values(), "GATEWAY_API_KEYS"}
+
+
+def _ca_bundle() -> str:
+    """A CA file that exists here: Envoy's validation opens it for TLS clusters."""
+    if Path(DEFAULT_CA_BUNDLE).exists():
+        return DEFAULT_CA_BUNDLE
+    certifi = pytest.importorskip("certifi")
+    return str(certifi.where())
+
+
+def _validate(path: Path) -> None:
+    proc = subprocess.run(
+        [
+            envoy_binary(),
+            "--mode",
+            "validate",
+            "-c",
+            str(path),
+            "--disable-hot-restart",
+            "--log-level",
+            "error",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    output = (proc.stdout + proc.stderr).strip()
+    assert proc.returncode == 0, f"envoy --mode validate rejected {path.name}:\n{output[-3000:]}"
+
+
+def _configmap() -> dict[str, Any]:
+    docs = [d for d in yaml.safe_load_all(K8S_CONFIGMAP.read_text()) if d]
+    assert [d["kind"] for d in docs] == ["ConfigMap"], f"{K8S_CONFIGMAP.name}: one ConfigMap"
+    return docs[0]
+
+
+def _configmap_bootstrap() -> str:
+    data = _configmap()["data"]
+    assert list(data) == ["envoy.yaml"], "the ConfigMap holds exactly envoy.yaml"
+    return str(data["envoy.yaml"])
+
+
+def _manifests() -> dict[str, dict[str, Any]]:
+    """kind -> document, over every manifest `kubectl apply -f deploy/kubernetes/` applies."""
+    docs: dict[str, dict[str, Any]] = {}
+    for path in sorted(K8S_DIR.glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc:
+                assert doc["kind"] not in docs, f"two {doc['kind']} documents"
+                docs[doc["kind"]] = doc
+    return docs
+
+
+def _compose() -> dict[str, Any]:
+    return yaml.safe_load(COMPOSE_FILE.read_text())
+
+
+def _strip_generated_header(text: str, name: str) -> str:
+    first, _, rest = text.partition("\n")
+    assert first.startswith("# Generated") and REGENERATE in first, (
+        f"{name} must start with a one-line comment naming {REGENERATE}"
+    )
+    return rest
+
+
+def _assert_up_to_date(shipped: str, expected: str, name: str) -> None:
+    if shipped == expected:
+        return
+    diff = "".join(
+        list(
+            difflib.unified_diff(
+                shipped.splitlines(keepends=True),
+                expected.splitlines(keepends=True),
+                f"{name} (shipped)",
+                f"{name} (rendered now)",
+            )
+        )[:40]
+    )
+    pytest.fail(
+        f"{name} is out of date with envoy/envoy.yaml.tmpl / extproc/envoy_config.py: "
+        f"regenerate it with `{REGENERATE}`\n{diff}"
+    )
+
+
+def _bootstrap_endpoints(bootstrap: str) -> dict[str, tuple[str, int]]:
+    """cluster name (and `listener`) -> (address, port) of an Envoy bootstrap."""
+    config = yaml.safe_load(bootstrap)
+    out: dict[str, tuple[str, int]] = {}
+    listener = config["static_resources"]["listeners"][0]["address"]["socket_address"]
+    out["listener"] = (listener["address"], listener["port_value"])
+    for cluster in config["static_resources"]["clusters"]:
+        endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]
+        addr = endpoint["endpoint"]["address"]["socket_address"]
+        out[cluster["name"]] = (addr["address"], addr["port_value"])
+    return out
+
+
+# -- (a) every shipped or renderable Envoy config passes Envoy's own validation ----------
+
+
+def test_compose_envoy_config_validates() -> None:
+    _validate(COMPOSE_ENVOY)
+
+
+def test_kubernetes_configmap_bootstrap_validates(tmp_path: Path) -> None:
+    path = tmp_path / "envoy.yaml"
+    path.write_text(_configmap_bootstrap())
+    _validate(path)
+
+
+RENDERED = {
+    "default-mock": {},
+    "real-providers": {
+        "anthropic_api_key": SecretStr("sk-ant-dummy"),
+        "openai_api_key": SecretStr("sk-openai-dummy"),
+    },
+    "https-override-with-path-prefix": {
+        "upstream_openai_url": "https://llm-proxy.internal.example/openai/v1",
+        "openai_api_key": SecretStr("sk-openai-dummy"),
+    },
+    "http-override": {
+        "upstream_anthropic_url": "http://llm-proxy.internal.example:8080/anthropic",
+        "upstream_openai_url": "http://10.0.0.7:8080",
+    },
+    "compose-hosts": {"host": "0.0.0.0", "extproc_host": "extproc", "mock_host": "mock-llm"},
+}
+
+
+@pytest.mark.parametrize("values", list(RENDERED.values()), ids=list(RENDERED))
+def test_rendered_config_validates(values: dict[str, Any], tmp_path: Path) -> None:
+    path = tmp_path / "envoy.yaml"
+    path.write_text(render(Settings(**values), ca_bundle=_ca_bundle()))
+    _validate(path)
+
+
+# -- (b) the generated files match what the renderer produces today ----------------------
+
+
+def test_compose_envoy_config_is_up_to_date() -> None:
+    shipped = _strip_generated_header(COMPOSE_ENVOY.read_text(), COMPOSE_ENVOY.name)
+    expected = render(COMPOSE_SETTINGS, ca_bundle=DEFAULT_CA_BUNDLE)
+    _assert_up_to_date(shipped, expected, "envoy/envoy.compose.yaml")
+
+
+def test_kubernetes_configmap_is_up_to_date() -> None:
+    _strip_generated_header(K8S_CONFIGMAP.read_text(), K8S_CONFIGMAP.name)
+    expected = render(K8S_SETTINGS, ca_bundle=DEFAULT_CA_BUNDLE)
+    _assert_up_to_date(_configmap_bootstrap(), expected, "deploy/kubernetes/envoy-configmap.yaml")
+
+
+# -- (c) docker-compose.yml ------------------------------------------------------------
+
+
+def test_compose_file_services() -> None:
+    compose = _compose()
+    assert "version" not in compose, "compose spec: no `version:` key"
+    services = compose["services"]
+    assert {"envoy", "extproc", "mock-llm"} <= set(services)
+
+    envoy = services["envoy"]
+    assert "./envoy/envoy.compose.yaml:/etc/envoy/envoy.yaml:ro" in envoy["volumes"]
+    command = envoy["command"]
+    assert command[command.index("-c") + 1] == "/etc/envoy/envoy.yaml"
+    port = COMPOSE_SETTINGS.gateway_port
+    assert f"{port}:{port}" in envoy["ports"]
+    assert "extproc" in envoy["depends_on"]
+    assert f"/dev/tcp/127.0.0.1/{port}" in str(envoy["healthcheck"]["test"])
+    assert "/healthz" in str(envoy["healthcheck"]["test"])
+
+    extproc = services["extproc"]
+    assert extproc["build"] == "."
+    env = extproc["environment"]
+    assert env["EXTPROC_LISTEN"] == "0.0.0.0"
+    assert env["GATEWAY_API_KEYS"] == f"${{GATEWAY_API_KEYS:-{DEV_GATEWAY_KEY}}}"
+    for var in ("ANTHROPIC_API_KEY", "OPENAI_API_KEY"):
+        assert env[var] == f"${{{var}:-}}"
+    assert set(env) <= DOCUMENTED_VARS, f"undocumented: {set(env) - DOCUMENTED_VARS}"
+
+    mock = services["mock-llm"]
+    assert mock["image"] == extproc["image"], "the mock runs from the gateway image"
+    assert mock["command"][:3] == ["python", "-m", "extproc.mock_llm"]
+    args = mock["command"]
+    assert args[args.index("--host") + 1] == "0.0.0.0"
+    assert args[args.index("--port") + 1] == str(COMPOSE_SETTINGS.mock_port)
+
+
+def test_compose_envoy_config_points_at_compose_services() -> None:
+    """The bootstrap reaches ext_proc and the mock by their compose service names."""
+    endpoints = _bootstrap_endpoints(COMPOSE_ENVOY.read_text())
+    services = set(_compose()["services"])
+    s = COMPOSE_SETTINGS
+    assert endpoints["listener"] == ("0.0.0.0", s.gateway_port)
+    assert endpoints["extproc"] == ("extproc", s.extproc_port)
+    assert endpoints["anthropic"] == endpoints["openai"] == ("mock-llm", s.mock_port)
+    assert {"extproc", "mock-llm"} <= services
+
+
+def test_compose_variables_are_documented() -> None:
+    text = COMPOSE_FILE.read_text()
+    # ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?err} and bare $VAR ($$ escapes).
+    used = set(re.findall(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)", text))
+    used |= set(re.findall(r"(?<!\$)\$([A-Za-z_][A-Za-z0-9_]*)", text))
+    assert used, "the compose file passes variables through from the host"
+    assert used <= DOCUMENTED_VARS, f"undocumented variables: {sorted(used - DOCUMENTED_VARS)}"
+
+
+# -- (d) Kubernetes manifests ------------------------------------------------------------
+
+
+def _containers(deployment: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["name"]: c for c in deployment["spec"]["template"]["spec"]["containers"]}
+
+
+def _ports(container: dict[str, Any]) -> dict[str, int]:
+    return {p["name"]: p["containerPort"] for p in container.get("ports", [])}
+
+
+def test_kubernetes_manifest_kinds() -> None:
+    docs = _manifests()
+    assert {"Deployment", "Service", "ConfigMap", "Secret"} <= set(docs)
+    secret = docs["Secret"]
+    assert "GATEWAY_API_KEYS" in secret["stringData"]
+    assert "REPLACE-ME" in secret["stringData"]["GATEWAY_API_KEYS"], "placeholder, marked"
+
+
+def test_kubernetes_ports_match_settings() -> None:
+    docs = _manifests()
+    s = K8S_SETTINGS
+    containers = _containers(docs["Deployment"])
+    assert set(containers) == {"envoy", "extproc", "mock-llm"}
+    assert _ports(containers["envoy"]) == {"http": s.gateway_port}
+    assert _ports(containers["extproc"]) == {"grpc": s.extproc_port}
+    assert _ports(containers["mock-llm"]) == {"mock": s.mock_port}
+
+    mock_cmd = containers["mock-llm"]["command"]
+    assert mock_cmd[mock_cmd.index("--host") + 1] == s.mock_host
+    assert mock_cmd[mock_cmd.index("--port") + 1] == str(s.mock_port)
+
+    # The bootstrap in the ConfigMap: listener for the Service, everything else loopback.
+    endpoints = _bootstrap_endpoints(_configmap_bootstrap())
+    assert endpoints["listener"] == ("0.0.0.0", s.gateway_port)
+    assert endpoints["extproc"] == ("127.0.0.1", s.extproc_port)
+    assert endpoints["anthropic"] == endpoints["openai"] == (s.mock_host, s.mock_port)
+
+    service = docs["Service"]
+    assert service["spec"]["selector"].items() <= (
+        docs["Deployment"]["spec"]["template"]["metadata"]["labels"].items()
+    )
+    [svc_port] = service["spec"]["ports"]
+    assert svc_port["port"] == s.gateway_port
+    assert svc_port["targetPort"] == "http"
+
+
+def test_kubernetes_envoy_reads_the_configmap() -> None:
+    docs = _manifests()
+    pod = docs["Deployment"]["spec"]["template"]["spec"]
+    envoy = _containers(docs["Deployment"])["envoy"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    [mount] = envoy["volumeMounts"]
+    assert volumes[mount["name"]]["configMap"]["name"] == _configmap()["metadata"]["name"]
+    args = envoy["args"]
+    assert args[args.index("-c") + 1] == f"{mount['mountPath']}/envoy.yaml"
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert envoy[probe]["httpGet"] == {"path": "/healthz", "port": "http"}
+
+
+def test_kubernetes_secrets_and_resources() -> None:
+    docs = _manifests()
+    containers = _containers(docs["Deployment"])
+    refs = [e["secretRef"]["name"] for e in containers["extproc"]["envFrom"]]
+    assert docs["Secret"]["metadata"]["name"] in refs
+    for name, container in containers.items():
+        resources = container["resources"]
+        assert {"cpu", "memory"} <= set(resources["requests"]), name
+        assert {"cpu", "memory"} <= set(resources["limits"]), name
+        assert "readinessProbe" in container, name
+    for name in ("extproc", "mock-llm"):
+        assert containers[name]["image"] == "llm-gateway:latest"
