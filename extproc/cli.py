@@ -14,16 +14,31 @@ from pydantic import ValidationError
 
 from extproc.config import DEV_GATEWAY_KEY, Settings
 from extproc.envoy_config import render
+from extproc.policy_config import ConfigError, load_config
 from extproc.stack import Stack, StackError
 
 
-def _settings() -> Settings:
+def _settings(args: argparse.Namespace | None = None) -> Settings:
     try:
-        return Settings.from_env()
+        settings = Settings.from_env()
     except ValidationError as exc:
         # Name the variable, never echo values (they may be keys).
         fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in exc.errors())
         sys.exit(f"llm-gateway: invalid configuration in {fields}: {exc.errors()[0]['msg']}")
+    update: dict[str, object] = {}
+    if args is not None and getattr(args, "policy_config", None):
+        update["policy_config"] = args.policy_config
+    if args is not None and getattr(args, "validate_streams", False):
+        update["validate_streams"] = True
+    settings = settings.model_copy(update=update)
+    if settings.policy_config:
+        # Check the policy file here, so a mistake stops the start with its message
+        # before anything is running.
+        try:
+            load_config(settings.policy_config)
+        except ConfigError as exc:
+            sys.exit(f"llm-gateway: {exc}")
+    return settings
 
 
 def _raise_exit(signum: int, frame: object) -> None:
@@ -32,7 +47,7 @@ def _raise_exit(signum: int, frame: object) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """The whole stack in the foreground until Ctrl-C or SIGTERM."""
-    settings = _settings()
+    settings = _settings(args)
     signal.signal(signal.SIGTERM, _raise_exit)
     stack = Stack(settings)
     try:
@@ -53,6 +68,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"\nLLM gateway ready on {stack.base_url}\n"
         f"  gateway key: {key_hint}\n"
         f"  upstreams:   {upstreams}\n"
+        f"  policies:    {settings.policy_config or 'noop (POLICY_CONFIG / --policy-config)'}\n"
         f"  try: curl -s {stack.base_url}/v1/messages -H 'x-api-key: {key_hint}' "
         "-H 'content-type: application/json' "
         '-d \'{"model":"claude-sonnet-4-5","max_tokens":50,'
@@ -78,7 +94,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Only the ext_proc gRPC server (Envoy and the provider run elsewhere)."""
     from extproc.serve import serve_forever
 
-    settings = _settings()
+    settings = _settings(args)
     if args.port:
         settings = settings.model_copy(update={"extproc_port": args.port})
     try:
@@ -99,6 +115,17 @@ def cmd_render_envoy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _policy_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--policy-config", metavar="PATH", help="policy YAML file (default: POLICY_CONFIG)"
+    )
+    parser.add_argument(
+        "--validate-streams",
+        action="store_true",
+        help="check every response stream's invariants and log violations",
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=os.environ.get("LOG_LEVEL", "INFO").upper(),
@@ -109,9 +136,11 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="run mock LLM (if needed), ext_proc and Envoy")
     run.add_argument("--timeout", type=float, default=30.0, help="start-up deadline, seconds")
     run.set_defaults(func=cmd_run)
+    _policy_flags(run)
     serve = sub.add_parser("serve", help="run only the ext_proc gRPC server")
     serve.add_argument("--port", type=int, default=0, help="port (default EXTPROC_PORT)")
     serve.set_defaults(func=cmd_serve)
+    _policy_flags(serve)
     rend = sub.add_parser("render-envoy", help="print the Envoy bootstrap for these settings")
     rend.set_defaults(func=cmd_render_envoy)
     mock = sub.add_parser("mock-llm", help="run only the mock LLM", add_help=False)

@@ -32,6 +32,8 @@ ENV_VARS = {
     "max_response_bytes": "MAX_RESPONSE_BYTES",
     "max_sse_frame_bytes": "MAX_SSE_FRAME_BYTES",
     "policy_timeout_s": "POLICY_TIMEOUT_S",
+    "policy_config": "POLICY_CONFIG",
+    "validate_streams": "VALIDATE_STREAMS",
 }
 
 
@@ -85,6 +87,10 @@ class Settings(BaseModel):
     # Upper bound for the policy work on one chunk: Envoy applies no per-message
     # timeout in FULL_DUPLEX_STREAMED mode, so a stuck policy would hang the client.
     policy_timeout_s: float = Field(default=60.0, gt=0)
+    # The policy YAML file (config/*.yaml); none means the noop chain.
+    policy_config: str | None = None
+    # Check every response stream against the invariants and log violations.
+    validate_streams: bool = False
 
     @field_validator("upstream_anthropic_url", "upstream_openai_url")
     @classmethod

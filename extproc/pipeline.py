@@ -21,9 +21,13 @@ from extproc.apis.errors import error_body, stream_error
 from extproc.apis.kind import ApiKind, api_kind_for_path, error_format_for_path
 from extproc.auth import KEY_HEADERS, GatewayKeys, presented_key
 from extproc.config import Settings, Upstream
+from extproc.engine.anthropic_stream import AnthropicStreamEngine
+from extproc.engine.messages import process_response
+from extproc.engine.openai_stream import OpenAIStreamEngine
 from extproc.events import StreamEvent
 from extproc.policies.base import ApiRequest, PolicyChain
 from extproc.sse import FrameTooLarge, SSEFramer
+from extproc.stream_check import OutputValidator
 
 log = logging.getLogger("extproc.pipeline")
 
@@ -73,8 +77,12 @@ class RequestPipeline:
         keys: GatewayKeys,
         chain: PolicyChain,
         upstreams: dict[str, Upstream],
+        validate_streams: bool = False,
     ) -> None:
         self.settings = settings
+        self.validate_streams = validate_streams
+        self.engine: AnthropicStreamEngine | OpenAIStreamEngine | None = None
+        self.validator: OutputValidator | None = None
         self.keys = keys
         self.chain = chain
         self.upstreams = upstreams
@@ -162,9 +170,14 @@ class RequestPipeline:
         )
         try:
             async with asyncio.timeout(self.settings.policy_timeout_s):
-                await self.chain.on_request(self.request)
+                verdict = await self.chain.on_request(self.request)
         except TimeoutError:
             return self._reject(504, "request policies did not finish in time")
+        if verdict is not None:
+            log.info(
+                "%s %s: request rejected by policy (%d)", self.method, self.path, verdict.status
+            )
+            return self._reject(verdict.status, verdict.message)
         self.upstream = self._pick_upstream(model)
         out = Continue(set_headers={UPSTREAM_HEADER: self.upstream}, clear_route_cache=True)
         if self.request.body_changed:
@@ -213,6 +226,15 @@ class RequestPipeline:
         elif ctype == "text/event-stream":
             self.mode = ResponseMode.SSE
             self.framer = SSEFramer(self.settings.max_sse_frame_bytes)
+            if not self.chain.passthrough:
+                engine_class = (
+                    AnthropicStreamEngine
+                    if self.request.api is ApiKind.ANTHROPIC
+                    else OpenAIStreamEngine
+                )
+                self.engine = engine_class(self.chain, self.request)
+            if self.validate_streams:
+                self.validator = OutputValidator(self.request)
         elif ctype == "application/json" and not self.chain.passthrough:
             self.mode = ResponseMode.JSON
         return Continue()
@@ -231,6 +253,8 @@ class RequestPipeline:
             out = BodyOut(chunk, end_of_stream)
         self.bytes_out += len(out.data)
         self.finished = out.end_of_stream
+        if self.validator is not None:
+            self.validator.feed(out.data, out.end_of_stream)
         return out
 
     async def on_response_trailers(self) -> BodyOut:
@@ -258,14 +282,12 @@ class RequestPipeline:
         self.events_in += len(frames)
         try:
             async with asyncio.timeout(self.settings.policy_timeout_s):
-                if self.chain.passthrough:
+                if self.engine is None:
                     data = b"".join(f.raw for f in frames)
                 else:
-                    events = [StreamEvent.from_frame(api, f) for f in frames]
-                    events = await self.chain.on_events(events, self.request)
+                    data = await self.engine.feed([StreamEvent.from_frame(api, f) for f in frames])
                     if end_of_stream:
-                        events += await self.chain.on_stream_end(self.request)
-                    data = b"".join(e.raw for e in events)
+                        data += await self.engine.finish()
         except TimeoutError:
             log.error("%s %s: policy chain timed out", self.method, self.path)
             return self._fail("a gateway policy did not finish in time")
@@ -309,7 +331,7 @@ class RequestPipeline:
             return BodyOut(raw, True)
         try:
             async with asyncio.timeout(self.settings.policy_timeout_s):
-                new = await self.chain.on_response(body, self.request)
+                new = await process_response(body, self.chain, self.request)
         except Exception:
             log.exception("%s %s: policy chain failed on a JSON response", self.method, self.path)
             return BodyOut(
@@ -332,6 +354,14 @@ class RequestPipeline:
         message = f"{text or 'error'} (HTTP {self.status})"
         return BodyOut(error_body(self.fmt, self.status, message), True)
 
+    def close(self) -> None:
+        """Release what the request holds: pending policy work first."""
+        if self.engine is not None:
+            self.engine.close()
+        self.engine = None
+        self.framer = None
+        self.json_buf = bytearray()
+
     def summary(self) -> dict[str, Any]:
         """One log line's worth of facts about the request; never headers or bodies."""
         return {
@@ -346,4 +376,5 @@ class RequestPipeline:
             "events": self.events_in,
             "bytes_out": self.bytes_out,
             "ms": round((time.monotonic() - self.started) * 1000, 1),
+            **({"violations": self.validator.count} if self.validator is not None else {}),
         }

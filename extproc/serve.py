@@ -8,17 +8,27 @@ import logging
 import signal
 
 from extproc.config import Settings
+from extproc.policy_config import build_chains, default_config, load_config
 from extproc.server import start_server
 
 log = logging.getLogger("extproc")
 
 
 async def serve_forever(settings: Settings) -> None:
+    config = load_config(settings.policy_config) if settings.policy_config else default_config()
+    chain = build_chains(config)["default"]
+    validate = settings.validate_streams or config.validate_streams
     try:
-        server, _, port = await start_server(settings)
+        server, _, port = await start_server(settings, chain, validate_streams=validate)
     except RuntimeError as exc:  # grpc reports a failed bind as RuntimeError
         raise OSError(f"cannot listen on port {settings.extproc_port}: {exc}") from exc
-    log.info("ext_proc listening on %s:%d", settings.extproc_listen, port)
+    log.info(
+        "ext_proc listening on %s:%d, policies: %s%s",
+        settings.extproc_listen,
+        port,
+        ", ".join(chain.names),
+        " (validating streams)" if validate else "",
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -27,3 +37,8 @@ async def serve_forever(settings: Settings) -> None:
     log.info("ext_proc stopping")
     with contextlib.suppress(Exception):
         await server.stop(grace=2)
+    for policy in chain.policies:
+        closer = getattr(policy, "aclose", None)
+        if closer is not None:
+            with contextlib.suppress(Exception):
+                await closer()

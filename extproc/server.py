@@ -98,9 +98,12 @@ def _body_replies(out: BodyOut) -> Iterable[ep.ProcessingResponse]:
 
 
 class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
-    def __init__(self, settings: Settings, chain: PolicyChain) -> None:
+    def __init__(
+        self, settings: Settings, chain: PolicyChain, validate_streams: bool = False
+    ) -> None:
         self.settings = settings
         self.chain = chain
+        self.validate_streams = validate_streams
         self.keys = GatewayKeys(settings.gateway_keys)
         self.upstreams = {"anthropic": settings.anthropic, "openai": settings.openai}
         self.active = 0  # open Process streams, for tests and metrics
@@ -110,7 +113,9 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
         request_iterator: AsyncIterator[ep.ProcessingRequest],
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[ep.ProcessingResponse]:
-        pipeline = RequestPipeline(self.settings, self.keys, self.chain, self.upstreams)
+        pipeline = RequestPipeline(
+            self.settings, self.keys, self.chain, self.upstreams, self.validate_streams
+        )
         self.active += 1
         outcome = "ok"
         try:
@@ -167,19 +172,18 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
             log.exception("ext_proc stream failed: %s", orjson.dumps(pipeline.summary()).decode())
             raise
         finally:
+            pipeline.close()
             self.active -= 1
             summary = pipeline.summary()
             summary["outcome"] = outcome
             log.info("request %s", orjson.dumps(summary).decode())
 
 
-def build_chain(settings: Settings) -> PolicyChain:
-    """The policy chain every request runs through (configurable in a later issue)."""
-    return PolicyChain([NoOpPolicy()])
-
-
 async def start_server(
-    settings: Settings, chain: PolicyChain | None = None, address: str | None = None
+    settings: Settings,
+    chain: PolicyChain | None = None,
+    address: str | None = None,
+    validate_streams: bool = False,
 ) -> tuple[grpc.aio.Server, ExternalProcessor, int]:
     """Start serving; returns the server, the servicer and the bound port."""
     limit = settings.max_request_bytes + GRPC_MESSAGE_SLACK
@@ -192,7 +196,7 @@ async def start_server(
             ("grpc.so_reuseport", 0),
         ]
     )
-    servicer = ExternalProcessor(settings, chain or build_chain(settings))
+    servicer = ExternalProcessor(settings, chain or PolicyChain([NoOpPolicy()]), validate_streams)
     ep_grpc.add_ExternalProcessorServicer_to_server(servicer, server)
     port = server.add_insecure_port(address or f"{settings.extproc_listen}:{settings.extproc_port}")
     if port == 0:

@@ -15,6 +15,7 @@ import orjson
 from aiohttp import web
 
 from . import anthropic_format, openai_format, scripts
+from . import judge as mock_judge
 from .scenario import Plan, plan_response
 
 CREATED = 1735689600  # fixed "created" timestamp so responses are byte-stable
@@ -180,7 +181,16 @@ async def _handle(
     if problem is not None:
         message, param = problem if isinstance(problem, tuple) else (problem, None)
         return _json(fmt.invalid_request(message, param), 400, headers)
-    plan = plan_response(fmt.scenario_input(body, seed))
+    inp = fmt.scenario_input(body, seed)
+    if mock_judge.is_judge_model(body.get("model")):
+        reply = mock_judge.review(inp, fenced=fmt is anthropic_format)
+        await asyncio.sleep(reply.delay_s)
+        if reply.plan is None:
+            status, error = fmt.fault_error("500")
+            return _json(error, status, headers)
+        plan = reply.plan
+    else:
+        plan = plan_response(inp)
     document, events = render(plan, body, seed, faults)
     if events is None:
         return _json(document, 200, headers)

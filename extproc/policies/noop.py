@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-from extproc.policies.base import Policy
+import builtins
+from typing import ClassVar, Literal
+
+from extproc.policies.base import Policy, PolicyConfig
+
+
+class NoOpConfig(PolicyConfig):
+    type: Literal["noop"] = "noop"
 
 
 class NoOpPolicy(Policy):
-    name = "noop"
-    passthrough = True
+    type = "noop"
+    Config: ClassVar[builtins.type[PolicyConfig]] = NoOpConfig

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import anthropic
@@ -19,9 +20,9 @@ MAX_REQUEST_BYTES = 12 * 1024 * 1024
 MAX_SSE_FRAME_BYTES = 256 * 1024
 
 
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    log_dir = tmp_path_factory.mktemp("stack")
+@contextmanager
+def running_stack(log_dir: Path, **overrides: object) -> Iterator[Stack]:
+    """A whole stack on free ports; `overrides` are Settings fields."""
     settings = Settings(
         gateway_port=free_port(),
         admin_port=free_port(),
@@ -29,16 +30,25 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         mock_port=free_port(),
         max_request_bytes=MAX_REQUEST_BYTES,
         max_sse_frame_bytes=MAX_SSE_FRAME_BYTES,
+        **overrides,  # type: ignore[arg-type]
     )
-    st = Stack(settings, log_dir=log_dir)
+    st = Stack(settings, log_dir=log_dir, envoy_concurrency=1)
     try:
         st.start(timeout=60)
     except Exception:
         for log in sorted(log_dir.glob("*.log")):
             print(f"----- {log.name}\n{log.read_text(errors='replace')[-4000:]}")
         raise
-    yield st
-    st.stop()
+    try:
+        yield st
+    finally:
+        st.stop()
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with running_stack(tmp_path_factory.mktemp("stack")) as st:
+        yield st
 
 
 @pytest.fixture(scope="session")

@@ -14,9 +14,8 @@ from pydantic import SecretStr
 from extproc.apis.kind import ApiKind
 from extproc.auth import GatewayKeys
 from extproc.config import Settings
-from extproc.events import StreamEvent
 from extproc.pipeline import Continue, Reject, RequestPipeline, ResponseMode
-from extproc.policies.base import ApiRequest, Policy, PolicyChain
+from extproc.policies.base import ApiRequest, BlockToolCall, Policy, PolicyChain, Span, ToolCall
 from extproc.policies.noop import NoOpPolicy
 
 KEY = "sk-test-key"
@@ -100,13 +99,24 @@ def split(data: bytes, cuts: list[int]) -> list[bytes]:
 
 
 class Touching(Policy):
-    """Looks at every event and lets it through: output must still be byte-identical."""
+    """Looks at every event, every text and every tool call, and lets all through:
+    the engine runs, and its output must still be byte-identical."""
 
-    name = "touching"
+    type = "touching"
+    observes_events = True
+    gates_tool_calls = True
+    rewrites_text = True
 
-    async def on_event(self, event: StreamEvent, request: ApiRequest) -> list[StreamEvent]:
-        _ = event.payload
-        return [event]
+    def observe(self, event_type: str, payload: object, request: ApiRequest) -> None:
+        pass
+
+    def rewriter(self, request: ApiRequest) -> Touching:
+        return self
+
+    holdback = 5
+
+    def spans(self, text: str, start: int) -> list[Span]:
+        return []
 
 
 @settings(max_examples=150, deadline=None)
@@ -190,14 +200,30 @@ async def test_frame_too_large_fails_in_format_and_ends() -> None:
     assert later.data == b"" and not later.end_of_stream
 
 
+OPENAI_TOOL_STREAM = (
+    b'data: {"id":"c2","object":"chat.completion.chunk","created":1,"model":"gpt-x","choices":'
+    b'[{"index":0,"delta":{"role":"assistant","tool_calls":[{"index":0,"id":"call_1",'
+    b'"type":"function","function":{"name":"bash","arguments":""}}]},"finish_reason":null}]}\n\n'
+    b'data: {"id":"c2","object":"chat.completion.chunk","created":1,"model":"gpt-x","choices":'
+    b'[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\\"command\\":'
+    b'\\"ls\\"}"}}]},"finish_reason":null}]}\n\n'
+    b'data: {"id":"c2","object":"chat.completion.chunk","created":1,"model":"gpt-x","choices":'
+    b'[{"index":0,"delta":{},"finish_reason":"tool_calls"}]}\n\n'
+    b"data: [DONE]\n\n"
+)
+
+
 class Slow(Policy):
-    async def on_event(self, event: StreamEvent, request: ApiRequest) -> list[StreamEvent]:
+    gates_tool_calls = True
+
+    async def on_tool_call(self, call: ToolCall, request: ApiRequest) -> None:
         await asyncio.sleep(10)
-        return [event]
 
 
 class Broken(Policy):
-    async def on_event(self, event: StreamEvent, request: ApiRequest) -> list[StreamEvent]:
+    observes_events = True
+
+    def observe(self, event_type: str, payload: object, request: ApiRequest) -> None:
         raise RuntimeError("boom")
 
 
@@ -206,8 +232,30 @@ class Broken(Policy):
 )
 async def test_policy_failure_ends_stream_in_format(policy: Policy, text: bytes) -> None:
     p = await started(ApiKind.OPENAI, PolicyChain([policy]), policy_timeout_s=0.05)
-    res = await p.on_response_body(OPENAI_STREAM, False)
+    res = await p.on_response_body(OPENAI_TOOL_STREAM, False)
     assert res.end_of_stream and text in res.data and res.data.endswith(b"data: [DONE]\n\n")
+    p.close()
+
+
+class BlockAll(Policy):
+    gates_tool_calls = True
+
+    async def on_tool_call(self, call: ToolCall, request: ApiRequest) -> BlockToolCall:
+        return BlockToolCall(f"no {call.name} for you ({call.arguments['command']})")
+
+
+async def test_blocked_tool_call_becomes_text_and_stop() -> None:
+    p = await started(ApiKind.OPENAI, PolicyChain([BlockAll()]))
+    out = await run_chunks(p, [OPENAI_TOOL_STREAM])
+    datas = [
+        json.loads(line[6:]) for line in out.decode().splitlines() if line.startswith("data: {")
+    ]
+    assert not any(c["choices"][0]["delta"].get("tool_calls") for c in datas if c["choices"])
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in datas)
+    assert text == "no bash for you (ls)"
+    assert [c["choices"][0]["finish_reason"] for c in datas][-1] == "stop"
+    assert datas[0]["choices"][0]["delta"]["role"] == "assistant"
+    assert out.endswith(b"data: [DONE]\n\n")
 
 
 async def test_error_status_passes_through_unchanged() -> None:
@@ -232,9 +280,14 @@ async def test_plain_text_error_rewritten_in_format() -> None:
 
 
 class Upper(Policy):
-    async def on_response(self, body: object, request: ApiRequest) -> object:
-        assert isinstance(body, dict)
-        return {**body, "content": [{"type": "text", "text": "CHANGED"}]}
+    rewrites_text = True
+    holdback = 0
+
+    def rewriter(self, request: ApiRequest) -> Upper:
+        return self
+
+    def spans(self, text: str, start: int) -> list[Span]:
+        return [Span(start, len(text), "CHANGED")] if start < len(text) else []
 
 
 async def test_json_response_goes_through_chain() -> None:

@@ -1,0 +1,305 @@
+"""Policy engine for an Anthropic Messages stream.
+
+Events flow through at once, as their original bytes, unless a policy needs them:
+text blocks go through the chain's rewriters; when a policy gates tool calls, a
+`tool_use` block is held until complete and decided, and every block after it waits
+with it, so the final order is always [other blocks] [block messages] [allowed tools].
+Output block indices are assigned here, contiguous from 0, whatever was dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from extproc.apis.kind import ApiKind
+from extproc.engine.text import FaithfulText, TextPipeline
+from extproc.engine.tools import Decision, ToolGate, parse_arguments
+from extproc.events import StreamEvent
+from extproc.policies.base import ApiRequest, BlockResponse, BlockToolCall, PolicyChain, ToolCall
+
+log = logging.getLogger("extproc.engine")
+API = ApiKind.ANTHROPIC
+
+
+def _event(payload: dict[str, Any]) -> StreamEvent:
+    return StreamEvent.from_payload(API, payload)
+
+
+def _text_block(index: int, text: str) -> list[bytes]:
+    return [
+        _event(
+            {
+                "type": "content_block_start",
+                "index": index,
+                "content_block": {"type": "text", "text": ""},
+            }
+        ).raw,
+        _event(
+            {
+                "type": "content_block_delta",
+                "index": index,
+                "delta": {"type": "text_delta", "text": text},
+            }
+        ).raw,
+        _event({"type": "content_block_stop", "index": index}).raw,
+    ]
+
+
+def _with_index(event: StreamEvent, index: int) -> bytes:
+    """The event's own bytes when its index is already right, else re-serialized."""
+    payload = event.payload
+    if event.frame is not None and payload.get("index") == index:
+        return event.raw
+    return _event({**payload, "index": index}).raw
+
+
+@dataclass(slots=True)
+class _Block:
+    upstream_index: int
+    kind: str  # content block type: text, thinking, tool_use, ...
+    out_index: int | None = None  # set when emitted (at once, or when released)
+    text: FaithfulText[StreamEvent] | None = None
+    held: bool = False
+    events: list[StreamEvent] = field(default_factory=list)  # held events, in order
+    json_parts: list[str] = field(default_factory=list)
+    start_payload: dict[str, Any] = field(default_factory=dict)
+    closed: bool = False
+    call: ToolCall | None = None
+
+
+class AnthropicStreamEngine:
+    def __init__(self, chain: PolicyChain, request: ApiRequest) -> None:
+        self.chain = chain
+        self.request = request
+        self.gate = ToolGate(chain, request) if chain.gates else None
+        self.blocks: dict[int, _Block] = {}
+        self.order: list[_Block] = []  # every block, in upstream order
+        self.next_index = 0
+        self.holding = False  # a gated tool_use started: later blocks wait for decisions
+        self.started = False
+        self.finalized = False
+        self.ended = False  # message_stop or error sent: nothing more
+        self.allowed_tools = 0
+        self.tools_seen = 0
+
+    # -- public -----------------------------------------------------------------------
+
+    async def feed(self, events: list[StreamEvent]) -> bytes:
+        out: list[bytes] = []
+        for event in events:
+            await self._on_event(event, out)
+        return b"".join(out)
+
+    async def finish(self) -> bytes:
+        """Upstream ended: release what can be released (the pipeline adds a terminator
+        if the upstream's own never came)."""
+        out: list[bytes] = []
+        if not self.ended:
+            await self._finalize(out)
+        return b"".join(out)
+
+    def close(self) -> None:
+        if self.gate is not None:
+            self.gate.cancel()
+
+    # -- events -------------------------------------------------------------------
+
+    async def _on_event(self, event: StreamEvent, out: list[bytes]) -> None:
+        payload = event.payload
+        etype = event.name or (payload.get("type") if isinstance(payload, dict) else None)
+        for policy in self.chain.observers:
+            policy.observe(str(etype), payload, self.request)
+        if self.ended:
+            return  # nothing may follow message_stop or error
+        if not isinstance(payload, dict):
+            self._pass(event, out)  # comments, garbage: untouched
+            return
+        if etype == "message_start":
+            if self.started:
+                log.warning("dropped a second message_start from upstream")
+                return
+            self.started = True
+            out.append(event.raw)
+        elif etype == "content_block_start":
+            self._on_block_start(event, payload, out)
+        elif etype == "content_block_delta":
+            self._on_block_delta(event, payload, out)
+        elif etype == "content_block_stop":
+            self._on_block_stop(event, payload, out)
+        elif etype == "message_delta":
+            await self._finalize(out)
+            out.append(self._message_delta(event, payload))
+        elif etype == "message_stop":
+            await self._finalize(out)
+            self.ended = True
+            out.append(event.raw)
+        elif etype == "error":
+            self.ended = True
+            out.append(event.raw)
+        else:
+            self._pass(event, out)  # ping and event types we do not know
+
+    def _pass(self, event: StreamEvent, out: list[bytes]) -> None:
+        """An event outside any block: it waits behind text still held back, if any."""
+        block = self.order[-1] if self.order else None
+        if block is not None and block.text is not None and not block.closed and not block.held:
+            ready, text = block.text.feed(event, "")
+            self._send_text(block, ready, text, event, out)
+        else:
+            out.append(event.raw)
+
+    def _send_text(
+        self,
+        block: _Block,
+        ready: list[StreamEvent],
+        text: str,
+        event: StreamEvent,
+        out: list[bytes],
+    ) -> None:
+        for original in ready:
+            if original.name == "content_block_delta":
+                self._send(block, original, out)
+            else:
+                out.append(original.raw)  # a passenger: ping, comment...
+        if text:
+            assert block.out_index is not None or block.held
+            self._send(block, self._text_delta({"index": block.upstream_index}, text), out)
+
+    def _on_block_start(
+        self, event: StreamEvent, payload: dict[str, Any], out: list[bytes]
+    ) -> None:
+        index = payload.get("index")
+        block_payload = payload.get("content_block")
+        if not isinstance(index, int) or not isinstance(block_payload, dict):
+            out.append(event.raw)
+            return
+        kind = str(block_payload.get("type"))
+        block = _Block(index, kind, start_payload=block_payload)
+        self.blocks[index] = block
+        self.order.append(block)
+        if kind == "tool_use" and self.gate is not None:
+            self.holding = True
+        if kind == "text" and self.chain.rewriters:
+            block.text = FaithfulText(TextPipeline(self.chain.text_rewriters(self.request)))
+        if self.holding or self.finalized:
+            block.held = True
+            block.events.append(event)
+            return
+        block.out_index = self._take_index()
+        out.append(_with_index(event, block.out_index))
+
+    def _on_block_delta(
+        self, event: StreamEvent, payload: dict[str, Any], out: list[bytes]
+    ) -> None:
+        block = self.blocks.get(payload.get("index"))  # type: ignore[arg-type]
+        if block is None or block.closed:
+            log.warning("dropped a delta for a block that is not open")
+            return
+        delta = payload.get("delta")
+        if block.kind == "tool_use" and block.held and isinstance(delta, dict):
+            block.json_parts.append(str(delta.get("partial_json", "")))
+            block.events.append(event)
+            return
+        if block.text is not None and isinstance(delta, dict) and delta.get("type") == "text_delta":
+            ready, text = block.text.feed(event, str(delta.get("text", "")))
+            self._send_text(block, ready, text, event, out)
+            return
+        self._send(block, event, out)
+
+    def _on_block_stop(self, event: StreamEvent, payload: dict[str, Any], out: list[bytes]) -> None:
+        block = self.blocks.get(payload.get("index"))  # type: ignore[arg-type]
+        if block is None or block.closed:
+            log.warning("dropped a stop for a block that is not open")
+            return
+        if block.text is not None:
+            ready, rest = block.text.flush()
+            self._send_text(block, ready, rest, event, out)
+        block.closed = True
+        self._send(block, event, out)
+        if block.kind == "tool_use" and block.held and self.gate is not None:
+            raw = "".join(block.json_parts)
+            block.call = ToolCall(
+                id=str(block.start_payload.get("id", "")),
+                name=str(block.start_payload.get("name", "")),
+                arguments=parse_arguments(raw),
+                raw_arguments=raw,
+                index=self.tools_seen,
+            )
+            self.tools_seen += 1
+            self.gate.submit(block.call)
+
+    # -- helpers ------------------------------------------------------------------
+
+    def _take_index(self) -> int:
+        index = self.next_index
+        self.next_index += 1
+        return index
+
+    @staticmethod
+    def _text_delta(payload: dict[str, Any], text: str) -> StreamEvent:
+        return _event(
+            {
+                "type": "content_block_delta",
+                "index": payload.get("index"),
+                "delta": {"type": "text_delta", "text": text},
+            }
+        )
+
+    def _send(self, block: _Block, event: StreamEvent, out: list[bytes]) -> None:
+        if block.held:
+            block.events.append(event)
+        else:
+            assert block.out_index is not None
+            out.append(_with_index(event, block.out_index))
+
+    async def _finalize(self, out: list[bytes]) -> None:
+        """End of content: decide held tool calls and release held blocks in a valid order."""
+        if self.finalized:
+            return
+        self.finalized = True
+        for block in self.order:  # an upstream that never closed a block: close it
+            if not block.closed and not block.held and block.out_index is not None:
+                out.append(_event({"type": "content_block_stop", "index": block.out_index}).raw)
+                block.closed = True
+        held = [b for b in self.order if b.held]
+        if not held:
+            return
+        decisions: list[Decision] = await self.gate.results() if self.gate is not None else []
+        stop_all = next((d for d in decisions if isinstance(d, BlockResponse)), None)
+        messages = [d.message for d in decisions if isinstance(d, BlockToolCall)]
+        allowed: list[_Block] = []
+        for block in held:
+            if block.kind == "tool_use":
+                if block.call is not None and decisions[block.call.index] is None and not stop_all:
+                    allowed.append(block)
+                continue  # incomplete, blocked, or stopped: never reaches the client
+            if block.closed:
+                self._release(block, out)
+        if stop_all is not None:
+            messages = [stop_all.message]
+        for message in messages:
+            out.extend(_text_block(self._take_index(), message))
+        for block in allowed:
+            self._release(block, out)
+        self.allowed_tools = len(allowed)
+
+    def _release(self, block: _Block, out: list[bytes]) -> None:
+        block.out_index = self._take_index()
+        block.held = False
+        out.extend(_with_index(e, block.out_index) for e in block.events)
+        block.events.clear()
+
+    def _message_delta(self, event: StreamEvent, payload: dict[str, Any]) -> bytes:
+        delta = payload.get("delta")
+        gated = self.gate is not None and self.tools_seen > 0
+        if (
+            gated
+            and isinstance(delta, dict)
+            and delta.get("stop_reason") == "tool_use"
+            and self.allowed_tools == 0
+        ):
+            # Every tool call was blocked: Claude Code and SDKs expect end_turn then.
+            return _event({**payload, "delta": {**delta, "stop_reason": "end_turn"}}).raw
+        return event.raw

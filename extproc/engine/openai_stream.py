@@ -1,0 +1,275 @@
+"""Policy engine for an OpenAI chat.completion.chunk stream.
+
+Chunks flow through as their original bytes unless a policy changes them. Content
+deltas go through the chain's rewriters; when a policy gates tool calls, `tool_calls`
+deltas are collected until the choice's `finish_reason`, then decided together
+(concurrently), and re-emitted with contiguous indices. A blocked call becomes content
+text; `finish_reason` becomes `stop` when no call is left.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from extproc.engine.text import FaithfulText, TextPipeline
+from extproc.engine.tools import ToolGate, parse_arguments
+from extproc.events import StreamEvent
+from extproc.policies.base import ApiRequest, BlockResponse, BlockToolCall, PolicyChain, ToolCall
+
+
+@dataclass(slots=True)
+class _Tool:
+    index: int
+    id: str = ""
+    name: str = ""
+    parts: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Choice:
+    index: int
+    text: FaithfulText[bytes] | None
+    tools: dict[int, _Tool] = field(default_factory=dict)
+    sent_content: bool = False
+    finished: bool = False
+
+
+def _data(payload: dict[str, Any]) -> bytes:
+    return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
+class OpenAIStreamEngine:
+    def __init__(self, chain: PolicyChain, request: ApiRequest) -> None:
+        self.chain = chain
+        self.request = request
+        self.gated = bool(chain.gates)
+        self.choices: dict[int, _Choice] = {}
+        self.template: dict[str, Any] = {}  # top-level fields of the latest chunk
+        self.ended = False
+        self.gates: list[ToolGate] = []
+
+    async def feed(self, events: list[StreamEvent]) -> bytes:
+        out: list[bytes] = []
+        for event in events:
+            await self._on_event(event, out)
+        return b"".join(out)
+
+    async def finish(self) -> bytes:
+        out: list[bytes] = []
+        await self._finish_all(out)
+        return b"".join(out)
+
+    def close(self) -> None:
+        for gate in self.gates:
+            gate.cancel()
+
+    # -- events -------------------------------------------------------------------
+
+    async def _on_event(self, event: StreamEvent, out: list[bytes]) -> None:
+        payload = event.payload
+        for policy in self.chain.observers:
+            kind = "done" if event.is_done else "chunk" if isinstance(payload, dict) else "other"
+            policy.observe(kind, payload, self.request)
+        if event.is_done:
+            await self._finish_all(out)
+            self.ended = True
+            out.append(event.raw)
+            return
+        if self.ended or not isinstance(payload, dict):
+            self._pass(event.raw, out)
+            return
+        choices = payload.get("choices")
+        if not isinstance(choices, list) or "error" in payload:
+            self._pass(event.raw, out)  # in-stream errors and shapes we do not know
+            return
+        if not choices:
+            await self._finish_all(out)  # the usage chunk comes after every finish
+            out.append(event.raw)
+            return
+        self.template = {k: v for k, v in payload.items() if k != "choices"}
+        if len(choices) == 1 and self._content_only(choices[0]):
+            # The common chunk: text only. Its bytes go out as they are unless rewritten.
+            state = self._state(choices[0]["index"])
+            content = choices[0]["delta"].get("content") or ""
+            if content:
+                state.sent_content = True
+            if state.text is None:
+                out.append(event.raw)
+                return
+            ready, text = state.text.feed(event.raw, content)
+            out.extend(ready)
+            if text:
+                out.append(self._raw_chunk(state.index, {"content": text}, None))
+            return
+        pieces: list[bytes] = []
+        changed = False
+        for choice in choices:
+            piece, same = await self._on_choice(choice)
+            pieces.extend(piece)
+            changed = changed or not same
+        out.extend(pieces)
+        if not changed:
+            self._pass(event.raw, out)
+
+    def _pass(self, raw: bytes, out: list[bytes]) -> None:
+        """A chunk sent as it is: it waits behind content still held back, if any."""
+        for state in self.choices.values():
+            if state.text is not None and not state.finished:
+                ready, text = state.text.feed(raw, "")
+                out.extend(ready)
+                if text:
+                    out.append(self._raw_chunk(state.index, {"content": text}, None))
+                return
+        out.append(raw)
+
+    async def _on_choice(self, choice: Any) -> tuple[list[bytes], bool]:
+        """The chunks this choice becomes, and whether that is the original unchanged."""
+        if not isinstance(choice, dict) or not isinstance(choice.get("index"), int):
+            return [], True
+        state = self._state(choice["index"])
+        raw_delta = choice.get("delta")
+        delta: dict[str, Any] = raw_delta if isinstance(raw_delta, dict) else {}
+        new_delta = dict(delta)
+        same = True
+        content = delta.get("content")
+        out: list[bytes] = []
+        if isinstance(content, str) and content:
+            state.sent_content = True
+            if state.text is not None:
+                # Text travels on its own chunk so it keeps its place in the text order.
+                ready, text = state.text.feed(
+                    self._raw_chunk(state.index, {"content": content}, None), content
+                )
+                out.extend(ready)
+                if text:
+                    out.append(self._raw_chunk(state.index, {"content": text}, None))
+                del new_delta["content"]
+                same = False
+        if self.gated and isinstance(delta.get("tool_calls"), list):
+            self._collect(state, delta["tool_calls"])
+            del new_delta["tool_calls"]
+            same = False
+        finish = choice.get("finish_reason")
+        if not same and not self._empty(new_delta):
+            out.append(self._chunk(choice, new_delta, None))
+        if finish:
+            before, new_finish, end_same = await self._finish_choice(state, str(finish))
+            out.extend(before)
+            if same and end_same:
+                return out, True  # `out` only holds originals released ahead of this chunk
+            out.append(self._chunk(choice, new_delta if same else {}, new_finish))
+            return out, False
+        return out, same
+
+    async def _finish_choice(self, state: _Choice, finish: str) -> tuple[list[bytes], str, bool]:
+        """Chunks to send before the choice's finish chunk, its finish_reason, and whether
+        the finish chunk can go out as it came."""
+        state.finished = True
+        before: list[bytes] = []
+        same = True
+        if state.text is not None:
+            ready, rest = state.text.flush()
+            before.extend(ready)
+            if rest:
+                before.append(self._content_chunk(state, rest))
+        if state.tools:
+            same = False
+            gate = ToolGate(self.chain, self.request)
+            self.gates.append(gate)
+            tools = [state.tools[i] for i in sorted(state.tools)]
+            for n, tool in enumerate(tools):
+                raw = "".join(tool.parts)
+                gate.submit(ToolCall(tool.id, tool.name, parse_arguments(raw), raw, index=n))
+            decisions = await gate.results()
+            stop_all = next((d for d in decisions if isinstance(d, BlockResponse)), None)
+            messages = (
+                [stop_all.message]
+                if stop_all
+                else [d.message for d in decisions if isinstance(d, BlockToolCall)]
+            )
+            allowed = (
+                [] if stop_all else [t for t, d in zip(tools, decisions, strict=True) if d is None]
+            )
+            if messages:
+                before.append(self._content_chunk(state, "\n\n".join(messages), separate=True))
+            for n, tool in enumerate(allowed):
+                call = {
+                    "index": n,
+                    "id": tool.id,
+                    "type": "function",
+                    "function": {"name": tool.name, "arguments": "".join(tool.parts)},
+                }
+                before.append(self._raw_chunk(state.index, {"tool_calls": [call]}, None))
+            if finish == "tool_calls" and not allowed:
+                finish = "stop"
+        return before, finish, same
+
+    # -- helpers ------------------------------------------------------------------
+
+    def _state(self, index: int) -> _Choice:
+        state = self.choices.get(index)
+        if state is None:
+            rewriters = self.chain.text_rewriters(self.request)
+            state = _Choice(index, FaithfulText(TextPipeline(rewriters)) if rewriters else None)
+            self.choices[index] = state
+        return state
+
+    @staticmethod
+    def _collect(state: _Choice, deltas: list[Any]) -> None:
+        for item in deltas:
+            if not isinstance(item, dict) or not isinstance(item.get("index"), int):
+                continue
+            tool = state.tools.setdefault(item["index"], _Tool(item["index"]))
+            tool.id = str(item.get("id") or tool.id)
+            raw_function = item.get("function")
+            function: dict[str, Any] = raw_function if isinstance(raw_function, dict) else {}
+            tool.name = str(function.get("name") or tool.name)
+            if isinstance(function.get("arguments"), str):
+                tool.parts.append(function["arguments"])
+
+    @staticmethod
+    def _content_only(choice: Any) -> bool:
+        if not isinstance(choice, dict) or not isinstance(choice.get("index"), int):
+            return False
+        delta = choice.get("delta")
+        return (
+            isinstance(delta, dict)
+            and isinstance(delta.get("content", ""), str)
+            and set(delta) <= {"content", "role"}
+            and not choice.get("finish_reason")
+            and set(choice) <= {"index", "delta", "finish_reason", "logprobs"}
+            and choice.get("logprobs") is None
+        )
+
+    @staticmethod
+    def _empty(delta: dict[str, Any]) -> bool:
+        return not delta or (set(delta) == {"content"} and not delta["content"])
+
+    def _content_chunk(self, state: _Choice, text: str, separate: bool = False) -> bytes:
+        if separate and state.sent_content:
+            text = "\n\n" + text  # a block message is a paragraph of its own
+        state.sent_content = True
+        return self._raw_chunk(state.index, {"content": text}, None)
+
+    def _raw_chunk(self, index: int, delta: dict[str, Any], finish: str | None) -> bytes:
+        return self._chunk({"index": index}, delta, finish)
+
+    def _chunk(self, choice: dict[str, Any], delta: dict[str, Any], finish: str | None) -> bytes:
+        new_choice = {**choice, "delta": delta, "finish_reason": finish}
+        return _data({**self.template, "choices": [new_choice]})
+
+    async def _finish_all(self, out: list[bytes]) -> None:
+        """Choices the upstream never finished: release what they hold (the pipeline adds
+        an error and [DONE] if the upstream's own end never came)."""
+        for state in self.choices.values():
+            if state.finished:
+                continue
+            state.finished = True
+            if state.text is not None:
+                ready, rest = state.text.flush()
+                out.extend(ready)
+                if rest:
+                    out.append(self._content_chunk(state, rest))

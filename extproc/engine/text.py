@@ -1,0 +1,143 @@
+"""Streaming text rewriting with a hold-back window."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from typing import Generic, TypeVar
+
+from extproc.policies.base import TextRewriter
+
+E = TypeVar("E")
+
+# Already-sent text kept before the unsent part, so `\b` and look-behind see context.
+MIN_CONTEXT = 64
+
+
+class RewriteStage:
+    """One rewriter applied to one text block as its deltas arrive.
+
+    Text is sent as soon as no rewrite can still change it: everything except the last
+    `holdback` characters, and never half of a span.
+    """
+
+    __slots__ = ("_context", "_holdback", "_rewriter", "_start", "_text")
+
+    def __init__(self, rewriter: TextRewriter) -> None:
+        self._rewriter = rewriter
+        self._holdback = max(0, rewriter.holdback)
+        self._context = max(MIN_CONTEXT, self._holdback)
+        self._text = ""  # sent context + unsent text
+        self._start = 0  # where the unsent text begins in _text
+
+    def feed(self, delta: str) -> str:
+        if not delta:
+            return ""
+        self._text += delta
+        if len(self._text) - self._start <= self._holdback:
+            return ""
+        return self._emit(final=False)
+
+    def flush(self) -> str:
+        return self._emit(final=True) if self._start < len(self._text) else ""
+
+    def _emit(self, final: bool) -> str:
+        text, start = self._text, self._start
+        cut = len(text) if final else len(text) - self._holdback
+        out: list[str] = []
+        pos = start
+        for span in self._rewriter.spans(text, start):
+            if span.start < pos:
+                continue  # overlaps sent text or an earlier span: not ours to apply
+            if span.start >= cut:
+                break
+            if span.end > cut:
+                cut = span.start  # keep the whole span for later: it may still grow
+                break
+            out.append(text[pos : span.start])
+            out.append(span.replacement)
+            pos = span.end
+        if pos < cut:
+            out.append(text[pos:cut])
+            pos = cut
+        drop = max(0, pos - self._context)
+        self._text = text[drop:]
+        self._start = pos - drop
+        return "".join(out)
+
+
+class TextPipeline:
+    """The chain's rewriters for one text block, each fed what the previous one sent."""
+
+    __slots__ = ("_stages",)
+
+    def __init__(self, rewriters: Sequence[TextRewriter]) -> None:
+        self._stages = [RewriteStage(r) for r in rewriters]
+
+    def feed(self, delta: str) -> str:
+        for stage in self._stages:
+            delta = stage.feed(delta)
+        return delta
+
+    def flush(self) -> str:
+        out = ""
+        for stage in self._stages:
+            out = stage.feed(out) + stage.flush()
+        return out
+
+    def rewrite_all(self, text: str) -> str:
+        """A whole text at once: the non-streaming path, same result as streaming it."""
+        return self.feed(text) + self.flush()
+
+
+class FaithfulText(Generic[E]):
+    """Forwards the original delta events of one text while rewriting changed nothing.
+
+    An original event is released once the rewritten output covers all of its text, so
+    untouched text leaves as the provider's exact bytes (hold-back delays it, never
+    re-splits it). From the first rewrite on, the text continues as synthesized deltas.
+    """
+
+    __slots__ = ("_emitted", "_identity", "_original", "_pending", "_pipeline", "_sent", "_total")
+
+    def __init__(self, pipeline: TextPipeline) -> None:
+        self._pipeline = pipeline
+        self._identity = True
+        self._pending: deque[tuple[E, int]] = deque()  # (event, end offset in the text)
+        self._original = ""  # original text from offset _sent on
+        self._sent = 0  # original characters covered by released events
+        self._total = 0  # original characters fed
+        self._emitted = 0  # rewritten characters produced while identical
+
+    def feed(self, event: E, text: str) -> tuple[list[E], str]:
+        """Events to send as they are, then text to send as a new delta."""
+        self._total += len(text)
+        if self._identity:
+            self._pending.append((event, self._total))
+            self._original += text
+        return self._take(self._pipeline.feed(text))
+
+    def flush(self) -> tuple[list[E], str]:
+        return self._take(self._pipeline.flush())
+
+    def _take(self, piece: str) -> tuple[list[E], str]:
+        if not self._identity:
+            return [], piece
+        offset = self._emitted - self._sent
+        if piece == self._original[offset : offset + len(piece)]:
+            self._emitted += len(piece)
+            ready: list[E] = []
+            end = self._sent
+            while self._pending and self._pending[0][1] <= self._emitted:
+                event, end = self._pending.popleft()
+                ready.append(event)
+            if end > self._sent:
+                self._original = self._original[end - self._sent :]
+                self._sent = end
+            return ready, ""
+        # The first rewrite: what was produced but not yet sent goes out with it.
+        self._identity = False
+        text = self._original[:offset] + piece
+        self._pending.clear()
+        self._original = ""
+        return [], text

@@ -1,0 +1,55 @@
+"""Tool-call gate: decisions for complete tool calls, made concurrently, read in order."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import orjson
+
+from extproc.policies.base import ApiRequest, BlockResponse, BlockToolCall, PolicyChain, ToolCall
+
+log = logging.getLogger("extproc.engine")
+
+Decision = BlockToolCall | BlockResponse | None
+POLICY_FAILED = "Tool call '{tool}' was blocked: a gateway policy failed while reviewing it."
+
+
+def parse_arguments(raw: str) -> dict[str, Any]:
+    """The arguments object; {} when empty or not a JSON object (policies still get raw)."""
+    if not raw.strip():
+        return {}
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+class ToolGate:
+    """Starts a decision as soon as a call is complete, so parallel calls are judged
+    concurrently while the rest of the response still streams in."""
+
+    def __init__(self, chain: PolicyChain, request: ApiRequest) -> None:
+        self.chain = chain
+        self.request = request
+        self.tasks: list[asyncio.Task[Decision]] = []
+
+    def submit(self, call: ToolCall) -> None:
+        self.tasks.append(asyncio.create_task(self._decide(call)))
+
+    async def _decide(self, call: ToolCall) -> Decision:
+        try:
+            return await self.chain.decide_tool_call(call, self.request)
+        except Exception:
+            # Fail closed: a call no policy could review does not reach the client.
+            log.exception("policy failed on tool call %r", call.name)
+            return BlockToolCall(POLICY_FAILED.format(tool=call.name))
+
+    async def results(self) -> list[Decision]:
+        return list(await asyncio.gather(*self.tasks))
+
+    def cancel(self) -> None:
+        for task in self.tasks:
+            task.cancel()

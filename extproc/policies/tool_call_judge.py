@@ -1,0 +1,118 @@
+"""tool_call_judge: an LLM judge reviews every tool call the model wants to make.
+
+The judge rates the probability that executing the call is harmful; at or above
+`threshold` the call is blocked and the client sees `block_message` in its place. When the
+judge cannot answer (timeout, HTTP error, no verdict), `on_judge_error` decides.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import logging
+import time
+from typing import ClassVar, Literal
+
+from pydantic import Field, field_validator
+
+from extproc.judge import JudgeClient, JudgeConfig, JudgeContext, JudgeError, context_from_request
+from extproc.policies.base import ApiRequest, BlockToolCall, Policy, PolicyConfig, ToolCall
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BLOCK_MESSAGE = (
+    "Tool call '{tool}' was blocked by the gateway (risk {probability:.2f}): {explanation}"
+)
+DEFAULT_ERROR_BLOCK_MESSAGE = (
+    "Tool call '{tool}' was blocked: the safety judge could not review it ({reason})."
+)
+
+
+def _check_template(template: str, **sample: object) -> str:
+    try:
+        template.format(**sample)
+    except (KeyError, IndexError, ValueError) as exc:
+        fields = ", ".join(sample)
+        raise ValueError(f"bad template ({exc!r}); available fields: {fields}") from None
+    return template
+
+
+class ToolCallJudgeConfig(PolicyConfig):
+    type: Literal["tool_call_judge"] = "tool_call_judge"
+    threshold: float = Field(default=0.6, ge=0, le=1)
+    judge: JudgeConfig
+    on_judge_error: Literal["block", "allow"] = "block"
+    system_prompt_chars: int = Field(default=500, ge=0)
+    include_last_user_message: bool = True
+    # Fields: tool, probability, explanation, arguments.
+    block_message: str = DEFAULT_BLOCK_MESSAGE
+    # Fields: tool, reason, arguments.
+    error_block_message: str = DEFAULT_ERROR_BLOCK_MESSAGE
+
+    @field_validator("block_message")
+    @classmethod
+    def _check_block_message(cls, value: str) -> str:
+        return _check_template(value, tool="t", probability=0.5, explanation="e", arguments="{}")
+
+    @field_validator("error_block_message")
+    @classmethod
+    def _check_error_block_message(cls, value: str) -> str:
+        return _check_template(value, tool="t", reason="r", arguments="{}")
+
+
+def _arguments(call: ToolCall) -> str:
+    return call.raw_arguments or json.dumps(call.arguments, ensure_ascii=False)
+
+
+class ToolCallJudgePolicy(Policy):
+    type = "tool_call_judge"
+    Config: ClassVar[builtins.type[PolicyConfig]] = ToolCallJudgeConfig
+    gates_tool_calls = True
+
+    config: ToolCallJudgeConfig
+
+    def __init__(self, config: ToolCallJudgeConfig) -> None:
+        super().__init__(config)
+        self.judge = JudgeClient(config.judge)
+
+    def _context(self, request: ApiRequest) -> JudgeContext:
+        context = context_from_request(request, self.config.system_prompt_chars)
+        if not self.config.include_last_user_message:
+            context = JudgeContext(system_prompt=context.system_prompt)
+        return context
+
+    async def on_tool_call(self, call: ToolCall, request: ApiRequest) -> BlockToolCall | None:
+        started = time.perf_counter()
+        try:
+            verdict = await self.judge.verdict(call, self._context(request))
+        except JudgeError as exc:
+            ms = (time.perf_counter() - started) * 1000
+            decision = "block" if self.config.on_judge_error == "block" else "allow"
+            log.info(
+                "%s: tool=%r judge_error=%r decision=%s latency_ms=%.0f",
+                self.name, call.name, exc.reason, decision, ms,
+            )  # fmt: skip
+            if decision == "allow":
+                return None
+            message = self.config.error_block_message.format(
+                tool=call.name, reason=exc.reason, arguments=_arguments(call)
+            )
+            return BlockToolCall(message)
+        ms = (time.perf_counter() - started) * 1000
+        blocked = verdict.probability >= self.config.threshold
+        log.info(
+            "%s: tool=%r probability=%.2f decision=%s latency_ms=%.0f",
+            self.name, call.name, verdict.probability, "block" if blocked else "allow", ms,
+        )  # fmt: skip
+        if not blocked:
+            return None
+        message = self.config.block_message.format(
+            tool=call.name,
+            probability=verdict.probability,
+            explanation=verdict.explanation or "no explanation given",
+            arguments=_arguments(call),
+        )
+        return BlockToolCall(message)
+
+    async def aclose(self) -> None:
+        await self.judge.aclose()
