@@ -7,10 +7,8 @@ import json
 import httpx
 import pytest
 
-from extproc.apis import anthropic as anthropic_api
-from extproc.apis import openai as openai_api
 from extproc.config import DEV_GATEWAY_KEY
-from extproc.sse import SSEFramer
+from tests.e2e.streams import validate_stream
 
 pytestmark = pytest.mark.e2e
 
@@ -106,24 +104,6 @@ def test_byte_identical_to_provider(
     assert via.content == direct.content
     if body.get("stream"):
         assert validate_stream(path, body, via.content) == []
-
-
-def validate_stream(path: str, body: dict, raw: bytes) -> list[str]:
-    """Every invariant of DESIGN.md's stream section, checked on what the client got."""
-    framer = SSEFramer()
-    frames = [*framer.feed(raw), *framer.finish()]
-    if path == "/v1/messages":
-        validator = anthropic_api.StreamValidator()
-        for f in frames:
-            if f.data is not None:
-                validator.feed(f.event or "", json.loads(f.data))
-    else:
-        options = body.get("stream_options") or {}
-        validator = openai_api.StreamValidator(expect_usage=bool(options.get("include_usage")))
-        for f in frames:
-            if f.data is not None:
-                validator.feed(f.data)
-    return validator.finish()
 
 
 def _event_names(body: bytes) -> list[str]:
