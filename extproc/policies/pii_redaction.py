@@ -1,0 +1,113 @@
+"""Redact personal data and secrets from responses and requests.
+
+Detectors (all on by default; `detectors` picks a subset, `secrets` stands for all the
+secret kinds): email, phone (international "+44 20 7946 0958", US "(415) 555-2671",
+national "020 7946 0958"; 10-15 digits with separators, not plain integers, years,
+versions or dates), credit_card (13-19 digits, Luhn-checked), iban (mod-97 checked),
+and the secrets anthropic_key, openai_key, aws_access_key, github_token, slack_token,
+private_key (a whole PEM block). Each match becomes `replacement` with `{kind}` set to
+email, phone, credit_card, iban or secret.
+
+Where matches overlap, the one starting first wins (at the same start: secrets, then
+credit_card, iban, email, phone).
+
+Trade-offs: a phone number starting with 0 right after another number and one space
+("... 2671 020 7946 0958") is not taken for a phone, so digit groups such as an IBAN with
+a wrong checksum are not either; 13-19 plain digits that pass Luhn count as a card.
+"""
+
+from __future__ import annotations
+
+import builtins
+from typing import ClassVar, Literal, cast
+
+from pydantic import Field, field_validator
+
+from extproc.apis.request_text import rewrite_texts
+from extproc.policies.base import ApiRequest, Policy, PolicyConfig, Reject, TextRewriter
+from extproc.policies.pii_patterns import DETECTORS, SECRET_DETECTORS
+from extproc.policies.string_replacement import FinderRewriter, check_format
+
+DetectorName = Literal[
+    "email",
+    "phone",
+    "credit_card",
+    "iban",
+    "secrets",
+    "anthropic_key",
+    "openai_key",
+    "aws_access_key",
+    "github_token",
+    "slack_token",
+    "private_key",
+]
+ALL_DETECTORS: list[DetectorName] = ["email", "phone", "credit_card", "iban", "secrets"]
+
+HOLDBACK = 256
+PRIVATE_KEY_HOLDBACK = 4096
+
+
+class PiiRedactionConfig(PolicyConfig):
+    type: Literal["pii_redaction"] = "pii_redaction"
+    detectors: list[DetectorName] = Field(default_factory=lambda: list(ALL_DETECTORS))
+    replacement: str = "[REDACTED:{kind}]"
+    # None: 4096 when private_key is on (a PEM block is long), else 256.
+    holdback: int | None = Field(default=None, ge=1)
+    redact_requests: bool = True
+    redact_responses: bool = True
+
+    @field_validator("detectors")
+    @classmethod
+    def _not_empty(cls, value: list[DetectorName]) -> list[DetectorName]:
+        if not value:
+            raise ValueError("at least one detector is needed (leave the field out for all)")
+        return value
+
+    @field_validator("replacement")
+    @classmethod
+    def _check_replacement(cls, value: str) -> str:
+        return check_format(value, "replacement", kind="email")
+
+    @property
+    def enabled(self) -> frozenset[str]:
+        names: set[str] = set(self.detectors)
+        if "secrets" in names:
+            names.discard("secrets")
+            names.update(SECRET_DETECTORS)
+        return frozenset(names)
+
+    @property
+    def effective_holdback(self) -> int:
+        if self.holdback is not None:
+            return self.holdback
+        return PRIVATE_KEY_HOLDBACK if "private_key" in self.enabled else HOLDBACK
+
+
+class PiiRedactionPolicy(Policy):
+    type = "pii_redaction"
+    Config: ClassVar[builtins.type[PolicyConfig]] = PiiRedactionConfig
+    rewrites_text = True
+
+    def __init__(self, config: PolicyConfig | None = None) -> None:
+        super().__init__(config)
+        cfg = cast(PiiRedactionConfig, self.config)
+        self.settings = cfg
+        enabled = cfg.enabled
+        self._rewriter = FinderRewriter(
+            [d.finder(cfg.replacement.format(kind=d.kind)) for d in DETECTORS if d.name in enabled],
+            cfg.effective_holdback,
+        )
+
+    def redact(self, text: str) -> str:
+        """The whole of one text redacted."""
+        return self._rewriter.rewrite(text)
+
+    def rewriter(self, request: ApiRequest) -> TextRewriter | None:
+        return self._rewriter if self.settings.redact_responses else None
+
+    async def on_request(self, request: ApiRequest) -> Reject | None:
+        if self.settings.redact_requests:
+            body = rewrite_texts(request.body, request.api, self._rewriter.rewrite)
+            if body is not None:
+                request.replace_body(body)
+        return None

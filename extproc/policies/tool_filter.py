@@ -1,0 +1,101 @@
+"""Block tool calls by name (allow and deny lists of globs) or by their arguments.
+
+A call is blocked when `allow` is set and no glob matches its name ("not on the allow
+list"), when a `deny` glob matches ("on the deny list"), or when an argument rule for the
+tool finds its pattern (`re.search`) in the argument: a string argument as is, any other
+value as compact JSON, and with `argument: null` the whole arguments JSON as the model
+wrote it. Globs are fnmatch-style and case-sensitive. The client sees `block_message`
+(placeholders `{tool}` and `{reason}`) as text in place of the call.
+"""
+
+from __future__ import annotations
+
+import builtins
+import re
+from fnmatch import fnmatchcase
+from typing import Any, ClassVar, Literal, cast
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from extproc.policies.base import ApiRequest, BlockToolCall, Policy, PolicyConfig, ToolCall
+from extproc.policies.string_replacement import check_format, compile_regex
+
+
+class ArgumentRule(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tool: str = Field(min_length=1)  # glob over tool names
+    argument: str | None = None  # a top-level argument; None: all the arguments' JSON
+    pattern: str = Field(min_length=1)  # regex, searched
+    message: str | None = None  # the reason given; default names the argument
+
+    @field_validator("pattern")
+    @classmethod
+    def _compile(cls, value: str) -> str:
+        compile_regex(value)
+        return value
+
+    @property
+    def reason(self) -> str:
+        if self.message is not None:
+            return self.message
+        if self.argument is None:
+            return "its arguments match a forbidden pattern"
+        return f"argument '{self.argument}' matches a forbidden pattern"
+
+
+class ToolFilterConfig(PolicyConfig):
+    type: Literal["tool_filter"] = "tool_filter"
+    allow: list[str] | None = None
+    deny: list[str] = Field(default_factory=list)
+    argument_rules: list[ArgumentRule] = Field(default_factory=list)
+    block_message: str = "Tool call '{tool}' was blocked by the gateway: {reason}."
+
+    @field_validator("block_message")
+    @classmethod
+    def _check_message(cls, value: str) -> str:
+        return check_format(value, "block_message", tool="t", reason="r")
+
+
+def _argument_text(value: Any) -> str:
+    return value if isinstance(value, str) else orjson.dumps(value).decode()
+
+
+class ToolFilterPolicy(Policy):
+    type = "tool_filter"
+    Config: ClassVar[builtins.type[PolicyConfig]] = ToolFilterConfig
+    gates_tool_calls = True
+
+    def __init__(self, config: PolicyConfig | None = None) -> None:
+        super().__init__(config)
+        cfg = cast(ToolFilterConfig, self.config)
+        self.settings = cfg
+        self._rules = [(rule, re.compile(rule.pattern)) for rule in cfg.argument_rules]
+
+    def reason(self, call: ToolCall) -> str | None:
+        """Why the call is blocked, or None when it may go through."""
+        name = call.name
+        allow = self.settings.allow
+        if allow is not None and not any(fnmatchcase(name, g) for g in allow):
+            return "not on the allow list"
+        if any(fnmatchcase(name, g) for g in self.settings.deny):
+            return "on the deny list"
+        for rule, pattern in self._rules:
+            if not fnmatchcase(name, rule.tool):
+                continue
+            if rule.argument is None:
+                text = call.raw_arguments or orjson.dumps(call.arguments).decode()
+            elif rule.argument in call.arguments:
+                text = _argument_text(call.arguments[rule.argument])
+            else:
+                continue
+            if pattern.search(text):
+                return rule.reason
+        return None
+
+    async def on_tool_call(self, call: ToolCall, request: ApiRequest) -> BlockToolCall | None:
+        reason = self.reason(call)
+        if reason is None:
+            return None
+        return BlockToolCall(self.settings.block_message.format(tool=call.name, reason=reason))
