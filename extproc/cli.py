@@ -35,7 +35,7 @@ def _settings(args: argparse.Namespace | None = None) -> Settings:
         # Check the policy file here, so a mistake stops the start with its message
         # before anything is running.
         try:
-            load_config(settings.policy_config)
+            load_config(settings.policy_config, env={**os.environ, **settings.to_env()})
         except ConfigError as exc:
             sys.exit(f"llm-gateway: {exc}")
     return settings

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
@@ -34,6 +35,7 @@ ENV_VARS = {
     "policy_timeout_s": "POLICY_TIMEOUT_S",
     "policy_config": "POLICY_CONFIG",
     "validate_streams": "VALIDATE_STREAMS",
+    "response_processing": "RESPONSE_PROCESSING",
 }
 
 
@@ -91,6 +93,10 @@ class Settings(BaseModel):
     policy_config: str | None = None
     # Check every response stream against the invariants and log violations.
     validate_streams: bool = False
+    # auto: response bodies go through ext_proc only when a policy looks at them (noop
+    # alone: Envoy streams them straight to the client). always: every response does,
+    # which also repairs truncated upstream streams and rewrites plain-text error pages.
+    response_processing: Literal["auto", "always"] = "auto"
 
     @field_validator("upstream_anthropic_url", "upstream_openai_url")
     @classmethod

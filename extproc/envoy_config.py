@@ -75,34 +75,44 @@ def _cluster(upstream: Upstream, ca_bundle: str) -> str:
 
 # Envoy's own local replies, rewritten into each API's error JSON. Statuses the ext_proc
 # server answers itself (401, 400, 404, 413 with content-length...) already carry the
-# right body; these mappers only match replies Envoy generated, told apart by response
-# flags (upstream failures) or by the response code details (body over the limit).
-_MAPPER_CASES = [
-    # (filter, anthropic error type, openai error type)
-    (
-        "response_flag_filter: { flags: [UF, UH, UO, URX, UC, UT, UPE, UR, NR, LR, UMSDR] }",
-        "api_error",
-        "server_error",
-    ),
-]
+# right body; these mappers only match replies Envoy generated: upstream failures, told
+# apart by response flags, and a body over the buffer limit, by its response code details.
+_UPSTREAM_FAILED = (
+    "response_flag_filter: { flags: [UF, UH, UO, URX, UC, UT, UPE, UR, NR, LR, UMSDR] }"
+)
+_TOO_LARGE = "\n".join(
+    [
+        "extension_filter:",
+        "          name: envoy.access_loggers.extension_filters.cel",
+        "          typed_config:",
+        '            "@type": type.googleapis.com/'
+        "envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
+        "            expression: \"response.code_details == 'request_payload_too_large'\"",
+    ]
+)
 
 
-def _mappers() -> str:
+def _mappers(max_request_bytes: int) -> str:
+    too_large = f"request body exceeds the gateway limit of {max_request_bytes} bytes (HTTP 413)"
+    cases = [
+        # (filter, anthropic type, openai type, openai code, message)
+        (_TOO_LARGE, "request_too_large", "invalid_request_error", "request_too_large", too_large),
+        (
+            _UPSTREAM_FAILED,
+            "api_error",
+            "server_error",
+            "%RESPONSE_CODE_DETAILS%",
+            "%LOCAL_REPLY_BODY%",
+        ),
+    ]
     blocks = []
-    for flag_filter, a_type, o_type in _MAPPER_CASES:
+    for flag_filter, a_type, o_type, o_code, message in cases:
         for path_prefix, fmt in (
             (
                 "/v1/chat",
-                {
-                    "error": {
-                        "message": "%LOCAL_REPLY_BODY%",
-                        "type": o_type,
-                        "param": None,
-                        "code": "%RESPONSE_CODE_DETAILS%",
-                    }
-                },
+                {"error": {"message": message, "type": o_type, "param": None, "code": o_code}},
             ),
-            ("/", {"type": "error", "error": {"type": a_type, "message": "%LOCAL_REPLY_BODY%"}}),
+            ("/", {"type": "error", "error": {"type": a_type, "message": message}}),
         ):
             blocks.append(
                 f"""- filter:
@@ -119,7 +129,9 @@ def _mappers() -> str:
     return "\n".join(blocks)
 
 
-def render(settings: Settings, ca_bundle: str | None = None) -> str:
+def render(settings: Settings, ca_bundle: str | None = None, response_body: bool = True) -> str:
+    """The bootstrap. `response_body=False` keeps response bodies away from ext_proc
+    entirely, for policy chains that never look at them (the fastest path)."""
     ca = ca_bundle or os.environ.get("CA_BUNDLE", DEFAULT_CA_BUNDLE)
     if not TEMPLATE.exists():
         raise FileNotFoundError(
@@ -141,7 +153,12 @@ def render(settings: Settings, ca_bundle: str | None = None) -> str:
         # the client sent content-length; Envoy's limit is the backstop for chunked bodies.
         "buffer_limit": settings.max_request_bytes + 1024 * 1024,
         "message_timeout": f"{max(1, int(settings.policy_timeout_s))}s",
-        "local_reply_mappers": _indent(_mappers(), 12),
+        # Without a policy that looks at responses, ext_proc sees none of them: one
+        # round trip less per request, and bodies stream straight through Envoy.
+        "response_header_mode": "SEND" if response_body else "SKIP",
+        "response_body_mode": "FULL_DUPLEX_STREAMED" if response_body else "NONE",
+        "response_trailer_mode": "SEND" if response_body else "SKIP",
+        "local_reply_mappers": _indent(_mappers(settings.max_request_bytes), 12),
         "upstream_routes": _indent("\n".join(_route(u) for u in upstreams), 14),
         "upstream_clusters": _indent("\n".join(_cluster(u, ca) for u in upstreams), 2),
     }

@@ -103,6 +103,8 @@ class RequestPipeline:
         self.terminated = False  # the SSE stream carried its own terminator
         self.saw_error_payload = False
         self.finished = False  # our last reply carried end_of_stream
+        # Envoy says so in the stream's first message (protocol_config).
+        self.envoy_sends_body = True
 
     # -- request side -------------------------------------------------------------
 
@@ -123,6 +125,14 @@ class RequestPipeline:
             )
         if self.api is None:
             return self._reject(404, f"no such endpoint: {self.method} {self.path.split('?')[0]}")
+        if not self.envoy_sends_body and not self.chain.passthrough:
+            # Policies that look at responses would be silently skipped: refuse instead.
+            log.error("Envoy does not send response bodies but the policies need them")
+            return self._reject(
+                500,
+                "gateway misconfigured: Envoy's ext_proc response_body_mode is NONE but the "
+                "policy chain needs response bodies; render the Envoy config again",
+            )
         self.fmt = self.api
         if self.method != "POST":
             return self._reject(405, f"method {self.method} not allowed on {self.path}; use POST")
@@ -205,12 +215,12 @@ class RequestPipeline:
 
     # -- response side ------------------------------------------------------------
 
-    def on_response_headers(self, headers: dict[str, str], end_of_stream: bool) -> Continue:
+    def on_response_headers(
+        self, headers: dict[str, str], end_of_stream: bool
+    ) -> Continue | Reject:
         status = headers.get(":status", "0")
         self.status = int(status) if status.isdigit() else 0
         ctype = headers.get("content-type", "").split(";", 1)[0].strip().lower()
-        if end_of_stream:
-            self.finished = True
         if (
             self.status >= 400
             and "json" not in ctype
@@ -219,8 +229,13 @@ class RequestPipeline:
         ):
             # Plain-text errors come from Envoy itself (body over the buffer limit, upstream
             # unreachable) or from a proxy in front of the provider: SDKs want JSON.
+            if not self.envoy_sends_body:
+                self.finished = True
+                return Reject(self.status, error_body(self.fmt, self.status, self._error_text("")))
             self.mode = ResponseMode.ERROR_REWRITE
             return Continue(set_headers=dict(JSON_HEADERS))
+        if end_of_stream or not self.envoy_sends_body:
+            self.finished = True  # no body will follow through ext_proc
         if self.request is None or not 200 <= self.status < 300 or end_of_stream:
             self.mode = ResponseMode.PASSTHROUGH
         elif ctype == "text/event-stream":
@@ -347,12 +362,16 @@ class RequestPipeline:
             return BodyOut(b"", False)
         text = " ".join(self.json_buf.decode("utf-8", "replace").split())[:1024]
         self.json_buf = bytearray()
+        return BodyOut(error_body(self.fmt, self.status, self._error_text(text)), True)
+
+    def _error_text(self, text: str) -> str:
         if self.status == 413:
             text = (
                 f"request body exceeds the gateway limit of {self.settings.max_request_bytes} bytes"
             )
-        message = f"{text or 'error'} (HTTP {self.status})"
-        return BodyOut(error_body(self.fmt, self.status, message), True)
+        elif not text:
+            text = "the upstream failed" if self.status >= 500 else "request failed"
+        return f"{text} (HTTP {self.status})"
 
     def close(self) -> None:
         """Release what the request holds: pending policy work first."""

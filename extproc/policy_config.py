@@ -397,3 +397,15 @@ __all__ = [
     "load_config",
     "resolve_policy_class",
 ]
+
+
+def needs_response_body(config: GatewayConfig, registry: Registry | None = None) -> bool:
+    """Whether any chain looks at responses (so Envoy must send bodies to ext_proc)."""
+    if config.validate_streams:
+        return True
+    entries = [*config.policies, *(e for chain in config.chains.values() for e in chain)]
+    for entry in entries:
+        cls = resolve_policy_class(entry.type, registry)
+        if cls.rewrites_text or cls.gates_tool_calls or cls.observes_events:
+            return True
+    return False

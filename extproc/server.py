@@ -121,6 +121,9 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
         try:
             async for req in request_iterator:
                 kind = req.WhichOneof("request")
+                if req.HasField("protocol_config"):
+                    # Sent with the first message: whether Envoy streams response bodies.
+                    pipeline.envoy_sends_body = req.protocol_config.response_body_mode != 0
                 if kind == "request_headers":
                     msg = req.request_headers
                     hout = pipeline.on_request_headers(_headers(msg), msg.end_of_stream)
@@ -145,6 +148,9 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
                 elif kind == "response_headers":
                     msg = req.response_headers
                     rout = pipeline.on_response_headers(_headers(msg), msg.end_of_stream)
+                    if isinstance(rout, Reject):
+                        yield _immediate(rout)
+                        return
                     yield ep.ProcessingResponse(
                         response_headers=ep.HeadersResponse(response=_common(rout))
                     )
@@ -157,6 +163,8 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
                     for reply in _body_replies(await pipeline.on_response_trailers()):
                         yield reply
                     yield ep.ProcessingResponse(response_trailers=ep.TrailersResponse())
+            if outcome == "ok" and not pipeline.envoy_sends_body and pipeline.upstream:
+                pipeline.finished = True  # the response bypasses ext_proc entirely
             if outcome == "ok" and not pipeline.finished:
                 # Envoy closed the stream before the response ended: the client or the
                 # upstream went away.

@@ -100,6 +100,8 @@ class Stack:
     log_dir: Path | None = None
     envoy_concurrency: int | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
+    # Forces Envoy's response body mode (tests of a mismatch); None derives it.
+    response_body: bool | None = None
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _files: list[IO[bytes]] = field(default_factory=list)
     config_path: Path | None = None
@@ -164,7 +166,7 @@ class Stack:
                 _wait(lambda: _tcp_ready(s.mock_host, s.mock_port), "mock LLM", deadline, procs)
             _wait(lambda: _tcp_ready(s.extproc_host, s.extproc_port), "ext_proc", deadline, procs)
             self.config_path = run_dir / "envoy.yaml"
-            self.config_path.write_text(render(s))
+            self.config_path.write_text(render(s, response_body=self.needs_response_body()))
             argv = [
                 envoy_binary(),
                 "-c",
@@ -185,6 +187,20 @@ class Stack:
         except BaseException:
             self.stop()
             raise
+
+    def needs_response_body(self) -> bool:
+        """Only chains that look at responses get them streamed through ext_proc."""
+        from extproc.policy_config import load_config, needs_response_body
+
+        if self.response_body is not None:
+            return self.response_body
+        if self.settings.validate_streams or self.settings.response_processing == "always":
+            return True
+        if not self.settings.policy_config:
+            return False
+        # Expanded with the environment the ext_proc child gets (ports included).
+        env = {**os.environ, **self.settings.to_env(), **self.extra_env}
+        return needs_response_body(load_config(self.settings.policy_config, env=env))
 
     def dead_child(self) -> str | None:
         for name, proc in self.procs.items():

@@ -21,7 +21,9 @@ MAX_SSE_FRAME_BYTES = 256 * 1024
 
 
 @contextmanager
-def running_stack(log_dir: Path, **overrides: object) -> Iterator[Stack]:
+def running_stack(
+    log_dir: Path, response_body: bool | None = None, **overrides: object
+) -> Iterator[Stack]:
     """A whole stack on free ports; `overrides` are Settings fields."""
     settings = Settings(
         gateway_port=free_port(),
@@ -32,7 +34,7 @@ def running_stack(log_dir: Path, **overrides: object) -> Iterator[Stack]:
         max_sse_frame_bytes=MAX_SSE_FRAME_BYTES,
         **overrides,  # type: ignore[arg-type]
     )
-    st = Stack(settings, log_dir=log_dir, envoy_concurrency=1)
+    st = Stack(settings, log_dir=log_dir, envoy_concurrency=1, response_body=response_body)
     try:
         st.start(timeout=60)
     except Exception:
@@ -47,7 +49,9 @@ def running_stack(log_dir: Path, **overrides: object) -> Iterator[Stack]:
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with running_stack(tmp_path_factory.mktemp("stack")) as st:
+    # Every response through ext_proc, so the core's body handling is what is tested;
+    # test_fast_path.py covers the default, where noop keeps bodies out of ext_proc.
+    with running_stack(tmp_path_factory.mktemp("stack"), response_processing="always") as st:
         yield st
 
 

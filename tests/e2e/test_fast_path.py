@@ -1,0 +1,100 @@
+"""The default for a noop chain: response bodies never enter ext_proc (Envoy streams them
+straight through), and a policy chain that needs bodies refuses to run without them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import anthropic
+import httpx
+import pytest
+
+from extproc.config import DEV_GATEWAY_KEY
+from extproc.stack import Stack
+from tests.e2e.conftest import MAX_REQUEST_BYTES, envoy_stats, running_stack
+
+pytestmark = pytest.mark.e2e
+
+BODY = {
+    "model": "claude-sonnet-5-5",
+    "max_tokens": 50,
+    "stream": True,
+    "messages": [{"role": "user", "content": "Count to 5"}],
+}
+KEY = {"x-api-key": DEV_GATEWAY_KEY}
+
+
+@pytest.fixture(scope="module")
+def fast(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with running_stack(tmp_path_factory.mktemp("fast")) as st:
+        yield st
+
+
+@pytest.fixture(scope="module")
+def mismatched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    log_dir = tmp_path_factory.mktemp("mismatch")
+    config = log_dir / "policy.yaml"
+    config.write_text("policies: [{type: all_caps}]\n")
+    # Envoy rendered without response bodies, ext_proc configured with a text policy.
+    with running_stack(log_dir, response_body=False, policy_config=str(config)) as st:
+        yield st
+
+
+def test_noop_bodies_skip_ext_proc_and_stay_identical(fast: Stack) -> None:
+    admin = f"http://127.0.0.1:{fast.settings.admin_port}"
+    headers = {**KEY, "x-mock-chunking": "random:8", "x-mock-chunk-delay-ms": "1"}
+    before = envoy_stats(admin, "ext_proc.stream_msgs_sent")
+    via = httpx.post(f"{fast.base_url}/v1/messages", json=BODY, headers=headers).content
+    direct = httpx.post(
+        f"http://127.0.0.1:{fast.settings.mock_port}/v1/messages", json=BODY, headers=headers
+    ).content
+    after = envoy_stats(admin, "ext_proc.stream_msgs_sent")
+    assert via == direct
+    sent = sum(after.values()) - sum(before.values())
+    assert sent == 2  # request headers and body; the response bypasses ext_proc
+
+
+def test_sdk_works_on_the_fast_path(fast: Stack) -> None:
+    client = anthropic.Anthropic(base_url=fast.base_url, api_key=DEV_GATEWAY_KEY, max_retries=0)
+    with client.messages.stream(**{k: v for k, v in BODY.items() if k != "stream"}) as s:
+        assert s.get_final_message().content[0].text == "1, 2, 3, 4, 5"  # type: ignore[union-attr]
+
+
+def test_envoy_413_in_format_without_ext_proc_response(fast: Stack) -> None:
+    """Envoy's own 413 (chunked body over its buffer limit) is JSON via local_reply_config."""
+
+    def chunks() -> Iterator[bytes]:
+        yield b'{"pad": "'
+        for _ in range(MAX_REQUEST_BYTES // (1 << 20) + 2):
+            yield b"x" * (1 << 20)
+        yield b'"}'
+
+    resp = httpx.post(
+        f"{fast.base_url}/v1/chat/completions",
+        content=chunks(),
+        headers={**KEY, "content-type": "application/json"},
+    )
+    assert resp.status_code == 413
+    assert resp.json()["error"]["code"] == "request_too_large"
+    resp = httpx.post(
+        f"{fast.base_url}/v1/messages",
+        content=chunks(),
+        headers={**KEY, "content-type": "application/json"},
+    )
+    assert resp.json()["error"]["type"] == "request_too_large"
+
+
+def test_provider_error_page_passes_untouched(fast: Stack) -> None:
+    """With no response policy, even a provider's HTML error page is passed as it is."""
+    resp = httpx.post(
+        f"{fast.base_url}/v1/messages", json=BODY, headers={**KEY, "x-mock-script": "html-error"}
+    )
+    assert resp.status_code == 502 and b"502 Bad Gateway" in resp.content
+
+
+def test_policies_refuse_to_run_without_bodies(mismatched: Stack) -> None:
+    client = anthropic.Anthropic(
+        base_url=mismatched.base_url, api_key=DEV_GATEWAY_KEY, max_retries=0
+    )
+    with pytest.raises(anthropic.InternalServerError, match="misconfigured"):
+        client.messages.create(**{k: v for k, v in BODY.items() if k != "stream"})
