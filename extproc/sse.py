@@ -100,6 +100,15 @@ class _Fields:
         )
 
 
+def _parse_lf_frame(piece: bytes, raw: bytes) -> Frame | None:
+    """One frame's lines (LF only, without its blank line); None if it holds none."""
+    fields = _Fields()
+    for line in piece.split(b"\n"):
+        if line:
+            fields.add_line(line)
+    return fields.to_frame(raw) if fields.seen else None
+
+
 class SSEFramer:
     """Turns a byte stream into complete `Frame`s; holds back only the incomplete tail."""
 
@@ -113,6 +122,10 @@ class SSEFramer:
         self._fields = _Fields()
         self._finished = False
         self._first_line = True
+        self._lf_scan = 0  # fast path: where to resume looking for a blank line
+        # At a frame boundary the buffer holds a CR only if the general parser stopped on
+        # a lone CR at the end (it may be half of CRLF).
+        self._cr_wait = False
 
     @property
     def buffered(self) -> int:
@@ -125,9 +138,41 @@ class SSEFramer:
         if not data:
             return []
         self._buf += data
-        frames = self._parse(final=False)
+        if self._pos == 0 and not self._fields.seen and not self._first_line:
+            frames = self._parse_lf() if b"\r" not in data else self._parse(final=False)
+        else:
+            frames = self._parse(final=False)
         if len(self._buf) > self._max:
             raise FrameTooLarge(len(self._buf), self._max, frames)
+        return frames
+
+    def _parse_lf(self) -> list[Frame]:
+        """The common case, at C speed: LF line endings, at a frame boundary. Frames are
+        cut at blank lines with bytes.split; lines parsed only for complete frames."""
+        buf = self._buf
+        if self._cr_wait:  # the general parser holds a lone CR at the end: its case
+            return self._parse(final=False)
+        self._scan = 0  # the general parser's resume point is stale once this one runs
+        if buf.find(b"\n\n", max(0, self._lf_scan - 1)) < 0:
+            self._lf_scan = len(buf)  # no frame ends yet: look only at new bytes next time
+            return []
+        parts = bytes(buf).split(b"\n\n")
+        tail = parts.pop()  # after the last blank line: an incomplete frame, or nothing
+        frames: list[Frame] = []
+        prefix = b""
+        for piece in parts:
+            raw = prefix + piece + b"\n\n"
+            frame = _parse_lf_frame(piece, raw)
+            if frame is None:
+                prefix = raw  # only blank lines: kept as the next frame's prefix
+                continue
+            if len(raw) > self._max:
+                self._finished = True
+                raise FrameTooLarge(len(raw), self._max, frames)
+            prefix = b""
+            frames.append(frame)
+        buf[:] = prefix + tail
+        self._lf_scan = len(buf)
         return frames
 
     def finish(self) -> list[Frame]:
@@ -150,6 +195,8 @@ class SSEFramer:
         return frames
 
     def _parse(self, final: bool) -> list[Frame]:
+        self._lf_scan = 0  # the fast path's resume point is stale once this one runs
+        self._cr_wait = False
         buf = self._buf
         pos = self._pos
         frame_start = 0
@@ -166,6 +213,7 @@ class SSEFramer:
             eol_end = m.end()
             if not final and eol_end == end and buf[m.start()] == 0x0D and eol_end - m.start() == 1:
                 scan = m.start()  # lone "\r" at the end: wait to see whether "\n" follows
+                self._cr_wait = True
                 break
             line_start, pos = pos, eol_end
             scan = pos

@@ -390,3 +390,51 @@ def test_complete_oversized_frame_raises_with_earlier_frames() -> None:
         framer.feed(small + big + small)
     assert [f.data for f in info.value.frames] == ["a"]
     assert info.value.size == len(big) and info.value.limit == 64
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    pieces=st.lists(
+        st.sampled_from(
+            [
+                b"data: a\n\n",
+                b"data: b\r\n\r\n",
+                b"event: e\ndata: c\r\n\n",
+                b": x\r\r",
+                b"data: d\n",
+                b"\n",
+                b"\r",
+                b"data: ",
+                b"\xf0\x9f",
+                b"\x8c\x8d\n\n",
+            ]
+        ),
+        min_size=1,
+        max_size=30,
+    ),
+    data=st.data(),
+)
+def test_mixed_line_endings_switch_between_parsers(
+    pieces: list[bytes], data: st.DataObject
+) -> None:
+    """LF-only chunks take the fast path, others the general one; mixing them in any
+    order and chunking gives what one whole feed gives."""
+    stream = b"".join(pieces)
+    cuts = data.draw(st.lists(st.integers(1, max(1, len(stream) - 1)), max_size=20))
+    whole = run([stream])
+    chunked = run(split(stream, cuts))
+    assert [(f.event, f.data, f.comments) for f in chunked] == [
+        (f.event, f.data, f.comments) for f in whole
+    ]
+    assert b"".join(f.raw for f in chunked) == stream
+
+
+def test_fast_path_long_line_is_scanned_once() -> None:
+    framer = SSEFramer(max_frame_bytes=4 * 1024 * 1024)
+    assert [f.data for f in framer.feed(b"data: first\n\n")] == ["first"]
+    framer.feed(b"data: ")
+    for _ in range(1024):
+        assert framer.feed(b"y" * 1024) == []
+        assert framer._lf_scan == framer.buffered  # the next search starts at the new bytes
+    (frame,) = framer.feed(b"\n\n")
+    assert frame.data == "y" * (1024 * 1024)
