@@ -10,6 +10,7 @@ Output block indices are assigned here, contiguous from 0, whatever was dropped.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,13 @@ from extproc.policies.base import ApiRequest, BlockResponse, BlockToolCall, Poli
 
 log = logging.getLogger("extproc.engine")
 API = ApiKind.ANTHROPIC
+# Anthropic writes "index" right after "type": a look at the first bytes finds it.
+_INDEX = re.compile(r'"index"\s*:\s*(\d+)')
+
+
+def peek_index(data: str | None) -> int | None:
+    match = _INDEX.search(data, 0, 80) if data else None
+    return int(match.group(1)) if match else None
 
 
 def _event(payload: dict[str, Any]) -> StreamEvent:
@@ -107,6 +115,8 @@ class AnthropicStreamEngine:
     # -- events -------------------------------------------------------------------
 
     async def _on_event(self, event: StreamEvent, out: list[bytes]) -> None:
+        if self._forward_delta(event, out):
+            return
         payload = event.payload
         etype = event.name or (payload.get("type") if isinstance(payload, dict) else None)
         for policy in self.chain.observers:
@@ -166,6 +176,18 @@ class AnthropicStreamEngine:
         if text:
             assert block.out_index is not None or block.held
             self._send(block, self._text_delta({"index": block.upstream_index}, text), out)
+
+    def _forward_delta(self, event: StreamEvent, out: list[bytes]) -> bool:
+        """The hot path: a delta of an open, unheld, unrenumbered block when no policy
+        reads text goes out as its bytes, without parsing its JSON."""
+        if event.name != "content_block_delta" or self.chain.rewriters or self.chain.observers:
+            return False
+        index = peek_index(event.data)
+        block = self.blocks.get(index) if index is not None else None
+        if block is None or block.held or block.closed or block.out_index != index:
+            return False
+        out.append(event.raw)
+        return True
 
     def _on_block_start(
         self, event: StreamEvent, payload: dict[str, Any], out: list[bytes]
