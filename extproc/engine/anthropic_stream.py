@@ -155,27 +155,19 @@ class AnthropicStreamEngine:
         """An event outside any block: it waits behind text still held back, if any."""
         block = self.order[-1] if self.order else None
         if block is not None and block.text is not None and not block.closed and not block.held:
-            ready, text = block.text.feed(event, "")
-            self._send_text(block, ready, text, event, out)
+            self._send_text(block, block.text.feed(event, ""), out)
         else:
             out.append(event.raw)
 
-    def _send_text(
-        self,
-        block: _Block,
-        ready: list[StreamEvent],
-        text: str,
-        event: StreamEvent,
-        out: list[bytes],
-    ) -> None:
-        for original in ready:
-            if original.name == "content_block_delta":
-                self._send(block, original, out)
+    def _send_text(self, block: _Block, items: list[StreamEvent | str], out: list[bytes]) -> None:
+        for item in items:
+            if isinstance(item, str):
+                if item:
+                    self._send(block, self._text_delta({"index": block.upstream_index}, item), out)
+            elif item.name == "content_block_delta":
+                self._send(block, item, out)
             else:
-                out.append(original.raw)  # a passenger: ping, comment...
-        if text:
-            assert block.out_index is not None or block.held
-            self._send(block, self._text_delta({"index": block.upstream_index}, text), out)
+                out.append(item.raw)  # a passenger: ping, comment...
 
     def _forward_delta(self, event: StreamEvent, out: list[bytes]) -> bool:
         """The hot path: a delta of an open, unheld, unrenumbered block when no policy
@@ -225,8 +217,7 @@ class AnthropicStreamEngine:
             block.events.append(event)
             return
         if block.text is not None and isinstance(delta, dict) and delta.get("type") == "text_delta":
-            ready, text = block.text.feed(event, str(delta.get("text", "")))
-            self._send_text(block, ready, text, event, out)
+            self._send_text(block, block.text.feed(event, str(delta.get("text", ""))), out)
             return
         self._send(block, event, out)
 
@@ -236,8 +227,7 @@ class AnthropicStreamEngine:
             log.warning("dropped a stop for a block that is not open")
             return
         if block.text is not None:
-            ready, rest = block.text.flush()
-            self._send_text(block, ready, rest, event, out)
+            self._send_text(block, block.text.flush(), out)
         block.closed = True
         self._send(block, event, out)
         if block.kind == "tool_use" and block.held and self.gate is not None:

@@ -99,10 +99,7 @@ class OpenAIStreamEngine:
             if state.text is None:
                 out.append(event.raw)
                 return
-            ready, text = state.text.feed(event.raw, content)
-            out.extend(ready)
-            if text:
-                out.append(self._raw_chunk(state.index, {"content": text}, None))
+            self._emit_text(state, state.text.feed(event.raw, content), out)
             return
         pieces: list[bytes] = []
         changed = False
@@ -118,10 +115,7 @@ class OpenAIStreamEngine:
         """A chunk sent as it is: it waits behind content still held back, if any."""
         for state in self.choices.values():
             if state.text is not None and not state.finished:
-                ready, text = state.text.feed(raw, "")
-                out.extend(ready)
-                if text:
-                    out.append(self._raw_chunk(state.index, {"content": text}, None))
+                self._emit_text(state, state.text.feed(raw, ""), out)
                 return
         out.append(raw)
 
@@ -140,12 +134,8 @@ class OpenAIStreamEngine:
             state.sent_content = True
             if state.text is not None:
                 # Text travels on its own chunk so it keeps its place in the text order.
-                ready, text = state.text.feed(
-                    self._raw_chunk(state.index, {"content": content}, None), content
-                )
-                out.extend(ready)
-                if text:
-                    out.append(self._raw_chunk(state.index, {"content": text}, None))
+                chunk = self._raw_chunk(state.index, {"content": content}, None)
+                self._emit_text(state, state.text.feed(chunk, content), out)
                 del new_delta["content"]
                 same = False
         if self.gated and isinstance(delta.get("tool_calls"), list):
@@ -171,10 +161,7 @@ class OpenAIStreamEngine:
         before: list[bytes] = []
         same = True
         if state.text is not None:
-            ready, rest = state.text.flush()
-            before.extend(ready)
-            if rest:
-                before.append(self._content_chunk(state, rest))
+            self._emit_text(state, state.text.flush(), before)
         if state.tools:
             same = False
             gate = ToolGate(self.chain, self.request)
@@ -230,6 +217,14 @@ class OpenAIStreamEngine:
             if isinstance(function.get("arguments"), str):
                 tool.parts.append(function["arguments"])
 
+    def _emit_text(self, state: _Choice, items: list[bytes | str], out: list[bytes]) -> None:
+        for item in items:
+            if isinstance(item, str):
+                if item:
+                    out.append(self._raw_chunk(state.index, {"content": item}, None))
+            else:
+                out.append(item)
+
     @staticmethod
     def _content_only(choice: Any) -> bool:
         if not isinstance(choice, dict) or not isinstance(choice.get("index"), int):
@@ -269,7 +264,4 @@ class OpenAIStreamEngine:
                 continue
             state.finished = True
             if state.text is not None:
-                ready, rest = state.text.flush()
-                out.extend(ready)
-                if rest:
-                    out.append(self._content_chunk(state, rest))
+                self._emit_text(state, state.text.flush(), out)

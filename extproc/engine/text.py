@@ -96,6 +96,11 @@ class FaithfulText(Generic[E]):
     An original event is released once the rewritten output covers all of its text, so
     untouched text leaves as the provider's exact bytes (hold-back delays it, never
     re-splits it). From the first rewrite on, the text continues as synthesized deltas.
+    Events without text (a ping, a tool-call chunk) queue behind held text as passengers
+    and are never dropped.
+
+    `feed` and `flush` return what to send, in order: original events, and strings of
+    text to send as new deltas.
     """
 
     __slots__ = ("_emitted", "_identity", "_original", "_pending", "_pipeline", "_sent", "_total")
@@ -103,41 +108,45 @@ class FaithfulText(Generic[E]):
     def __init__(self, pipeline: TextPipeline) -> None:
         self._pipeline = pipeline
         self._identity = True
-        self._pending: deque[tuple[E, int]] = deque()  # (event, end offset in the text)
+        # (event, end offset in the text, carries text)
+        self._pending: deque[tuple[E, int, bool]] = deque()
         self._original = ""  # original text from offset _sent on
         self._sent = 0  # original characters covered by released events
         self._total = 0  # original characters fed
         self._emitted = 0  # rewritten characters produced while identical
 
-    def feed(self, event: E, text: str) -> tuple[list[E], str]:
-        """Events to send as they are, then text to send as a new delta."""
+    def feed(self, event: E, text: str) -> list[E | str]:
+        if not self._identity and not text:
+            return [event]  # a passenger after the first rewrite: nothing to wait for
         self._total += len(text)
         if self._identity:
-            self._pending.append((event, self._total))
+            self._pending.append((event, self._total, bool(text)))
             self._original += text
-        return self._take(self._pipeline.feed(text))
+        return self._take(self._pipeline.feed(text) if text else "")
 
-    def flush(self) -> tuple[list[E], str]:
+    def flush(self) -> list[E | str]:
         return self._take(self._pipeline.flush())
 
-    def _take(self, piece: str) -> tuple[list[E], str]:
+    def _take(self, piece: str) -> list[E | str]:
         if not self._identity:
-            return [], piece
+            return [piece] if piece else []
         offset = self._emitted - self._sent
         if piece == self._original[offset : offset + len(piece)]:
             self._emitted += len(piece)
-            ready: list[E] = []
+            ready: list[E | str] = []
             end = self._sent
             while self._pending and self._pending[0][1] <= self._emitted:
-                event, end = self._pending.popleft()
+                event, end, _ = self._pending.popleft()
                 ready.append(event)
             if end > self._sent:
                 self._original = self._original[end - self._sent :]
                 self._sent = end
-            return ready, ""
-        # The first rewrite: what was produced but not yet sent goes out with it.
+            return ready
+        # The first rewrite: what was produced but not yet sent goes out with it, then
+        # the passengers that were waiting behind it.
         self._identity = False
-        text = self._original[:offset] + piece
+        out: list[E | str] = [self._original[:offset] + piece]
+        out.extend(event for event, _, has_text in self._pending if not has_text)
         self._pending.clear()
         self._original = ""
-        return [], text
+        return out

@@ -180,3 +180,23 @@ async def test_block_response_stops_with_message_and_valid_end() -> None:
         text = anthropic_text(out) if api is ApiKind.ANTHROPIC else openai_text(out)
         assert text.replace("\n\n", "") == "ok stopped"
         assert b"get_weather" not in out and b"delete_all" not in out
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    chunks=TEXTS,
+    api=st.sampled_from([ApiKind.ANTHROPIC, ApiKind.OPENAI]),
+    data=st.data(),
+)
+def test_rewrite_only_chain_keeps_every_tool_call(
+    chunks: list[str], api: ApiKind, data: st.DataObject
+) -> None:
+    """Tool-call events queued behind held-back text survive that text being rewritten."""
+    stream, _ = streams(plan(chunks, ["bash", "get_weather"]), api)
+    cuts = data.draw(st.lists(st.integers(1, len(stream) - 1), max_size=30))
+    out = asyncio.run(run_pipeline(api, PolicyChain([Redact()]), stream, cuts, "text/event-stream"))
+    path = "/v1/messages" if api is ApiKind.ANTHROPIC else "/v1/chat/completions"
+    assert validate_stream(path, {}, out) == []
+    assert out.count(b'"name":"bash"') == 1 and out.count(b'"name":"get_weather"') == 1
+    text = anthropic_text(out) if api is ApiKind.ANTHROPIC else openai_text(out)
+    assert text == "".join(chunks).replace(SECRET, "[REDACTED]")

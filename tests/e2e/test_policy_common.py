@@ -1,0 +1,329 @@
+"""Shared helpers for the test_policy_* modules: no tests live here.
+
+Each policy module starts its own module-scoped stack with `policy_stack` (a policy YAML
+with `validate_streams: true`), talks to it through the official SDKs with `ask_anthropic`
+/ `ask_openai`, and ends with `assert_no_stream_violations`. The SDK clients use a
+recording transport, so every stream an SDK consumed is also checked byte for byte with
+`validate_stream`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import httpx
+import httpx2
+import openai
+import pytest
+
+from extproc.config import DEV_GATEWAY_KEY
+from extproc.stack import Stack
+from tests.e2e.conftest import running_stack
+from tests.e2e.streams import validate_stream
+
+A_MODEL = "claude-sonnet-4-6"
+O_MODEL = "gpt-4o-mini"
+KEY_HEADERS = {"x-api-key": DEV_GATEWAY_KEY}
+
+
+def chunking(seed: int | str) -> dict[str, str]:
+    """Headers making the mock split its bytes at random places (one write per piece)."""
+    return {"x-mock-chunking": f"random:{seed}", "x-mock-chunk-delay-ms": "1"}
+
+
+def tool(name: str, prop: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "description": f"The {name} tool",
+        "input_schema": {
+            "type": "object",
+            "properties": {prop: {"type": "string"}},
+            "required": [prop],
+        },
+    }
+
+
+A_TOOLS = [tool("bash", "command"), tool("get_weather", "city"), tool("delete_file", "path")]
+O_TOOLS = [
+    {"type": "function", "function": {"name": t["name"], "parameters": t["input_schema"]}}
+    for t in A_TOOLS
+]
+
+
+# -- stacks --------------------------------------------------------------------------
+
+
+def policy_stack(
+    tmp_path_factory: pytest.TempPathFactory, name: str, config: str
+) -> Iterator[Stack]:
+    """A whole stack running `config` (a policy YAML); use from a module fixture."""
+    assert "validate_streams: true" in config
+    log_dir = tmp_path_factory.mktemp(name)
+    path = log_dir / "policy.yaml"
+    path.write_text(config)
+    with running_stack(log_dir, policy_config=str(path)) as st:
+        yield st
+
+
+def extproc_log(st: Stack) -> str:
+    return (Path(st.log_dir or ".") / "extproc.log").read_text(errors="replace")
+
+
+def assert_no_stream_violations(st: Stack) -> None:
+    """No "stream violation" in the extproc log: every stream the module produced was valid."""
+    text = extproc_log(st)
+    assert "validating streams" in text
+    assert [line for line in text.splitlines() if "stream violation" in line] == []
+
+
+def mock_url(st: Stack) -> str:
+    return f"http://127.0.0.1:{st.settings.mock_port}"
+
+
+def clear_mock(st: Stack) -> None:
+    httpx.delete(f"{mock_url(st)}/_mock/requests", timeout=5).raise_for_status()
+
+
+def mock_requests(st: Stack) -> list[dict[str, Any]]:
+    """The requests the mock LLM received (recorded in order, at most the last 100)."""
+    resp = httpx.get(f"{mock_url(st)}/_mock/requests", timeout=5)
+    resp.raise_for_status()
+    return list(resp.json())
+
+
+def last_mock_body(st: Stack) -> dict[str, Any]:
+    records = mock_requests(st)
+    assert records, "no request reached the mock"
+    return dict(records[-1]["body"])
+
+
+def post(
+    st: Stack,
+    path: str,
+    body: dict[str, Any],
+    headers: dict[str, str] | None = None,
+    *,
+    direct: bool = False,
+) -> httpx.Response:
+    """Raw POST through the gateway, or straight to the mock with `direct`."""
+    base = mock_url(st) if direct else st.base_url
+    return httpx.post(
+        f"{base}{path}", json=body, headers={**KEY_HEADERS, **(headers or {})}, timeout=30
+    )
+
+
+def post_stream(
+    st: Stack, path: str, body: dict[str, Any], headers: dict[str, str] | None = None
+) -> bytes:
+    """A streamed response's raw bytes through the gateway, checked by the validator."""
+    body = {**body, "stream": True}
+    resp = post(st, path, body, headers)
+    assert resp.status_code == 200, resp.text
+    assert validate_stream(path, body, resp.content) == []
+    return resp.content
+
+
+# -- SDK clients -----------------------------------------------------------------------
+
+
+class RecordingTransport(httpx2.BaseTransport):
+    """Keeps every response body as received, so a stream the SDK parsed can also be
+    validated. Bodies are read whole before the SDK sees them: an SDK may stop reading
+    at the terminal event, and the validator needs every byte. (Both SDKs are built on
+    `httpx2`, not `httpx`.)"""
+
+    def __init__(self) -> None:
+        self._inner = httpx2.HTTPTransport()
+        self.bodies: list[tuple[httpx2.Response, bytes]] = []
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        response = self._inner.handle_request(request)
+        try:
+            data = b"".join(response.stream)  # type: ignore[arg-type]
+        finally:
+            response.close()
+        self.bodies.append((response, data))
+        return httpx2.Response(
+            response.status_code,
+            headers=response.headers,
+            stream=httpx2.ByteStream(data),
+            extensions=response.extensions,
+            request=request,
+        )
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+def _validated(transport: RecordingTransport, path: str, body: dict[str, Any]) -> bytes:
+    assert len(transport.bodies) == 1, "expected exactly one HTTP exchange"
+    response, raw = transport.bodies[0]
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert "content-encoding" not in response.headers
+    assert validate_stream(path, {**body, "stream": True}, raw) == []
+    return raw
+
+
+def anthropic_client(
+    st: Stack, headers: dict[str, str] | None = None
+) -> tuple[anthropic.Anthropic, RecordingTransport]:
+    transport = RecordingTransport()
+    client = anthropic.Anthropic(
+        base_url=st.base_url,
+        api_key=DEV_GATEWAY_KEY,
+        max_retries=0,
+        default_headers=headers or {},
+        http_client=httpx2.Client(transport=transport, timeout=30),
+    )
+    return client, transport
+
+
+def openai_client(
+    st: Stack, headers: dict[str, str] | None = None
+) -> tuple[openai.OpenAI, RecordingTransport]:
+    transport = RecordingTransport()
+    client = openai.OpenAI(
+        base_url=f"{st.base_url}/v1",
+        api_key=DEV_GATEWAY_KEY,
+        max_retries=0,
+        default_headers=headers or {},
+        http_client=httpx2.Client(transport=transport, timeout=30),
+    )
+    return client, transport
+
+
+@dataclass
+class AnthropicResult:
+    message: Any  # anthropic.types.Message
+    raw: bytes | None  # the validated stream bytes when streaming
+
+    @property
+    def texts(self) -> list[str]:
+        return [b.text for b in self.message.content if b.type == "text"]
+
+    @property
+    def text(self) -> str:
+        return "".join(self.texts)
+
+    @property
+    def tool_uses(self) -> list[tuple[str, dict[str, Any]]]:
+        return [(b.name, b.input) for b in self.message.content if b.type == "tool_use"]
+
+    @property
+    def kinds(self) -> list[str]:
+        return [b.type for b in self.message.content]
+
+    @property
+    def stop_reason(self) -> str:
+        return str(self.message.stop_reason)
+
+
+def anthropic_body(
+    prompt: str, *, tools: bool = False, max_tokens: int = 1000, **extra: Any
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "model": A_MODEL,
+        "max_tokens": max_tokens,
+        "messages": [{"role": "user", "content": prompt}],
+        **extra,
+    }
+    if tools:
+        body["tools"] = A_TOOLS
+    return body
+
+
+def openai_body(prompt: str, *, tools: bool = False, **extra: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "model": O_MODEL,
+        "messages": [{"role": "user", "content": prompt}],
+        **extra,
+    }
+    if tools:
+        body["tools"] = O_TOOLS
+    return body
+
+
+def ask_anthropic(
+    st: Stack,
+    prompt: str,
+    stream: bool,
+    *,
+    tools: bool = False,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> AnthropicResult:
+    """One request with the Anthropic SDK: `messages.stream` or `messages.create`."""
+    body = anthropic_body(prompt, tools=tools, **extra)
+    client, transport = anthropic_client(st, headers)
+    with client:
+        if not stream:
+            return AnthropicResult(client.messages.create(**body), None)
+        with client.messages.stream(**body) as s:
+            message = s.get_final_message()
+    return AnthropicResult(message, _validated(transport, "/v1/messages", body))
+
+
+@dataclass
+class OpenAIResult:
+    content: str
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)  # name + parsed args
+    finish_reason: str = ""
+    raw: bytes | None = None
+
+
+def ask_openai(
+    st: Stack,
+    prompt: str,
+    stream: bool,
+    *,
+    tools: bool = False,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> OpenAIResult:
+    """One request with the OpenAI SDK; a stream is accumulated as the SDK delivers it."""
+    body = openai_body(prompt, tools=tools, **extra)
+    client, transport = openai_client(st, headers)
+    with client:
+        if not stream:
+            choice = client.chat.completions.create(**body).choices[0]
+            calls = [
+                {"name": c.function.name, "arguments": json.loads(c.function.arguments)}
+                for c in choice.message.tool_calls or []
+                if c.type == "function"
+            ]
+            return OpenAIResult(choice.message.content or "", calls, str(choice.finish_reason))
+        content, finish = "", ""
+        acc: dict[int, dict[str, str]] = {}
+        for chunk in client.chat.completions.create(stream=True, **body):
+            for choice in chunk.choices:
+                content += choice.delta.content or ""
+                for tc in choice.delta.tool_calls or []:
+                    entry = acc.setdefault(tc.index, {"name": "", "arguments": ""})
+                    entry["name"] += (tc.function and tc.function.name) or ""
+                    entry["arguments"] += (tc.function and tc.function.arguments) or ""
+                finish = choice.finish_reason or finish
+    raw = _validated(transport, "/v1/chat/completions", body)
+    calls = [
+        {"name": acc[i]["name"], "arguments": json.loads(acc[i]["arguments"])} for i in sorted(acc)
+    ]
+    return OpenAIResult(content, calls, finish, raw)
+
+
+def ask(
+    st: Stack, api: str, prompt: str, stream: bool, **kwargs: Any
+) -> tuple[str, list[tuple[str, dict[str, Any]]], str]:
+    """API-neutral view of one answer: (text, [(tool name, input)], stop/finish reason)."""
+    if api == "anthropic":
+        a = ask_anthropic(st, prompt, stream, **kwargs)
+        return a.text, a.tool_uses, a.stop_reason
+    o = ask_openai(st, prompt, stream, **kwargs)
+    return o.content, [(c["name"], c["arguments"]) for c in o.tool_calls], o.finish_reason
+
+
+APIS = ["anthropic", "openai"]
