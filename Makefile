@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test test-unit test-e2e lint format bench smoke clean
+.PHONY: install run test test-unit test-e2e lint format bench bench-smoke smoke clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,16 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
+
+# Benchmarks (benchmarks/README.md): every configuration side by side, a few minutes;
+# the table goes to stdout, raw figures to benchmarks/results/latest.json.
+# Options through BENCH_ARGS, e.g. `make bench BENCH_ARGS=--quick`.
+bench: $(STAMP)
+	$(PY) -m benchmarks.run $(BENCH_ARGS)
+
+# A tiny benchmark run (well under a minute) that proves the harness works.
+bench-smoke: $(STAMP)
+	$(PY) -m benchmarks.run --smoke $(BENCH_ARGS)
 
 # Smoke-test a running gateway (start it with `make run` in another terminal).
 smoke:

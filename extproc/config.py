@@ -21,6 +21,7 @@ ENV_VARS = {
     "gateway_port": "GATEWAY_PORT",
     "admin_port": "ENVOY_ADMIN_PORT",
     "extproc_port": "EXTPROC_PORT",
+    "extproc_workers": "EXTPROC_WORKERS",
     "extproc_host": "EXTPROC_HOST",
     "extproc_listen": "EXTPROC_LISTEN",
     "mock_port": "MOCK_LLM_PORT",
@@ -73,6 +74,9 @@ class Settings(BaseModel):
     gateway_port: int = 8000
     admin_port: int = 9901
     extproc_port: int = 50051
+    # ext_proc server processes, on ports extproc_port, extproc_port + 1, ...; Envoy
+    # balances requests across them. Python runs one core per process.
+    extproc_workers: int = Field(default=1, ge=1, le=64)
     # Where Envoy reaches the ext_proc server, and where that server listens: both
     # loopback on one host or in a pod; a service name and 0.0.0.0 under compose.
     extproc_host: str = "127.0.0.1"

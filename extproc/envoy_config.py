@@ -145,10 +145,16 @@ def render(settings: Settings, ca_bundle: str | None = None, response_body: bool
         "admin_port": settings.admin_port,
         "listen_host": settings.host,
         "listen_port": settings.gateway_port,
-        "extproc_host": settings.extproc_host,
+        "extproc_endpoints": _indent(
+            "\n".join(
+                f"- endpoint: {{ address: {{ socket_address: {{ address: {settings.extproc_host}, "
+                f"port_value: {settings.extproc_port + i} }} }} }}"
+                for i in range(settings.extproc_workers)
+            ),
+            8,
+        ),
         # A service name under compose, an address on one host or in a pod.
         "extproc_cluster_type": "STATIC" if _is_ip(settings.extproc_host) else "STRICT_DNS",
-        "extproc_port": settings.extproc_port,
         # Slightly above the gateway's own limit so ext_proc answers 413 in format when
         # the client sent content-length; Envoy's limit is the backstop for chunked bodies.
         "buffer_limit": settings.max_request_bytes + 1024 * 1024,

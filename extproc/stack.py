@@ -16,6 +16,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import IO
 
@@ -93,6 +94,20 @@ def _envoy_ready(host: str, admin_port: int) -> bool:
         return False
 
 
+def response_body_needed(settings: Settings, extra_env: dict[str, str] | None = None) -> bool:
+    """Whether Envoy must stream responses through ext_proc for these settings: only
+    chains that look at responses get them (see README, "Response processing")."""
+    from extproc.policy_config import load_config, needs_response_body
+
+    if settings.validate_streams or settings.response_processing == "always":
+        return True
+    if not settings.policy_config:
+        return False
+    # Expanded with the environment the ext_proc child gets (ports included).
+    env = {**os.environ, **settings.to_env(), **(extra_env or {})}
+    return needs_response_body(load_config(settings.policy_config, env=env))
+
+
 @dataclass
 class Stack:
     settings: Settings
@@ -130,7 +145,7 @@ class Stack:
         wanted = {
             "gateway": s.gateway_port,
             "envoy admin": s.admin_port,
-            "ext_proc": s.extproc_port,
+            **{f"ext_proc {i}": s.extproc_port + i for i in range(s.extproc_workers)},
         }
         if s.needs_mock:
             wanted["mock LLM"] = s.mock_port
@@ -160,11 +175,15 @@ class Stack:
                         str(s.mock_port),
                     ],
                 )
-            self._spawn("extproc", [sys.executable, "-m", "extproc", "serve"])
+            for i in range(s.extproc_workers):
+                name = "extproc" if i == 0 else f"extproc-{i}"
+                argv = [sys.executable, "-m", "extproc", "serve", "--port", str(s.extproc_port + i)]
+                self._spawn(name, argv)
             procs = self.procs
             if s.needs_mock:
                 _wait(lambda: _tcp_ready(s.mock_host, s.mock_port), "mock LLM", deadline, procs)
-            _wait(lambda: _tcp_ready(s.extproc_host, s.extproc_port), "ext_proc", deadline, procs)
+            for port in range(s.extproc_port, s.extproc_port + s.extproc_workers):
+                _wait(partial(_tcp_ready, s.extproc_host, port), "ext_proc", deadline, procs)
             self.config_path = run_dir / "envoy.yaml"
             self.config_path.write_text(render(s, response_body=self.needs_response_body()))
             argv = [
@@ -189,18 +208,9 @@ class Stack:
             raise
 
     def needs_response_body(self) -> bool:
-        """Only chains that look at responses get them streamed through ext_proc."""
-        from extproc.policy_config import load_config, needs_response_body
-
         if self.response_body is not None:
             return self.response_body
-        if self.settings.validate_streams or self.settings.response_processing == "always":
-            return True
-        if not self.settings.policy_config:
-            return False
-        # Expanded with the environment the ext_proc child gets (ports included).
-        env = {**os.environ, **self.settings.to_env(), **self.extra_env}
-        return needs_response_body(load_config(self.settings.policy_config, env=env))
+        return response_body_needed(self.settings, self.extra_env)
 
     def dead_child(self) -> str | None:
         for name, proc in self.procs.items():

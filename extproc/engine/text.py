@@ -12,6 +12,7 @@ E = TypeVar("E")
 
 # Already-sent text kept before the unsent part, so `\b` and look-behind see context.
 MIN_CONTEXT = 64
+MAX_BATCH = 64
 
 
 class RewriteStage:
@@ -21,11 +22,15 @@ class RewriteStage:
     `holdback` characters, and never half of a span.
     """
 
-    __slots__ = ("_context", "_holdback", "_rewriter", "_start", "_text")
+    __slots__ = ("_batch", "_context", "_hold_from", "_holdback", "_rewriter", "_start", "_text")
 
     def __init__(self, rewriter: TextRewriter) -> None:
         self._rewriter = rewriter
         self._holdback = max(0, rewriter.holdback)
+        self._hold_from = getattr(rewriter, "hold_from", None)
+        # Text is released in batches of up to this many characters beyond the window,
+        # so the window is not rescanned on every small delta.
+        self._batch = min(self._holdback, MAX_BATCH)
         self._context = max(MIN_CONTEXT, self._holdback)
         self._text = ""  # sent context + unsent text
         self._start = 0  # where the unsent text begins in _text
@@ -34,7 +39,7 @@ class RewriteStage:
         if not delta:
             return ""
         self._text += delta
-        if len(self._text) - self._start <= self._holdback:
+        if len(self._text) - self._start <= self._holdback + self._batch:
             return ""
         return self._emit(final=False)
 
@@ -44,6 +49,10 @@ class RewriteStage:
     def _emit(self, final: bool) -> str:
         text, start = self._text, self._start
         cut = len(text) if final else len(text) - self._holdback
+        if not final and self._hold_from is not None:
+            growing = self._hold_from(text, start)
+            if growing is not None:
+                cut = min(cut, growing)
         out: list[str] = []
         pos = start
         for span in self._rewriter.spans(text, start):

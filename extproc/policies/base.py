@@ -93,6 +93,10 @@ class TextRewriter(Protocol):
     in text[start:]; text[:start] is already sent and given only as context (for `\\b`,
     look-behind...). The same rewriter serves streaming and non-streaming responses, so a
     policy sees the same content either way.
+
+    A rewriter may also have `hold_from(text, start) -> int | None`: the position of a
+    match that has begun but may still grow past `holdback` (a PEM block between its
+    BEGIN and END lines); the engine then keeps everything from there unsent too.
     """
 
     holdback: int

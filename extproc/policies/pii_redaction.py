@@ -44,7 +44,24 @@ DetectorName = Literal[
 ALL_DETECTORS: list[DetectorName] = ["email", "phone", "credit_card", "iban", "secrets"]
 
 HOLDBACK = 256
-PRIVATE_KEY_HOLDBACK = 4096
+# A PEM block is held from its BEGIN line until its END line arrives, up to this size;
+# the fixed window stays short for everything else.
+MAX_PEM_BLOCK = 16 * 1024
+_PEM_BEGIN = "-----BEGIN "
+_PEM_END = "-----END "
+
+
+def open_pem_block(text: str, start: int) -> int | None:
+    """Where an unfinished PEM block begins in text[start:], if one does."""
+    at = text.rfind(_PEM_BEGIN, max(start, len(text) - MAX_PEM_BLOCK))
+    if at < 0 or text.find(_PEM_END, at) >= 0:
+        # Also hold a BEGIN marker that may be arriving split across deltas.
+        tail = text[max(start, len(text) - len(_PEM_BEGIN)) :]
+        for cut in range(len(tail), 0, -1):
+            if _PEM_BEGIN.startswith(tail[-cut:]):
+                return len(text) - cut
+        return None
+    return at
 
 
 class PiiRedactionConfig(PolicyConfig):
@@ -80,7 +97,7 @@ class PiiRedactionConfig(PolicyConfig):
     def effective_holdback(self) -> int:
         if self.holdback is not None:
             return self.holdback
-        return PRIVATE_KEY_HOLDBACK if "private_key" in self.enabled else HOLDBACK
+        return HOLDBACK
 
 
 class PiiRedactionPolicy(Policy):
@@ -96,6 +113,7 @@ class PiiRedactionPolicy(Policy):
         self._rewriter = FinderRewriter(
             [d.finder(cfg.replacement.format(kind=d.kind)) for d in DETECTORS if d.name in enabled],
             cfg.effective_holdback,
+            hold_from=open_pem_block if "private_key" in enabled else None,
         )
 
     def redact(self, text: str) -> str:

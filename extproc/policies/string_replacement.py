@@ -103,11 +103,18 @@ class FinderRewriter:
     """A TextRewriter over a list of finders. Stateless, so one instance serves every
     text block; `rewrite` applies it to a whole text (non-streaming, requests)."""
 
-    __slots__ = ("finders", "holdback")
+    __slots__ = ("finders", "hold_from", "holdback")
 
-    def __init__(self, finders: Sequence[Finder], holdback: int) -> None:
+    def __init__(
+        self,
+        finders: Sequence[Finder],
+        holdback: int,
+        hold_from: Callable[[str, int], int | None] | None = None,
+    ) -> None:
         self.finders = tuple(finders)
         self.holdback = holdback
+        # Optional: where a match that may still grow begins (see TextRewriter).
+        self.hold_from = hold_from
 
     def spans(self, text: str, start: int) -> list[Span]:
         return leftmost_spans(text, start, self.finders)
@@ -173,7 +180,7 @@ class Replacement(BaseModel):
         if not self.regex and not self.ignore_case:
             return literal_finder(self.pattern, self.replacement)
         compiled = self.compile()
-        if self.regex:
+        if self.regex and "\\" in self.replacement:
             template = self.replacement
             return regex_finder(compiled, lambda m: m.expand(template))
         text = self.replacement

@@ -200,3 +200,21 @@ def test_rewrite_only_chain_keeps_every_tool_call(
     assert out.count(b'"name":"bash"') == 1 and out.count(b'"name":"get_weather"') == 1
     text = anthropic_text(out) if api is ApiKind.ANTHROPIC else openai_text(out)
     assert text == "".join(chunks).replace(SECRET, "[REDACTED]")
+
+
+def test_pem_block_held_from_begin_only() -> None:
+    from extproc.engine.text import TextPipeline
+    from extproc.policies.pii_redaction import PiiRedactionConfig, PiiRedactionPolicy
+
+    pii = PiiRedactionPolicy(PiiRedactionConfig(detectors=["private_key"]))
+    rewriter = pii.rewriter(None)  # type: ignore[arg-type]
+    assert rewriter is not None
+    text = TextPipeline([rewriter])
+    out = text.feed("x" * 600 + " -----BEG")
+    out += text.feed("IN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA")
+    # Text before the block is not held behind a 4 KiB window; the block itself is.
+    assert out.startswith("x" * 300) and "BEG" not in out and "MIIE" not in out
+    for _ in range(40):
+        out += text.feed("q" * 64 + "\n")
+    out += text.feed("-----END RSA PRIVATE KEY----- done") + text.flush()
+    assert out.endswith(" [REDACTED:secret] done") and "MIIE" not in out

@@ -1,0 +1,161 @@
+"""The configurations under test and how each one is started on its own free ports.
+
+* direct: the load generator talks to the fast upstream itself;
+* passthrough: the gateway's own Envoy bootstrap (rendered from the template) with the
+  ext_proc filter removed from http_filters, nothing else changed;
+* every other configuration: the ext_proc server with a policy file, and the rendered
+  bootstrap as is (what `llm-gateway run` starts).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from benchmarks.procs import Group, http_ok, tcp_ready
+from benchmarks.upstream import FastUpstream
+from extproc.config import Settings
+from extproc.envoy_config import render
+from extproc.stack import envoy_binary, free_port, response_body_needed
+
+REPO = Path(__file__).resolve().parent.parent
+EXT_PROC_FILTER = "envoy.filters.http.ext_proc"
+
+Kind = Literal["direct", "passthrough", "extproc"]
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str
+    kind: Kind
+    description: str
+    policy_file: Path | None = None
+    response_processing: Literal["auto", "always"] = "auto"
+
+
+def configurations(policy_files: dict[str, Path]) -> list[Config]:
+    return [
+        Config("direct", "direct", "load generator -> fast upstream, no gateway"),
+        Config("passthrough", "passthrough", "gateway Envoy without the ext_proc filter"),
+        Config(
+            "noop",
+            "extproc",
+            "Envoy + ext_proc, noop chain (responses bypass ext_proc: the default)",
+            REPO / "config" / "noop.yaml",
+        ),
+        Config(
+            "noop_streamed",
+            "extproc",
+            "noop chain with RESPONSE_PROCESSING=always: every body through ext_proc",
+            REPO / "config" / "noop.yaml",
+            response_processing="always",
+        ),
+        Config(
+            "string_replacement",
+            "extproc",
+            "hold-back text policy: 4 patterns never match, 1 matches 4x per stream",
+            policy_files["string_replacement"],
+        ),
+        Config(
+            "tool_call_judge",
+            "extproc",
+            "tool_call_judge on a text-only stream (judge never called)",
+            policy_files["tool_call_judge"],
+        ),
+        Config(
+            "strict",
+            "extproc",
+            "config/strict.yaml: guard, PII both ways, tool filter, judge, validation",
+            REPO / "config" / "strict.yaml",
+        ),
+    ]
+
+
+def strip_ext_proc(rendered: str) -> str:
+    """The same bootstrap without the ext_proc HTTP filter (and its per-route config)."""
+    doc: dict[str, Any] = yaml.safe_load(rendered)
+    for listener in doc["static_resources"]["listeners"]:
+        for chain in listener["filter_chains"]:
+            for net_filter in chain["filters"]:
+                hcm = net_filter["typed_config"]
+                kept = [f for f in hcm["http_filters"] if f["name"] != EXT_PROC_FILTER]
+                if len(kept) != len(hcm["http_filters"]) - 1:
+                    raise ValueError("rendered bootstrap has no ext_proc filter to remove")
+                hcm["http_filters"] = kept
+                for host in hcm["route_config"]["virtual_hosts"]:
+                    for route in host["routes"]:
+                        per_filter = route.get("typed_per_filter_config", {})
+                        per_filter.pop(EXT_PROC_FILTER, None)
+                        if not per_filter:
+                            route.pop("typed_per_filter_config", None)
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+@dataclass
+class Gateway:
+    """One configuration, running: `url` is where the load goes."""
+
+    config: Config
+    upstream: FastUpstream
+    run_dir: Path
+    envoy_concurrency: int = 1
+    url: str = ""
+    extproc_pid: int | None = None
+    envoy_pid: int | None = None
+    group: Group | None = None
+
+    def start(self) -> None:
+        if self.config.kind == "direct":
+            self.url = self.upstream.url
+            return
+        log_dir = self.run_dir / self.config.name
+        log_dir.mkdir(parents=True, exist_ok=True)
+        settings = Settings(
+            gateway_port=free_port(),
+            admin_port=free_port(),
+            extproc_port=free_port(),
+            # The judge URL of strict.yaml / tool_call_judge: a closed port. Text-only
+            # streams never call the judge.
+            mock_port=free_port(),
+            upstream_anthropic_url=self.upstream.url,
+            upstream_openai_url=self.upstream.url,
+            policy_config=str(self.config.policy_file) if self.config.policy_file else None,
+            response_processing=self.config.response_processing,
+        )
+        self.group = group = Group(log_dir)
+        try:
+            if self.config.kind == "extproc":
+                self.extproc_pid = group.spawn(
+                    "extproc", [sys.executable, "-m", "extproc", "serve"], settings.to_env()
+                )
+                group.wait(lambda: tcp_ready("127.0.0.1", settings.extproc_port), "ext_proc")
+            # The same decision `llm-gateway run` makes: a chain that never looks at
+            # responses keeps them out of ext_proc.
+            rendered = render(settings, response_body=response_body_needed(settings))
+            if self.config.kind == "passthrough":
+                rendered = strip_ext_proc(rendered)
+            config_path = log_dir / "envoy.yaml"
+            config_path.write_text(rendered)
+            argv = [envoy_binary(), "-c", str(config_path), "--log-level", "warn"]
+            argv += ["--disable-hot-restart", "--concurrency", str(self.envoy_concurrency)]
+            self.envoy_pid = group.spawn("envoy", argv)
+            admin = f"http://127.0.0.1:{settings.admin_port}/ready"
+            group.wait(lambda: http_ok(admin), "gateway envoy")
+            group.wait(lambda: tcp_ready("127.0.0.1", settings.gateway_port), "gateway listener")
+        except BaseException:
+            group.stop()
+            raise
+        self.url = f"http://127.0.0.1:{settings.gateway_port}"
+
+    def check_alive(self) -> None:
+        if self.group is not None:
+            self.group.check_alive()
+
+    def stop(self) -> None:
+        if self.group is not None:
+            self.group.stop()
+            self.group = None

@@ -1,0 +1,80 @@
+"""How much a run measures: the full, quick and smoke modes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+
+@dataclass(frozen=True)
+class Plan:
+    mode: str
+    duration_s: float
+    concurrencies: tuple[int, ...]
+    openai_conc: tuple[int, ...]
+    latency_conc: tuple[int, ...]
+    latency_requests: tuple[int, ...]  # per entry of latency_conc
+    slow_streams: int
+    slow_delay_ms: int
+    leak_first: int
+    leak_total: int
+    leak_budget_s: float
+    warmup_requests: int
+    leak_configs: tuple[str, ...] = ("noop", "noop_streamed", "strict")
+    envoy_concurrency: int = 1
+    upstream_concurrency: int = 1
+    wrk_threads: int = 1
+    configs: tuple[str, ...] = field(default_factory=tuple)
+    profile: bool = False  # py-spy flame graph of ext_proc during the c=cpu_conc phase
+    # Measure a throughput point again when other work kept more CPU busy than this...
+    contention_cores: float = 0.25
+    # ... at most this many times in the whole run.
+    retries: int = 6
+
+    @property
+    def cpu_conc(self) -> int:
+        return max(self.latency_conc)
+
+
+_FULL = Plan(
+    mode="full",
+    duration_s=5,
+    concurrencies=(1, 16, 64),
+    openai_conc=(16,),
+    latency_conc=(1, 16),
+    latency_requests=(200, 320),
+    slow_streams=256,
+    slow_delay_ms=40,
+    leak_first=1000,
+    leak_total=10000,
+    leak_budget_s=60,
+    warmup_requests=100,
+)
+MODES = {
+    "full": _FULL,
+    "quick": replace(
+        _FULL,
+        mode="quick",
+        duration_s=2,
+        latency_requests=(50, 160),
+        slow_delay_ms=20,
+        leak_budget_s=15,
+        warmup_requests=50,
+        retries=3,
+    ),
+    "smoke": replace(
+        _FULL,
+        mode="smoke",
+        duration_s=1,
+        concurrencies=(1, 4),
+        openai_conc=(4,),
+        latency_conc=(1, 4),
+        latency_requests=(8, 16),
+        slow_streams=16,
+        slow_delay_ms=5,
+        leak_first=200,
+        leak_total=400,
+        leak_budget_s=30,
+        warmup_requests=10,
+        retries=0,
+    ),
+}

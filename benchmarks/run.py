@@ -1,0 +1,236 @@
+"""Benchmark the gateway: `python -m benchmarks.run [--quick | --smoke]` (or `make bench`).
+
+Starts a fast upstream (Envoy direct_response + the mock LLM for slow streams), then
+each configuration in turn on its own free ports, measures it, stops it; prints a
+markdown table and writes every raw figure to benchmarks/results/latest.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: benchmarks/run.py
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks import report, scenarios
+from benchmarks.gateway import Config, Gateway, configurations
+from benchmarks.load import run_load, wrk_available
+from benchmarks.measure import Running, latency, leak, slow_streams, target, throughput
+from benchmarks.plans import MODES, Plan
+from benchmarks.upstream import FastUpstream
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def _phase_problems(name: str, item: dict[str, Any]) -> list[str]:
+    if not item.get("errors"):
+        return []
+    details = list(item.get("error_samples", []))
+    if item.get("bad"):
+        details.append(f"{item['bad']} with a status other than 200, no terminator or too short")
+    details += [
+        f"{count} socket {kind} errors" for kind, count in item.get("socket_errors", {}).items()
+    ]
+    return [f"{name}: {item['errors']} errors: " + "; ".join(details)]
+
+
+@dataclass
+class Budget:
+    """Throughput points the run may measure again because other work shared the CPUs."""
+
+    retries: int
+
+
+def _point(
+    run: Running,
+    api: scenarios.Api,
+    concurrency: int,
+    plan: Plan,
+    profile: Path | None,
+    discarded: list[dict[str, Any]],
+    budget: Budget,
+) -> dict[str, Any]:
+    """One throughput point; measured again (within the budget) while something else kept
+    more than `plan.contention_cores` CPU busy, keeping the least disturbed attempt."""
+    tries = [throughput(run, api, concurrency, plan.duration_s, profile)]
+    while tries[-1]["cores"].get("other", 0.0) > plan.contention_cores and budget.retries > 0:
+        budget.retries -= 1
+        other = tries[-1]["cores"]["other"]
+        log(f"{run.config}: {other:.2f} cores of other work on the machine: measuring again")
+        tries.append(throughput(run, api, concurrency, plan.duration_s, profile))
+    best = min(tries, key=lambda t: float(t["cores"].get("other", 0.0)))
+    best["attempts"] = len(tries)
+    discarded += [t for t in tries if t is not best]
+    return best
+
+
+def bench_config(
+    cfg: Config,
+    upstream: FastUpstream,
+    apis: dict[str, scenarios.Api],
+    plan: Plan,
+    run_dir: Path,
+    budget: Budget,
+) -> dict[str, Any]:
+    out: dict[str, Any] = {"description": cfg.description, "kind": cfg.kind}
+    out.update(throughput=[], latency=[], problems=[], discarded=[])
+    anthropic = apis["anthropic"]
+    gw = Gateway(cfg, upstream, run_dir, envoy_concurrency=plan.envoy_concurrency)
+    try:
+        gw.start()
+        watch = {"upstream_envoy": upstream.envoy_pid}
+        if gw.envoy_pid is not None:
+            watch["gateway_envoy"] = gw.envoy_pid
+        if gw.extproc_pid is not None:
+            watch["extproc"] = gw.extproc_pid
+        use_wrk = plan.wrk_threads > 0 and wrk_available()
+        run = Running(cfg.name, gw.url, watch, use_wrk, max(1, plan.wrk_threads))
+        for api in apis.values():  # warm-up: connections, caches, lazy imports
+            warm = run_load(target(run, api), 4, requests=plan.warmup_requests, use_wrk=use_wrk)
+            out["problems"] += _phase_problems(f"warm-up {api.name}", warm.to_dict())
+        if gw.extproc_pid is not None and cfg.name in plan.leak_configs:
+            log(f"{cfg.name}: leak check ({plan.leak_first} then {plan.leak_total} requests)")
+            out["leak"] = leak(run, anthropic, plan.leak_first, plan.leak_total, plan.leak_budget_s)
+        for api_name, concs in (("anthropic", plan.concurrencies), ("openai", plan.openai_conc)):
+            for c in concs:
+                profile = None
+                if plan.profile and api_name == "anthropic" and c == plan.cpu_conc:
+                    profile = RESULTS / "profiles" / f"{cfg.name}.svg"
+                item = _point(run, apis[api_name], c, plan, profile, out["discarded"], budget)
+                rate, errors = item["rps"], item["errors"]
+                log(f"{cfg.name}: {api_name} c={c}: {rate:.0f} req/s, {errors} errors")
+                out["throughput"].append(item)
+        for c, count in zip(plan.latency_conc, plan.latency_requests, strict=True):
+            item = latency(run, anthropic, c, count)
+            log(f"{cfg.name}: latency c={c}: TTLB p50 {item['ttlb_p50_ms']:.1f} ms")
+            out["latency"].append(item)
+        if gw.extproc_pid is not None:
+            item = slow_streams(run, plan.slow_streams, plan.slow_delay_ms)
+            log(f"{cfg.name}: {plan.slow_streams} slow streams: peak {item['peak_rss_kib']} KiB")
+            out["slow_streams"] = item
+            if not item["all_open_at_once"]:
+                out["problems"].append("slow streams: not all open at the same time")
+        gw.check_alive()
+    except Exception as exc:  # one broken configuration must not hide the others
+        out["problems"].append(f"{type(exc).__name__}: {exc}")
+    finally:
+        gw.stop()
+    _summarize(out)
+    return out
+
+
+def _summarize(out: dict[str, Any]) -> None:
+    """Problems of every phase, total errors and load generator CPU; valid or not."""
+    # Discarded attempts still had to be correct.
+    phases = [*out["throughput"], *out["discarded"], *out["latency"]]
+    for item in phases:
+        out["problems"] += _phase_problems(f"{item['api']} c={item['concurrency']}", item)
+    for key in ("leak", "slow_streams"):
+        if key in out:
+            out["problems"] += _phase_problems(key, out[key])
+    loadgen = sum(i.get("loadgen_cpu_s", 0.0) for i in [*out["throughput"], *out["discarded"]])
+    loadgen += sum(i["client_cpu_s"] for i in out["latency"])
+    loadgen += sum(p["loadgen_cpu_s"] for p in out.get("leak", {}).get("phases", []))
+    errors = sum(i["errors"] for i in phases) + sum(
+        out[k]["errors"] for k in ("leak", "slow_streams") if k in out
+    )
+    out["totals"] = {"errors": errors, "loadgen_cpu_s": loadgen}
+    out["valid"] = not out["problems"]
+
+
+def parse_args(argv: list[str] | None) -> tuple[Plan, Path, bool]:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="2 s points, shorter leak check")
+    mode.add_argument("--smoke", action="store_true", help="tiny: proves the harness works")
+    parser.add_argument("--duration", type=float, help="seconds per throughput point")
+    parser.add_argument("--configs", help="comma-separated subset of configurations")
+    parser.add_argument("--output", type=Path, help="JSON file (default results/<mode>.json)")
+    parser.add_argument("--no-wrk", action="store_true", help="use the Python load generator")
+    parser.add_argument("--wrk-threads", type=int, default=1)
+    parser.add_argument("--envoy-concurrency", type=int, default=1, help="gateway Envoy workers")
+    parser.add_argument("--upstream-concurrency", type=int, default=1)
+    parser.add_argument("--keep-logs", action="store_true", help="keep the run directory")
+    parser.add_argument(
+        "--retries",
+        type=int,
+        help="throughput points to measure again when other work shares the CPUs",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="py-spy flame graph of ext_proc during each Anthropic c=16 phase "
+        "(results/profiles/<config>.svg; costs that phase a little CPU)",
+    )
+    args = parser.parse_args(argv)
+    plan = MODES["smoke" if args.smoke else "quick" if args.quick else "full"]
+    plan = replace(
+        plan,
+        duration_s=args.duration or plan.duration_s,
+        wrk_threads=0 if args.no_wrk else args.wrk_threads,
+        envoy_concurrency=args.envoy_concurrency,
+        upstream_concurrency=args.upstream_concurrency,
+        configs=tuple(args.configs.split(",")) if args.configs else (),
+        profile=args.profile,
+        retries=plan.retries if args.retries is None else args.retries,
+    )
+    name = "latest" if plan.mode == "full" else plan.mode
+    return plan, args.output or RESULTS / f"{name}.json", args.keep_logs
+
+
+def main(argv: list[str] | None = None) -> int:
+    plan, output, keep_logs = parse_args(argv)
+    started = time.monotonic()
+    apis = scenarios.apis()
+    run_dir = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
+    configs = configurations(scenarios.write_policy_files(run_dir / "policies"))
+    if plan.configs:
+        unknown = set(plan.configs) - {c.name for c in configs}
+        if unknown:
+            sys.exit(f"unknown configurations: {', '.join(sorted(unknown))}")
+        configs = [c for c in configs if c.name in plan.configs]
+    loadgen = "wrk" if plan.wrk_threads > 0 and wrk_available() else "python"
+    log(f"{plan.mode} mode, load generator {loadgen}, logs in {run_dir}")
+    result: dict[str, Any] = {
+        "plan": {**asdict(plan), "cpu_conc": plan.cpu_conc},
+        "machine": report.machine(),
+        "loadgen": loadgen,
+        "events": {name: api.events for name, api in apis.items()},
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "configs": {},
+    }
+    upstream = FastUpstream(run_dir, apis, concurrency=plan.upstream_concurrency)
+    upstream.start()
+    budget = Budget(plan.retries)
+    try:
+        for cfg in configs:
+            log(f"{cfg.name}: {cfg.description}")
+            result["configs"][cfg.name] = bench_config(cfg, upstream, apis, plan, run_dir, budget)
+    finally:
+        upstream.stop()
+    result["wall_s"] = time.monotonic() - started
+    result["retries_used"] = plan.retries - budget.retries
+    report.write_json(result, output)
+    print(report.render(result))
+    print(f"\nraw figures: {output}")
+    valid = all(c["valid"] for c in result["configs"].values())
+    if valid and not keep_logs:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    else:
+        print(f"logs: {run_dir}")
+    return 0 if valid else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
