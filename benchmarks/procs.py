@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from extproc.stack import stop_processes
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -59,20 +61,7 @@ class Group:
                 raise StartError(f"{name} exited with code {proc.returncode}:\n{tail}")
 
     def stop(self, grace: float = 5.0) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.terminate()
-        end = time.monotonic() + grace
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=max(0.1, end - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        self.procs.clear()
-        for handle in self._files:
-            handle.close()
-        self._files.clear()
+        stop_processes(self.procs, self._files, grace)
 
 
 def tcp_ready(host: str, port: int) -> bool:

@@ -94,6 +94,26 @@ def _envoy_ready(host: str, admin_port: int) -> bool:
         return False
 
 
+def stop_processes(
+    procs: dict[str, subprocess.Popen[bytes]], files: list[IO[bytes]], grace: float = 5.0
+) -> None:
+    """SIGTERM every child, SIGKILL what is still there after `grace` seconds, close logs."""
+    for proc in procs.values():
+        if proc.poll() is None:
+            proc.terminate()
+    end = time.monotonic() + grace
+    for proc in procs.values():
+        try:
+            proc.wait(timeout=max(0.1, end - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    procs.clear()
+    for handle in files:
+        handle.close()
+    files.clear()
+
+
 def response_body_needed(settings: Settings, extra_env: dict[str, str] | None = None) -> bool:
     """Whether Envoy must stream responses through ext_proc for these settings: only
     chains that look at responses get them (see README, "Response processing")."""
@@ -219,20 +239,7 @@ class Stack:
         return None
 
     def stop(self, grace: float = 5.0) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.terminate()
-        end = time.monotonic() + grace
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=max(0.1, end - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        self.procs.clear()
-        for handle in self._files:
-            handle.close()
-        self._files.clear()
+        stop_processes(self.procs, self._files, grace)
 
     def __enter__(self) -> Stack:
         self.start()

@@ -12,8 +12,8 @@ import orjson
 
 from extproc.apis.kind import ApiKind
 from extproc.engine.text import TextPipeline
-from extproc.engine.tools import Decision, ToolGate, parse_arguments
-from extproc.policies.base import ApiRequest, BlockResponse, BlockToolCall, PolicyChain, ToolCall
+from extproc.engine.tools import T, ToolGate, parse_arguments, split_decisions
+from extproc.policies.base import ApiRequest, PolicyChain, ToolCall
 
 
 def _rewrite(chain: PolicyChain, request: ApiRequest, text: str) -> str:
@@ -23,15 +23,13 @@ def _rewrite(chain: PolicyChain, request: ApiRequest, text: str) -> str:
 
 
 async def _decide(
-    chain: PolicyChain, request: ApiRequest, calls: list[ToolCall]
-) -> tuple[list[Decision], str | None]:
-    """Decisions for every call (concurrently), and the message of a BlockResponse."""
+    chain: PolicyChain, request: ApiRequest, calls: list[ToolCall], items: list[T]
+) -> tuple[list[str], list[T]]:
+    """Decide every call (concurrently): block messages, and the items let through."""
     gate = ToolGate(chain, request)
     for call in calls:
         gate.submit(call)
-    decisions = await gate.results()
-    stop_all = next((d for d in decisions if isinstance(d, BlockResponse)), None)
-    return decisions, stop_all.message if stop_all else None
+    return split_decisions(items, await gate.results())
 
 
 async def process_response(body: Any, chain: PolicyChain, request: ApiRequest) -> Any:
@@ -72,12 +70,7 @@ async def _anthropic(body: dict[str, Any], chain: PolicyChain, request: ApiReque
             )
             for n, t in enumerate(tools)
         ]
-        decisions, stop_message = await _decide(chain, request, calls)
-        if stop_message is not None:
-            messages, allowed = [stop_message], []
-        else:
-            messages = [d.message for d in decisions if isinstance(d, BlockToolCall)]
-            allowed = [t for t, d in zip(tools, decisions, strict=True) if d is None]
+        messages, allowed = await _decide(chain, request, calls, tools)
         new_content += [{"type": "text", "text": m} for m in messages] + allowed
         if stop_reason == "tool_use" and not allowed:
             stop_reason = "end_turn"
@@ -121,12 +114,7 @@ async def _openai_choice(choice: Any, chain: PolicyChain, request: ApiRequest) -
                     index=n,
                 )
             )
-        decisions, stop_message = await _decide(chain, request, calls)
-        if stop_message is not None:
-            messages, allowed = [stop_message], []
-        else:
-            messages = [d.message for d in decisions if isinstance(d, BlockToolCall)]
-            allowed = [c for c, d in zip(calls_in, decisions, strict=True) if d is None]
+        messages, allowed = await _decide(chain, request, calls, calls_in)
         if messages:
             text = "\n\n".join(messages)
             new["content"] = f"{new['content']}\n\n{text}" if new.get("content") else text

@@ -15,9 +15,9 @@ from typing import Any
 import orjson
 
 from extproc.engine.text import FaithfulText, TextPipeline
-from extproc.engine.tools import ToolGate, parse_arguments
+from extproc.engine.tools import ToolGate, parse_arguments, split_decisions
 from extproc.events import StreamEvent
-from extproc.policies.base import ApiRequest, BlockResponse, BlockToolCall, PolicyChain, ToolCall
+from extproc.policies.base import ApiRequest, PolicyChain, ToolCall
 
 
 @dataclass(slots=True)
@@ -170,16 +170,7 @@ class OpenAIStreamEngine:
             for n, tool in enumerate(tools):
                 raw = "".join(tool.parts)
                 gate.submit(ToolCall(tool.id, tool.name, parse_arguments(raw), raw, index=n))
-            decisions = await gate.results()
-            stop_all = next((d for d in decisions if isinstance(d, BlockResponse)), None)
-            messages = (
-                [stop_all.message]
-                if stop_all
-                else [d.message for d in decisions if isinstance(d, BlockToolCall)]
-            )
-            allowed = (
-                [] if stop_all else [t for t, d in zip(tools, decisions, strict=True) if d is None]
-            )
+            messages, allowed = split_decisions(tools, await gate.results())
             if messages:
                 before.append(self._content_chunk(state, "\n\n".join(messages), separate=True))
             for n, tool in enumerate(allowed):

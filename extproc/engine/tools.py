@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -13,6 +13,7 @@ from extproc.policies.base import ApiRequest, BlockResponse, BlockToolCall, Poli
 log = logging.getLogger("extproc.engine")
 
 Decision = BlockToolCall | BlockResponse | None
+T = TypeVar("T")
 POLICY_FAILED = "Tool call '{tool}' was blocked: a gateway policy failed while reviewing it."
 
 
@@ -53,3 +54,13 @@ class ToolGate:
     def cancel(self) -> None:
         for task in self.tasks:
             task.cancel()
+
+
+def split_decisions(items: list[T], decisions: list[Decision]) -> tuple[list[str], list[T]]:
+    """The messages to show in place of blocked calls, and the calls let through. A
+    BlockResponse wins over everything: its message alone, and no call."""
+    stop_all = next((d for d in decisions if isinstance(d, BlockResponse)), None)
+    if stop_all is not None:
+        return [stop_all.message], []
+    messages = [d.message for d in decisions if isinstance(d, BlockToolCall)]
+    return messages, [item for item, d in zip(items, decisions, strict=True) if d is None]
