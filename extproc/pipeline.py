@@ -194,6 +194,10 @@ class RequestPipeline:
             out.body = orjson.dumps(self.request.body)
             out.set_headers["content-length"] = str(len(out.body))
         self._inject_credentials(out.set_headers)
+        if not self.envoy_sends_body:
+            # The response bypasses ext_proc: this reply is our last word on the request,
+            # however Envoy then ends the stream (half-close or cancel).
+            self.finished = True
         return out
 
     def _pick_upstream(self, model: str) -> str:

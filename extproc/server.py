@@ -163,8 +163,6 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
                     for reply in _body_replies(await pipeline.on_response_trailers()):
                         yield reply
                     yield ep.ProcessingResponse(response_trailers=ep.TrailersResponse())
-            if outcome == "ok" and not pipeline.envoy_sends_body and pipeline.upstream:
-                pipeline.finished = True  # the response bypasses ext_proc entirely
             if outcome == "ok" and not pipeline.finished:
                 # Envoy closed the stream before the response ended: the client or the
                 # upstream went away.

@@ -11,7 +11,7 @@ import pytest
 
 from extproc.config import DEV_GATEWAY_KEY
 from extproc.stack import Stack
-from tests.e2e.conftest import MAX_REQUEST_BYTES, envoy_stats, running_stack
+from tests.e2e.conftest import MAX_REQUEST_BYTES, envoy_stats, running_stack, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -98,3 +98,22 @@ def test_policies_refuse_to_run_without_bodies(mismatched: Stack) -> None:
     )
     with pytest.raises(anthropic.InternalServerError, match="misconfigured"):
         client.messages.create(**{k: v for k, v in BODY.items() if k != "stream"})
+
+
+def test_requests_spread_over_extproc_workers(tmp_path_factory: pytest.TempPathFactory) -> None:
+    log_dir = tmp_path_factory.mktemp("workers")
+    with running_stack(log_dir, extproc_workers=2) as st:
+        client = anthropic.Anthropic(base_url=st.base_url, api_key=DEV_GATEWAY_KEY, max_retries=0)
+        for _ in range(12):
+            msg = client.messages.create(**{k: v for k, v in BODY.items() if k != "stream"})
+            assert msg.content[0].text == "1, 2, 3, 4, 5"  # type: ignore[union-attr]
+
+        def served() -> list[int]:
+            return [
+                (log_dir / name).read_text().count('"outcome":"ok"')
+                for name in ("extproc.log", "extproc-1.log")
+            ]
+
+        # Each process logs a request when Envoy closes its stream, just after the answer.
+        wait_for(lambda: sum(served()) == 12, "both workers to log their requests")
+        assert min(served()) > 0  # Envoy balanced the two processes
