@@ -14,7 +14,15 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-CONFIGS = ["direct", "passthrough", "noop", "string_replacement", "tool_call_judge", "strict"]
+CONFIGS = [
+    "direct",
+    "passthrough",
+    "noop",
+    "noop_streamed",
+    "string_replacement",
+    "tool_call_judge",
+    "strict",
+]
 EXTPROC = CONFIGS[2:]
 
 pytestmark = pytest.mark.e2e
