@@ -98,4 +98,6 @@ class ToolFilterPolicy(Policy):
         reason = self.reason(call)
         if reason is None:
             return None
+        # The template supplies its own punctuation ("...: {reason}.").
+        reason = reason.rstrip(" .")
         return BlockToolCall(self.settings.block_message.format(tool=call.name, reason=reason))

@@ -352,3 +352,12 @@ async def test_tool_filter_argument_rules() -> None:
 def test_tool_filter_config_errors(config: dict, error: str) -> None:
     with pytest.raises(ValidationError, match=re.escape(error)):
         ToolFilterConfig(**config)
+
+
+async def test_tool_filter_rule_message_ending_in_period_reads_once() -> None:
+    rule = {"tool": "bash", "argument": "command", "pattern": r"rm\s+-rf", "message": "No root."}
+    policy = ToolFilterPolicy(ToolFilterConfig(argument_rules=[rule]))
+    call = ToolCall("c", "bash", {"command": "rm -rf /"}, '{"command": "rm -rf /"}', 0)
+    verdict = await policy.on_tool_call(call, None)  # type: ignore[arg-type]
+    assert isinstance(verdict, BlockToolCall)
+    assert verdict.message == "Tool call 'bash' was blocked by the gateway: No root."
