@@ -18,7 +18,13 @@ from typing import Any
 import orjson
 
 from extproc.apis.errors import error_body, stream_error
-from extproc.apis.kind import ApiKind, api_kind_for_path, error_format_for_path
+from extproc.apis.kind import (
+    PASSTHROUGH_METHODS,
+    ApiKind,
+    api_kind_for_path,
+    error_format_for_path,
+    passthrough_upstream,
+)
 from extproc.auth import KEY_HEADERS, GatewayKeys, presented_key
 from extproc.config import Settings, Upstream
 from extproc.engine.anthropic_stream import AnthropicStreamEngine
@@ -90,6 +96,7 @@ class RequestPipeline:
         self.method = ""
         self.path = ""
         self.request_id = ""
+        self.forwarded = False  # a passthrough path (count_tokens, models)
         self.fmt = ApiKind.ANTHROPIC
         self.api: ApiKind | None = None
         self.request: ApiRequest | None = None
@@ -123,6 +130,9 @@ class RequestPipeline:
                 401,
                 "invalid or missing gateway key (send it as x-api-key or Authorization: Bearer)",
             )
+        forwarded = passthrough_upstream(self.method, self.path, headers)
+        if forwarded is not None:
+            return self._forward(forwarded, headers, end_of_stream)
         if self.api is None:
             return self._reject(404, f"no such endpoint: {self.method} {self.path.split('?')[0]}")
         if not self.envoy_sends_body and not self.chain.passthrough:
@@ -154,7 +164,33 @@ class RequestPipeline:
             return self._reject(400, "request body is required")
         return Continue(remove_headers=[*KEY_HEADERS, UPSTREAM_HEADER])
 
+    def _forward(
+        self, upstream: str, headers: dict[str, str], end_of_stream: bool
+    ) -> Continue | Reject:
+        """Token counting and model listing: auth and credentials, no body policies."""
+        self.fmt = ApiKind.ANTHROPIC if upstream == "anthropic" else ApiKind.OPENAI
+        bare = self.path.split("?", 1)[0].rstrip("/")
+        method = PASSTHROUGH_METHODS.get(bare, "GET")
+        if self.method != method:
+            return self._reject(405, f"method {self.method} not allowed on {bare}; use {method}")
+        self.upstream = upstream
+        self.forwarded = True
+        out = Continue(set_headers={UPSTREAM_HEADER: upstream}, clear_route_cache=True)
+        native = upstream == "anthropic"
+        self._inject_credentials(out.set_headers, native=native)
+        if native and "x-api-key" in out.set_headers and "anthropic-version" not in headers:
+            out.set_headers["anthropic-version"] = ANTHROPIC_VERSION
+        # Remove the gateway key, but never a header this reply sets (the provider's key).
+        out.remove_headers = [h for h in KEY_HEADERS if h not in out.set_headers]
+        if end_of_stream and not self.envoy_sends_body:
+            self.finished = True  # nothing else of this request passes through ext_proc
+        return out
+
     async def on_request_body(self, body: bytes) -> Continue | Reject:
+        if self.forwarded:
+            if not self.envoy_sends_body:
+                self.finished = True
+            return Continue()  # forwarded as it is: no body policy applies here
         assert self.api is not None
         if len(body) > self.settings.max_request_bytes:
             return self._reject(
@@ -193,7 +229,7 @@ class RequestPipeline:
         if self.request.body_changed:
             out.body = orjson.dumps(self.request.body)
             out.set_headers["content-length"] = str(len(out.body))
-        self._inject_credentials(out.set_headers)
+        self._inject_credentials(out.set_headers, native=self.api is ApiKind.ANTHROPIC)
         if not self.envoy_sends_body:
             # The response bypasses ext_proc: this reply is our last word on the request,
             # however Envoy then ends the stream (half-close or cancel).
@@ -207,12 +243,14 @@ class RequestPipeline:
             return "anthropic"
         return "openai"
 
-    def _inject_credentials(self, set_headers: dict[str, str]) -> None:
+    def _inject_credentials(self, set_headers: dict[str, str], native: bool) -> None:
+        """The provider key from the gateway's environment: `x-api-key` on Anthropic's
+        native API, `Authorization: Bearer` on OpenAI-style endpoints."""
         upstream = self.upstreams[self.upstream or "anthropic"]
         if upstream.api_key is None:
             return
         key = upstream.api_key.get_secret_value()
-        if self.api is ApiKind.ANTHROPIC:
+        if native:
             set_headers["x-api-key"] = key
         else:
             set_headers["authorization"] = f"Bearer {key}"

@@ -35,3 +35,19 @@ def error_format_for_path(path: str) -> ApiKind:
     if bare.startswith(("/v1/chat", "/v1/completions", "/v1/embeddings", "/v1/models")):
         return ApiKind.OPENAI
     return ApiKind.ANTHROPIC
+
+
+def passthrough_upstream(method: str, path: str, headers: dict[str, str]) -> str | None:
+    """The upstream of a path forwarded with auth but without body policies, if any.
+
+    Token counting belongs to Anthropic; the model list to whichever API the client
+    speaks (Anthropic SDKs send `anthropic-version`)."""
+    bare = path.split("?", 1)[0].rstrip("/")
+    if bare == "/v1/messages/count_tokens":
+        return "anthropic"
+    if bare == "/v1/models" or bare.startswith("/v1/models/"):
+        return "anthropic" if "anthropic-version" in headers else "openai"
+    return None
+
+
+PASSTHROUGH_METHODS = {"/v1/messages/count_tokens": "POST", "/v1/models": "GET"}

@@ -270,6 +270,20 @@ async def models(request: web.Request) -> web.Response:
     return _json({"data": data, "has_more": False, "first_id": data[0]["id"], "last_id": None})
 
 
+async def count_tokens(request: web.Request) -> web.Response:
+    """Anthropic's token counter: a word count stands in for the tokenizer."""
+    try:
+        body = orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        return _json(anthropic_format.invalid_request("The request body is not valid JSON."), 400)
+    if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
+        return _json(anthropic_format.invalid_request("messages: Field required", "messages"), 400)
+    words = len(orjson.dumps(body.get("messages")).split()) + len(
+        str(body.get("system", "")).split()
+    )
+    return _json({"input_tokens": max(1, words)})
+
+
 async def healthz(request: web.Request) -> web.Response:
     return web.Response(text="ok")
 
@@ -313,6 +327,7 @@ def create_app(config: MockConfig | None = None) -> web.Application:
     app[CONFIG_KEY] = config
     app[RECORDS_KEY] = deque(maxlen=config.max_recorded)
     app.router.add_post("/v1/messages", messages)
+    app.router.add_post("/v1/messages/count_tokens", count_tokens)
     for prefix in ("/v1", ""):  # the OpenAI SDK's base_url usually ends in /v1
         app.router.add_post(prefix + "/chat/completions", chat_completions)
         app.router.add_get(prefix + "/models", models)

@@ -316,3 +316,25 @@ async def test_oversized_event_fails_the_same_whole_or_split() -> None:
         # Everything complete before the oversized event is delivered, then the error.
         assert out.startswith(first)
         assert out[len(first) :].startswith(b"event: error\ndata: ")
+
+
+async def test_forwarded_paths_swap_gateway_key_for_provider_key() -> None:
+    p = make(anthropic_api_key=SecretStr("sk-ant-provider"))
+    headers = {":method": "POST", ":path": "/v1/messages/count_tokens", "x-api-key": KEY}
+    out = p.on_request_headers(headers, False)
+    assert isinstance(out, Continue) and out.clear_route_cache
+    assert out.set_headers["x-api-key"] == "sk-ant-provider"
+    assert out.set_headers["anthropic-version"] == "2023-06-01"
+    assert out.set_headers["x-gateway-upstream"] == "anthropic"
+    # Removing x-api-key in the same mutation that sets it would drop the provider key.
+    assert out.remove_headers == ["authorization"]
+    assert isinstance(await p.on_request_body(b"not even json"), Continue)
+
+    p = make(openai_api_key=SecretStr("sk-openai-provider"))
+    out = p.on_request_headers({":method": "GET", ":path": "/v1/models", "x-api-key": KEY}, True)
+    assert isinstance(out, Continue)
+    assert out.set_headers == {
+        "x-gateway-upstream": "openai",
+        "authorization": "Bearer sk-openai-provider",
+    }
+    assert out.remove_headers == ["x-api-key"]
