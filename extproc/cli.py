@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from extproc.config import DEV_GATEWAY_KEY, Settings
 from extproc.envoy_config import render
+from extproc.keys import KeyRegistry, KeysError, new_key
 from extproc.policy_config import ConfigError, load_config
 from extproc.stack import Stack, StackError
 
@@ -31,13 +32,26 @@ def _settings(args: argparse.Namespace | None = None) -> Settings:
     if args is not None and getattr(args, "validate_streams", False):
         update["validate_streams"] = True
     settings = settings.model_copy(update=update)
+    # Check the policy and keys files here, so a mistake stops the start with its message
+    # before anything is running.
+    chains = {"default"}
     if settings.policy_config:
-        # Check the policy file here, so a mistake stops the start with its message
-        # before anything is running.
         try:
-            load_config(settings.policy_config, env={**os.environ, **settings.to_env()})
+            config = load_config(settings.policy_config, env={**os.environ, **settings.to_env()})
         except ConfigError as exc:
             sys.exit(f"llm-gateway: {exc}")
+        chains |= set(config.chains)
+    try:
+        registry = KeyRegistry.build(settings.env_keys, settings.keys_file)
+    except KeysError as exc:
+        sys.exit(f"llm-gateway: {exc}")
+    missing = sorted(registry.chains() - chains)
+    if missing:
+        sys.exit(
+            f"llm-gateway: {settings.keys_file}: callers use policy chains that "
+            f"{settings.policy_config or 'the (absent) policy file'} does not define: "
+            + ", ".join(missing)
+        )
     return settings
 
 
@@ -58,8 +72,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         stack.stop()
         return 130
-    keys = [k.get_secret_value() for k in settings.gateway_keys]
-    key_hint = DEV_GATEWAY_KEY if keys == [DEV_GATEWAY_KEY] else "(from GATEWAY_API_KEYS)"
+    keys = [k.get_secret_value() for k in settings.env_keys]
+    key_hint = (
+        DEV_GATEWAY_KEY
+        if keys == [DEV_GATEWAY_KEY]
+        else "(from GATEWAY_API_KEYS / GATEWAY_KEYS_FILE)"
+    )
     upstreams = ", ".join(
         f"{u.name} -> {'mock LLM' if u.is_mock else u.base_url}"
         for u in (settings.anthropic, settings.openai)
@@ -110,6 +128,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_new_key(args: argparse.Namespace) -> int:
+    """A new gateway key: give the key to the caller, put the hash in the keys file."""
+    key, sha = new_key()
+    print(f"key (give this to the caller, it is shown once): {key}")
+    print("keys file entry:")
+    print(f"  - name: {args.name}\n    key_sha256: {sha}\n    chain: default")
+    return 0
+
+
 def cmd_render_envoy(args: argparse.Namespace) -> int:
     print(render(_settings()), end="")
     return 0
@@ -141,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--port", type=int, default=0, help="port (default EXTPROC_PORT)")
     serve.set_defaults(func=cmd_serve)
     _policy_flags(serve)
+    nk = sub.add_parser("new-key", help="print a new gateway key and its keys-file entry")
+    nk.add_argument("--name", default="new-caller", help="caller name for the entry")
+    nk.set_defaults(func=cmd_new_key)
     rend = sub.add_parser("render-envoy", help="print the Envoy bootstrap for these settings")
     rend.set_defaults(func=cmd_render_envoy)
     mock = sub.add_parser("mock-llm", help="run only the mock LLM", add_help=False)

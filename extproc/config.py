@@ -37,6 +37,7 @@ ENV_VARS = {
     "policy_config": "POLICY_CONFIG",
     "validate_streams": "VALIDATE_STREAMS",
     "response_processing": "RESPONSE_PROCESSING",
+    "keys_file": "GATEWAY_KEYS_FILE",
 }
 
 
@@ -69,7 +70,9 @@ class Upstream(BaseModel):
 
 
 class Settings(BaseModel):
-    gateway_keys: tuple[SecretStr, ...] = (SecretStr(DEV_GATEWAY_KEY),)
+    # GATEWAY_API_KEYS; None: the development key, unless a keys file is configured.
+    gateway_keys: tuple[SecretStr, ...] | None = None
+    keys_file: str | None = None
     host: str = "127.0.0.1"
     gateway_port: int = 8000
     admin_port: int = 9901
@@ -130,9 +133,19 @@ class Settings(BaseModel):
                 values[field_name] = value
         return cls.model_validate(values)
 
+    @property
+    def env_keys(self) -> tuple[SecretStr, ...]:
+        """Keys accepted besides the keys file: the development key only when nothing
+        else was configured, so a real deployment never accepts it by accident."""
+        if self.gateway_keys is not None:
+            return self.gateway_keys
+        return () if self.keys_file else (SecretStr(DEV_GATEWAY_KEY),)
+
     def to_env(self) -> dict[str, str]:
         """The environment that makes `from_env` rebuild these settings in a child."""
-        env = {"GATEWAY_API_KEYS": ",".join(k.get_secret_value() for k in self.gateway_keys)}
+        env: dict[str, str] = {}
+        if self.gateway_keys is not None:
+            env["GATEWAY_API_KEYS"] = ",".join(k.get_secret_value() for k in self.gateway_keys)
         for field_name, var in ENV_VARS.items():
             value = getattr(self, field_name)
             if value is None:

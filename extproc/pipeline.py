@@ -25,12 +25,12 @@ from extproc.apis.kind import (
     error_format_for_path,
     passthrough_upstream,
 )
-from extproc.auth import KEY_HEADERS, GatewayKeys, presented_key
 from extproc.config import Settings, Upstream
 from extproc.engine.anthropic_stream import AnthropicStreamEngine
 from extproc.engine.messages import process_response
 from extproc.engine.openai_stream import OpenAIStreamEngine
 from extproc.events import StreamEvent
+from extproc.keys import GATEWAY_KEY_HEADER, KEY_HEADERS, Caller, KeyRegistry, presented_key
 from extproc.policies.base import ApiRequest, PolicyChain
 from extproc.sse import FrameTooLarge, SSEFramer
 from extproc.stream_check import OutputValidator
@@ -80,8 +80,8 @@ class RequestPipeline:
     def __init__(
         self,
         settings: Settings,
-        keys: GatewayKeys,
-        chain: PolicyChain,
+        keys: KeyRegistry,
+        chains: PolicyChain | dict[str, PolicyChain],
         upstreams: dict[str, Upstream],
         validate_streams: bool = False,
     ) -> None:
@@ -90,7 +90,9 @@ class RequestPipeline:
         self.engine: AnthropicStreamEngine | OpenAIStreamEngine | None = None
         self.validator: OutputValidator | None = None
         self.keys = keys
-        self.chain = chain
+        self.chains = chains if isinstance(chains, dict) else {"default": chains}
+        self.chain = self.chains["default"]  # the caller's chain, once authenticated
+        self.caller: Caller | None = None
         self.upstreams = upstreams
         self.started = time.monotonic()
         self.method = ""
@@ -125,11 +127,25 @@ class RequestPipeline:
         self.request_id = headers.get("x-request-id", "")[:128]
         self.fmt = error_format_for_path(self.path)
         self.api = api_kind_for_path(self.path)
-        if not self.keys.is_valid(presented_key(headers)):
+        gateway_key = headers.get(GATEWAY_KEY_HEADER, "").strip()
+        caller = self.keys.lookup(gateway_key or presented_key(headers))
+        if caller is None:
             return self._reject(
                 401,
                 "invalid or missing gateway key (send it as x-api-key or Authorization: Bearer)",
             )
+        if caller.passthrough and not gateway_key:
+            return self._reject(
+                401,
+                f"this key uses passthrough: send it as {GATEWAY_KEY_HEADER}, and your own "
+                "provider key as x-api-key or Authorization",
+            )
+        self.caller = caller
+        chain = self.chains.get(caller.chain)
+        if chain is None:
+            log.error("caller %s: no policy chain named %r", caller.name, caller.chain)
+            return self._reject(500, "gateway misconfigured: the caller's policy chain is missing")
+        self.chain = chain
         forwarded = passthrough_upstream(self.method, self.path, headers)
         if forwarded is not None:
             return self._forward(forwarded, headers, end_of_stream)
@@ -162,7 +178,7 @@ class RequestPipeline:
             )
         if end_of_stream:
             return self._reject(400, "request body is required")
-        return Continue(remove_headers=[*KEY_HEADERS, UPSTREAM_HEADER])
+        return Continue(remove_headers=[*self._key_headers({}), UPSTREAM_HEADER])
 
     def _forward(
         self, upstream: str, headers: dict[str, str], end_of_stream: bool
@@ -180,8 +196,7 @@ class RequestPipeline:
         self._inject_credentials(out.set_headers, native=native)
         if native and "x-api-key" in out.set_headers and "anthropic-version" not in headers:
             out.set_headers["anthropic-version"] = ANTHROPIC_VERSION
-        # Remove the gateway key, but never a header this reply sets (the provider's key).
-        out.remove_headers = [h for h in KEY_HEADERS if h not in out.set_headers]
+        out.remove_headers = self._key_headers(out.set_headers)
         if end_of_stream and not self.envoy_sends_body:
             self.finished = True  # nothing else of this request passes through ext_proc
         return out
@@ -207,6 +222,8 @@ class RequestPipeline:
             return self._reject(400, "model: a model name is required", "model")
         if not isinstance(parsed.get("messages"), list):
             return self._reject(400, "messages: an array of messages is required", "messages")
+        if self.caller is not None and not self.caller.allows(model):
+            return self._reject(403, f"this key may not use model {model!r}", "model")
         self.request = ApiRequest(
             api=self.api,
             path=self.path,
@@ -243,11 +260,20 @@ class RequestPipeline:
             return "anthropic"
         return "openai"
 
+    def _key_headers(self, set_headers: dict[str, str]) -> list[str]:
+        """Headers carrying the gateway key, to remove before the request goes upstream;
+        never one this reply sets (the provider's key) and, for a passthrough caller,
+        never the client's own provider credential."""
+        if self.caller is not None and self.caller.passthrough:
+            return [GATEWAY_KEY_HEADER]
+        return [h for h in (*KEY_HEADERS, GATEWAY_KEY_HEADER) if h not in set_headers]
+
     def _inject_credentials(self, set_headers: dict[str, str], native: bool) -> None:
         """The provider key from the gateway's environment: `x-api-key` on Anthropic's
-        native API, `Authorization: Bearer` on OpenAI-style endpoints."""
+        native API, `Authorization: Bearer` on OpenAI-style endpoints. A passthrough
+        caller brings its own."""
         upstream = self.upstreams[self.upstream or "anthropic"]
-        if upstream.api_key is None:
+        if upstream.api_key is None or (self.caller is not None and self.caller.passthrough):
             return
         key = upstream.api_key.get_secret_value()
         if native:
@@ -427,6 +453,7 @@ class RequestPipeline:
         """One log line's worth of facts about the request; never headers or bodies."""
         return {
             "id": self.request_id,
+            "caller": self.caller.name if self.caller else None,
             "method": self.method,
             "path": self.path.split("?", 1)[0],
             "model": self.request.model if self.request else None,

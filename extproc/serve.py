@@ -16,10 +16,11 @@ log = logging.getLogger("extproc")
 
 async def serve_forever(settings: Settings) -> None:
     config = load_config(settings.policy_config) if settings.policy_config else default_config()
-    chain = build_chains(config)["default"]
+    chains = build_chains(config)
+    chain = chains["default"]
     validate = settings.validate_streams or config.validate_streams
     try:
-        server, _, port = await start_server(settings, chain, validate_streams=validate)
+        server, _, port = await start_server(settings, chains, validate_streams=validate)
     except RuntimeError as exc:  # grpc reports a failed bind as RuntimeError
         raise OSError(f"cannot listen on port {settings.extproc_port}: {exc}") from exc
     log.info(
@@ -37,7 +38,7 @@ async def serve_forever(settings: Settings) -> None:
     log.info("ext_proc stopping")
     with contextlib.suppress(Exception):
         await server.stop(grace=2)
-    for policy in chain.policies:
+    for policy in {id(p): p for c in chains.values() for p in c.policies}.values():
         closer = getattr(policy, "aclose", None)
         if closer is not None:
             with contextlib.suppress(Exception):

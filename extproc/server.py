@@ -18,8 +18,8 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ep_grpc
 from envoy.type.v3 import http_status_pb2
 
-from extproc.auth import GatewayKeys
 from extproc.config import Settings
+from extproc.keys import KeyRegistry
 from extproc.pipeline import BodyOut, Continue, Reject, RequestPipeline
 from extproc.policies.base import PolicyChain
 from extproc.policies.noop import NoOpPolicy
@@ -99,12 +99,15 @@ def _body_replies(out: BodyOut) -> Iterable[ep.ProcessingResponse]:
 
 class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
     def __init__(
-        self, settings: Settings, chain: PolicyChain, validate_streams: bool = False
+        self,
+        settings: Settings,
+        chains: dict[str, PolicyChain],
+        validate_streams: bool = False,
     ) -> None:
         self.settings = settings
-        self.chain = chain
+        self.chains = chains
         self.validate_streams = validate_streams
-        self.keys = GatewayKeys(settings.gateway_keys)
+        self.keys = KeyRegistry.build(settings.env_keys, settings.keys_file)
         self.upstreams = {"anthropic": settings.anthropic, "openai": settings.openai}
         self.active = 0  # open Process streams, for tests and metrics
 
@@ -114,7 +117,7 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[ep.ProcessingResponse]:
         pipeline = RequestPipeline(
-            self.settings, self.keys, self.chain, self.upstreams, self.validate_streams
+            self.settings, self.keys, self.chains, self.upstreams, self.validate_streams
         )
         self.active += 1
         outcome = "ok"
@@ -187,7 +190,7 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
 
 async def start_server(
     settings: Settings,
-    chain: PolicyChain | None = None,
+    chain: PolicyChain | dict[str, PolicyChain] | None = None,
     address: str | None = None,
     validate_streams: bool = False,
 ) -> tuple[grpc.aio.Server, ExternalProcessor, int]:
@@ -202,7 +205,8 @@ async def start_server(
             ("grpc.so_reuseport", 0),
         ]
     )
-    servicer = ExternalProcessor(settings, chain or PolicyChain([NoOpPolicy()]), validate_streams)
+    chains = chain if isinstance(chain, dict) else {"default": chain or PolicyChain([NoOpPolicy()])}
+    servicer = ExternalProcessor(settings, chains, validate_streams)
     ep_grpc.add_ExternalProcessorServicer_to_server(servicer, server)
     port = server.add_insecure_port(address or f"{settings.extproc_listen}:{settings.extproc_port}")
     if port == 0:

@@ -25,15 +25,16 @@ def running_stack(
     log_dir: Path, response_body: bool | None = None, **overrides: object
 ) -> Iterator[Stack]:
     """A whole stack on free ports; `overrides` are Settings fields."""
-    settings = Settings(
-        gateway_port=free_port(),
-        admin_port=free_port(),
-        extproc_port=free_port(),
-        mock_port=free_port(),
-        max_request_bytes=MAX_REQUEST_BYTES,
-        max_sse_frame_bytes=MAX_SSE_FRAME_BYTES,
-        **overrides,  # type: ignore[arg-type]
-    )
+    values: dict[str, object] = {
+        "gateway_port": free_port(),
+        "admin_port": free_port(),
+        "extproc_port": free_port(),
+        "mock_port": free_port(),
+        "max_request_bytes": MAX_REQUEST_BYTES,
+        "max_sse_frame_bytes": MAX_SSE_FRAME_BYTES,
+        **overrides,
+    }
+    settings = Settings.model_validate(values)
     st = Stack(settings, log_dir=log_dir, envoy_concurrency=1, response_body=response_body)
     try:
         st.start(timeout=60)

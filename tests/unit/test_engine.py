@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from extproc.apis.kind import ApiKind
-from extproc.auth import GatewayKeys
 from extproc.config import Settings
+from extproc.keys import KeyRegistry
 from extproc.mock_llm import anthropic_format, openai_format
 from extproc.mock_llm.scenario import Plan, ToolCall, Usage
 from extproc.pipeline import RequestPipeline
@@ -92,7 +92,7 @@ async def run_pipeline(
     cfg = Settings(gateway_keys=(SecretStr(KEY),))
     pipe = RequestPipeline(
         cfg,
-        GatewayKeys(cfg.gateway_keys),
+        KeyRegistry.build(cfg.env_keys, None),
         chain,
         {"anthropic": cfg.anthropic, "openai": cfg.openai},
     )

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from extproc.apis.kind import ApiKind
-from extproc.auth import GatewayKeys
 from extproc.config import Settings
+from extproc.keys import KeyRegistry
 from extproc.pipeline import Continue, Reject, RequestPipeline, ResponseMode
 from extproc.policies.base import ApiRequest, BlockToolCall, Policy, PolicyChain, Span, ToolCall
 from extproc.policies.noop import NoOpPolicy
@@ -49,7 +49,7 @@ def make(chain: PolicyChain | None = None, **overrides: object) -> RequestPipeli
     cfg = Settings(gateway_keys=(SecretStr(KEY),), **overrides)  # type: ignore[arg-type]
     return RequestPipeline(
         cfg,
-        GatewayKeys(cfg.gateway_keys),
+        KeyRegistry.build(cfg.env_keys, None),
         chain or PolicyChain([NoOpPolicy()]),
         {"anthropic": cfg.anthropic, "openai": cfg.openai},
     )
@@ -327,7 +327,7 @@ async def test_forwarded_paths_swap_gateway_key_for_provider_key() -> None:
     assert out.set_headers["anthropic-version"] == "2023-06-01"
     assert out.set_headers["x-gateway-upstream"] == "anthropic"
     # Removing x-api-key in the same mutation that sets it would drop the provider key.
-    assert out.remove_headers == ["authorization"]
+    assert out.remove_headers == ["authorization", "x-gateway-key"]
     assert isinstance(await p.on_request_body(b"not even json"), Continue)
 
     p = make(openai_api_key=SecretStr("sk-openai-provider"))
@@ -337,4 +337,4 @@ async def test_forwarded_paths_swap_gateway_key_for_provider_key() -> None:
         "x-gateway-upstream": "openai",
         "authorization": "Bearer sk-openai-provider",
     }
-    assert out.remove_headers == ["x-api-key"]
+    assert out.remove_headers == ["x-api-key", "x-gateway-key"]

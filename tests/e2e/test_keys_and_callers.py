@@ -1,0 +1,131 @@
+"""Callers from a keys file: their own chains, allowed models, passthrough credentials,
+and the provider key injected in place of the gateway key."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import anthropic
+import httpx
+import openai
+import pytest
+from pydantic import SecretStr
+
+from extproc.config import DEV_GATEWAY_KEY
+from extproc.keys import digest
+from extproc.stack import Stack, free_port
+from tests.e2e.conftest import running_stack
+
+pytestmark = pytest.mark.e2e
+
+KEYS = {name: f"sk-gw-test-{name}" for name in ("plain", "shouter", "gpt-only", "own-creds")}
+PROVIDER_KEY = "sk-ant-provider-from-gateway-env"
+CLIENT_KEY = "sk-ant-client-own-key"
+MESSAGE = [{"role": "user", "content": "Repeat after me: hello there"}]
+
+
+@pytest.fixture(scope="module")
+def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    log_dir = tmp_path_factory.mktemp("keys")
+    (log_dir / "policy.yaml").write_text(
+        "policies: [{type: noop}]\nchains:\n  caps: [{type: all_caps}]\n"
+    )
+    entries = {
+        "plain": "",
+        "shouter": "chain: caps",
+        "gpt-only": "allowed_models: ['gpt-*']",
+        "own-creds": "passthrough: true",
+    }
+    (log_dir / "keys.yaml").write_text(
+        "callers:\n"
+        + "".join(
+            f"  - {{name: {n}, key_sha256: '{digest(KEYS[n]).hex()}'"
+            + (f", {extra}" if extra else "")
+            + "}\n"
+            for n, extra in entries.items()
+        )
+    )
+    mock_port = free_port()
+    with running_stack(
+        log_dir,
+        mock_port=mock_port,
+        policy_config=str(log_dir / "policy.yaml"),
+        keys_file=str(log_dir / "keys.yaml"),
+        # The mock plays the real Anthropic API: the gateway injects its own key.
+        upstream_anthropic_url=f"http://127.0.0.1:{mock_port}",
+        anthropic_api_key=SecretStr(PROVIDER_KEY),
+    ) as st:
+        yield st
+
+
+def _claude(st: Stack, key: str, **kw: object) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=st.base_url, api_key=key, max_retries=0, **kw)  # type: ignore[arg-type]
+
+
+def _last_request(st: Stack) -> dict:  # type: ignore[type-arg]
+    return httpx.get(f"http://127.0.0.1:{st.settings.mock_port}/_mock/requests").json()[-1]
+
+
+def _ask(client: anthropic.Anthropic) -> str:
+    msg = client.messages.create(model="claude-sonnet-5-5", max_tokens=50, messages=MESSAGE)
+    return msg.content[0].text  # type: ignore[union-attr]
+
+
+def test_caller_gets_its_chain_and_provider_key_replaces_gateway_key(keyed: Stack) -> None:
+    assert _ask(_claude(keyed, KEYS["plain"])) == "hello there"
+    headers = _last_request(keyed)["headers"]
+    assert headers["x-api-key"] == PROVIDER_KEY and KEYS["plain"] not in str(headers)
+    assert _ask(_claude(keyed, KEYS["shouter"])) == "HELLO THERE"
+
+
+def test_model_not_allowed_is_403(keyed: Stack) -> None:
+    with pytest.raises(anthropic.PermissionDeniedError, match="may not use model"):
+        _ask(_claude(keyed, KEYS["gpt-only"]))
+    oai = openai.OpenAI(base_url=f"{keyed.base_url}/v1", api_key=KEYS["gpt-only"], max_retries=0)
+    reply = oai.chat.completions.create(model="gpt-4o-mini", messages=MESSAGE)  # type: ignore[arg-type]
+    assert reply.choices[0].message.content == "hello there"
+
+
+def test_passthrough_caller_brings_its_own_provider_key(keyed: Stack) -> None:
+    client = _claude(keyed, CLIENT_KEY, default_headers={"x-gateway-key": KEYS["own-creds"]})
+    assert _ask(client) == "hello there"
+    headers = _last_request(keyed)["headers"]
+    # anthropic 2.x sends its api_key as Authorization: Bearer; it arrives as sent.
+    assert CLIENT_KEY in (headers.get("x-api-key"), headers.get("authorization", "")[7:])
+    assert PROVIDER_KEY not in str(headers)
+    assert "x-gateway-key" not in headers and KEYS["own-creds"] not in str(headers)
+    # The same key in x-api-key is refused: it would be sent to the provider.
+    with pytest.raises(anthropic.AuthenticationError, match="x-gateway-key"):
+        _ask(_claude(keyed, KEYS["own-creds"]))
+
+
+@pytest.mark.parametrize("key", [DEV_GATEWAY_KEY, "sk-gw-unknown"])
+def test_unknown_and_dev_keys_refused_with_a_keys_file(keyed: Stack, key: str) -> None:
+    with pytest.raises(anthropic.AuthenticationError):
+        _ask(_claude(keyed, key))
+
+
+def test_log_names_callers_not_keys(keyed: Stack) -> None:
+    log = (Path(keyed.log_dir or ".") / "extproc.log").read_text()
+    assert '"caller":"shouter"' in log
+    assert not any(key in log for key in (*KEYS.values(), PROVIDER_KEY, CLIENT_KEY))
+
+
+def test_bad_keys_file_stops_start(tmp_path: Path) -> None:
+    bad = tmp_path / "keys.yaml"
+    bad.write_text("callers:\n  - {name: x, key_sha256: 'nothex'}\n")
+    env = {**os.environ, "GATEWAY_KEYS_FILE": str(bad), "GATEWAY_PORT": str(free_port())}
+    done = subprocess.run(
+        [sys.executable, "-m", "extproc", "run"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert "callers[0] (x): key_sha256" in done.stderr
