@@ -9,7 +9,9 @@ dropping the object releases it all.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from enum import Enum
@@ -32,7 +34,7 @@ from extproc.engine.openai_stream import OpenAIStreamEngine
 from extproc.events import StreamEvent
 from extproc.keys import GATEWAY_KEY_HEADER, KEY_HEADERS, Caller, KeyRegistry, presented_key
 from extproc.policies.base import ApiRequest, PolicyChain
-from extproc.sse import FrameTooLarge, SSEFramer
+from extproc.sse import Frame, FrameTooLarge, SSEFramer
 from extproc.stream_check import OutputValidator
 
 log = logging.getLogger("extproc.pipeline")
@@ -74,6 +76,18 @@ class ResponseMode(Enum):
     SSE = "sse"  # frame, run the policy chain per event
     JSON = "json"  # buffer the whole body, run the policy chain once
     ERROR_REWRITE = "error_rewrite"  # a non-JSON error (often Envoy's own): make it in-format
+
+
+_ANTHROPIC_END = re.compile(r'\{\s*"type"\s*:\s*"(?:message_stop|error)"')
+
+
+def _ends_stream(frame: Frame) -> bool:
+    """Whether this event is the stream's own terminator (Anthropic message_stop or error,
+    named by `event:` or only by the payload's type; OpenAI's [DONE])."""
+    if frame.event is not None:
+        return frame.event in ("message_stop", "error")
+    data = frame.data
+    return data is not None and (data == "[DONE]" or _ANTHROPIC_END.match(data) is not None)
 
 
 class RequestPipeline:
@@ -236,6 +250,10 @@ class RequestPipeline:
                 verdict = await self.chain.on_request(self.request)
         except TimeoutError:
             return self._reject(504, "request policies did not finish in time")
+        except Exception:
+            # Fail closed: a request no policy could check does not go upstream.
+            log.exception("%s %s: request policy failed", self.method, self.path)
+            return self._reject(500, "a gateway policy failed while checking the request")
         if verdict is not None:
             log.info(
                 "%s %s: request rejected by policy (%d)", self.method, self.path, verdict.status
@@ -358,10 +376,19 @@ class RequestPipeline:
             log.warning("%s %s: %s", self.method, self.path, exc)
             failure, frames, end_of_stream = exc, exc.frames, False
         for frame in frames:
-            if frame.event in ("message_stop", "error") or frame.data == "[DONE]":
+            if _ends_stream(frame):
                 self.terminated = True
             elif frame.data is not None and frame.data.startswith('{"error"'):
                 self.saw_error_payload = True
+        if (
+            end_of_stream
+            and frames
+            and not frames[-1].terminated
+            and (self.engine is not None or not self.terminated)
+        ):
+            # The upstream's last event lacks its blank line and something follows it: end
+            # it, so what we add is not read as part of it.
+            frames[-1] = dataclasses.replace(frames[-1], raw=frames[-1].raw + b"\n\n")
         self.events_in += len(frames)
         try:
             async with asyncio.timeout(self.settings.policy_timeout_s):
@@ -400,11 +427,14 @@ class RequestPipeline:
         assert self.request is not None
         self.json_buf += chunk
         if len(self.json_buf) > self.settings.max_response_bytes:
-            # Too large to hold: give the client what arrived and stream the rest as is.
+            # Too large for the policies to see whole: refuse rather than pass it unchecked.
             log.warning("%s %s: JSON response over the buffer limit", self.method, self.path)
-            self.mode = ResponseMode.PASSTHROUGH
-            data, self.json_buf = bytes(self.json_buf), bytearray()
-            return BodyOut(data, end_of_stream)
+            self.json_buf = bytearray()
+            message = (
+                f"the response exceeds the gateway's limit of "
+                f"{self.settings.max_response_bytes} bytes for policy checks"
+            )
+            return BodyOut(error_body(self.request.api, 502, message), True)
         if not end_of_stream:
             return BodyOut(b"", False)
         raw, self.json_buf = bytes(self.json_buf), bytearray()

@@ -89,8 +89,8 @@ class AnthropicStreamEngine:
         self.started = False
         self.finalized = False
         self.ended = False  # message_stop or error sent: nothing more
-        self.allowed_tools = 0
         self.tools_seen = 0
+        self.tool_use_sent = 0  # tool_use blocks that reached the client
 
     # -- public -----------------------------------------------------------------------
 
@@ -146,6 +146,10 @@ class AnthropicStreamEngine:
             self.ended = True
             out.append(event.raw)
         elif etype == "error":
+            # Text still held back was produced before the error: it goes first.
+            for block in self.order:
+                if block.text is not None and not block.closed and not block.held:
+                    self._send_text(block, block.text.flush(), out)
             self.ended = True
             out.append(event.raw)
         else:
@@ -202,6 +206,8 @@ class AnthropicStreamEngine:
             block.events.append(event)
             return
         block.out_index = self._take_index()
+        if kind == "tool_use":
+            self.tool_use_sent += 1
         out.append(_with_index(event, block.out_index))
 
     def _on_block_delta(
@@ -216,8 +222,10 @@ class AnthropicStreamEngine:
             block.json_parts.append(str(delta.get("partial_json", "")))
             block.events.append(event)
             return
-        if block.text is not None and isinstance(delta, dict) and delta.get("type") == "text_delta":
-            self._send_text(block, block.text.feed(event, str(delta.get("text", ""))), out)
+        if block.text is not None and isinstance(delta, dict):
+            text = str(delta.get("text", "")) if delta.get("type") == "text_delta" else ""
+            # Other deltas of a text block (citations) wait behind its held-back text.
+            self._send_text(block, block.text.feed(event, text), out)
             return
         self._send(block, event, out)
 
@@ -272,9 +280,16 @@ class AnthropicStreamEngine:
             return
         self.finalized = True
         for block in self.order:  # an upstream that never closed a block: close it
-            if not block.closed and not block.held and block.out_index is not None:
+            if block.closed or (block.kind == "tool_use" and block.held):
+                continue
+            if block.text is not None:
+                self._send_text(block, block.text.flush(), out)
+            if block.held:
+                block.events.append(_event({"type": "content_block_stop", "index": 0}))
+            else:
+                assert block.out_index is not None
                 out.append(_event({"type": "content_block_stop", "index": block.out_index}).raw)
-                block.closed = True
+            block.closed = True
         held = [b for b in self.order if b.held]
         if not held:
             return
@@ -295,7 +310,7 @@ class AnthropicStreamEngine:
             out.extend(_text_block(self._take_index(), message))
         for block in allowed:
             self._release(block, out)
-        self.allowed_tools = len(allowed)
+        self.tool_use_sent += len(allowed)
 
     def _release(self, block: _Block, out: list[bytes]) -> None:
         block.out_index = self._take_index()
@@ -305,12 +320,10 @@ class AnthropicStreamEngine:
 
     def _message_delta(self, event: StreamEvent, payload: dict[str, Any]) -> bytes:
         delta = payload.get("delta")
-        gated = self.gate is not None and self.tools_seen > 0
         if (
-            gated
-            and isinstance(delta, dict)
+            isinstance(delta, dict)
             and delta.get("stop_reason") == "tool_use"
-            and self.allowed_tools == 0
+            and self.tool_use_sent == 0
         ):
             # Every tool call was blocked: Claude Code and SDKs expect end_turn then.
             return _event({**payload, "delta": {**delta, "stop_reason": "end_turn"}}).raw

@@ -48,6 +48,7 @@ class OpenAIStreamEngine:
         self.gated = bool(chain.gates)
         self.choices: dict[int, _Choice] = {}
         self.template: dict[str, Any] = {}  # top-level fields of the latest chunk
+        self.usage: Any = None
         self.ended = False
         self.gates: list[ToolGate] = []
 
@@ -73,12 +74,14 @@ class OpenAIStreamEngine:
         for policy in self.chain.observers:
             kind = "done" if event.is_done else "chunk" if isinstance(payload, dict) else "other"
             policy.observe(kind, payload, self.request)
+        if self.ended:
+            return  # nothing may follow [DONE]
         if event.is_done:
             await self._finish_all(out)
             self.ended = True
             out.append(event.raw)
             return
-        if self.ended or not isinstance(payload, dict):
+        if not isinstance(payload, dict):
             self._pass(event.raw, out)
             return
         choices = payload.get("choices")
@@ -90,6 +93,10 @@ class OpenAIStreamEngine:
             out.append(event.raw)
             return
         self.template = {k: v for k, v in payload.items() if k != "choices"}
+        # Usage riding on a chunk belongs to that chunk only, not to ones we synthesize.
+        self.usage = self.template.pop("usage", None)
+        if "usage" in payload:
+            self.template["usage"] = None
         if len(choices) == 1 and self._content_only(choices[0]):
             # The common chunk: text only. Its bytes go out as they are unless rewritten.
             state = self._state(choices[0]["index"])
@@ -130,6 +137,11 @@ class OpenAIStreamEngine:
         same = True
         content = delta.get("content")
         out: list[bytes] = []
+        if "role" in delta and isinstance(content, str) and content and state.text is not None:
+            # The role opens the message: it goes out before any (rewritten) text.
+            role_delta = {k: v for k, v in delta.items() if k not in ("content", "tool_calls")}
+            out.append(self._chunk(choice, role_delta, None))
+            new_delta = {k: v for k, v in new_delta.items() if k not in role_delta}
         if isinstance(content, str) and content:
             state.sent_content = True
             if state.text is not None:
@@ -150,7 +162,7 @@ class OpenAIStreamEngine:
             out.extend(before)
             if same and end_same:
                 return out, True  # `out` only holds originals released ahead of this chunk
-            out.append(self._chunk(choice, new_delta if same else {}, new_finish))
+            out.append(self._chunk(choice, new_delta if same else {}, new_finish, self.usage))
             return out, False
         return out, same
 
@@ -225,6 +237,7 @@ class OpenAIStreamEngine:
             isinstance(delta, dict)
             and isinstance(delta.get("content", ""), str)
             and set(delta) <= {"content", "role"}
+            and not ("role" in delta and delta.get("content"))
             and not choice.get("finish_reason")
             and set(choice) <= {"index", "delta", "finish_reason", "logprobs"}
             and choice.get("logprobs") is None
@@ -243,9 +256,18 @@ class OpenAIStreamEngine:
     def _raw_chunk(self, index: int, delta: dict[str, Any], finish: str | None) -> bytes:
         return self._chunk({"index": index}, delta, finish)
 
-    def _chunk(self, choice: dict[str, Any], delta: dict[str, Any], finish: str | None) -> bytes:
+    def _chunk(
+        self,
+        choice: dict[str, Any],
+        delta: dict[str, Any],
+        finish: str | None,
+        usage: Any = None,
+    ) -> bytes:
         new_choice = {**choice, "delta": delta, "finish_reason": finish}
-        return _data({**self.template, "choices": [new_choice]})
+        chunk = {**self.template, "choices": [new_choice]}
+        if usage is not None:
+            chunk["usage"] = usage
+        return _data(chunk)
 
     async def _finish_all(self, out: list[bytes]) -> None:
         """Choices the upstream never finished: release what they hold (the pipeline adds

@@ -112,7 +112,16 @@ class FaithfulText(Generic[E]):
     text to send as new deltas.
     """
 
-    __slots__ = ("_emitted", "_identity", "_original", "_pending", "_pipeline", "_sent", "_total")
+    __slots__ = (
+        "_emitted",
+        "_identity",
+        "_original",
+        "_pending",
+        "_pipeline",
+        "_sent",
+        "_total",
+        "_waiting",
+    )
 
     def __init__(self, pipeline: TextPipeline) -> None:
         self._pipeline = pipeline
@@ -123,10 +132,14 @@ class FaithfulText(Generic[E]):
         self._sent = 0  # original characters covered by released events
         self._total = 0  # original characters fed
         self._emitted = 0  # rewritten characters produced while identical
+        # After the first rewrite, passengers wait for the next text sent, so they never
+        # overtake text that came before them.
+        self._waiting: list[E] = []
 
     def feed(self, event: E, text: str) -> list[E | str]:
         if not self._identity and not text:
-            return [event]  # a passenger after the first rewrite: nothing to wait for
+            self._waiting.append(event)
+            return []
         self._total += len(text)
         if self._identity:
             self._pending.append((event, self._total, bool(text)))
@@ -134,11 +147,27 @@ class FaithfulText(Generic[E]):
         return self._take(self._pipeline.feed(text) if text else "")
 
     def flush(self) -> list[E | str]:
-        return self._take(self._pipeline.flush())
+        out = self._take(self._pipeline.flush())
+        if self._identity and self._emitted < self._total:
+            # The rewrite removed the end of the text: what it did produce, unsent yet,
+            # goes out as new text, then the passengers.
+            self._identity = False
+            produced = self._original[: self._emitted - self._sent]
+            out += [produced] if produced else []
+            out += [event for event, _, has_text in self._pending if not has_text]
+            self._pending.clear()
+            self._original = ""
+        out += self._waiting
+        self._waiting = []
+        return out
 
     def _take(self, piece: str) -> list[E | str]:
         if not self._identity:
-            return [piece] if piece else []
+            if not piece:
+                return []
+            out: list[E | str] = [piece, *self._waiting]
+            self._waiting = []
+            return out
         offset = self._emitted - self._sent
         if piece == self._original[offset : offset + len(piece)]:
             self._emitted += len(piece)
@@ -154,7 +183,7 @@ class FaithfulText(Generic[E]):
         # The first rewrite: what was produced but not yet sent goes out with it, then
         # the passengers that were waiting behind it.
         self._identity = False
-        out: list[E | str] = [self._original[:offset] + piece]
+        out = [self._original[:offset] + piece]
         out.extend(event for event, _, has_text in self._pending if not has_text)
         self._pending.clear()
         self._original = ""
