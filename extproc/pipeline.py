@@ -137,7 +137,9 @@ class RequestPipeline:
 
     def on_request_headers(self, headers: dict[str, str], end_of_stream: bool) -> Continue | Reject:
         self.method = headers.get(":method", "")
-        self.path = headers.get(":path", "")
+        # The query string is dropped here: it can carry credentials (?key=...), and
+        # nothing in the gateway needs it (Envoy forwards the original path upstream).
+        self.path = headers.get(":path", "").split("?", 1)[0]
         self.request_id = headers.get("x-request-id", "")[:128]
         self.fmt = error_format_for_path(self.path)
         self.api = api_kind_for_path(self.path)

@@ -338,3 +338,13 @@ async def test_forwarded_paths_swap_gateway_key_for_provider_key() -> None:
         "authorization": "Bearer sk-openai-provider",
     }
     assert out.remove_headers == ["x-api-key", "x-gateway-key"]
+
+
+async def test_query_string_never_reaches_logs_or_errors(caplog: pytest.LogCaptureFixture) -> None:
+    p = make()
+    out = p.on_request_headers(
+        {":method": "GET", ":path": "/v1/messages?key=sk-secret-in-query", "x-api-key": KEY}, True
+    )
+    assert isinstance(out, Reject) and out.status == 405
+    assert b"sk-secret" not in out.body
+    assert "sk-secret" not in str(p.summary()) and "sk-secret" not in caplog.text
