@@ -16,7 +16,7 @@ from extproc.config import DEV_GATEWAY_KEY, Settings
 from extproc.envoy_config import render
 from extproc.keys import KeyRegistry, KeysError, new_key
 from extproc.policy_config import ConfigError, load_config
-from extproc.stack import Stack, StackError
+from extproc.stack import Stack, StackError, gateway_router
 
 
 def _settings(args: argparse.Namespace | None = None) -> Settings:
@@ -78,10 +78,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if keys == [DEV_GATEWAY_KEY]
         else "(from GATEWAY_API_KEYS / GATEWAY_KEYS_FILE)"
     )
-    upstreams = ", ".join(
-        f"{u.name} -> {'mock LLM' if u.is_mock else u.base_url}"
-        for u in (settings.anthropic, settings.openai)
-    )
+    upstreams = ", ".join(u.describe() for u in stack.routing().upstreams.values())
     print(
         f"\nLLM gateway ready on {stack.base_url}\n"
         f"  gateway key: {key_hint}\n"
@@ -138,7 +135,8 @@ def cmd_new_key(args: argparse.Namespace) -> int:
 
 
 def cmd_render_envoy(args: argparse.Namespace) -> int:
-    print(render(_settings()), end="")
+    settings = _settings()
+    print(render(settings, router=gateway_router(settings)), end="")
     return 0
 
 

@@ -9,10 +9,9 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
 
-DEV_GATEWAY_KEY = "sk-luthien-dev-key"
+from extproc.apis.kind import ApiKind
 
-ANTHROPIC_API_BASE = "https://api.anthropic.com"
-OPENAI_API_BASE = "https://api.openai.com"
+DEV_GATEWAY_KEY = "sk-luthien-dev-key"
 
 
 # Settings field -> environment variable (besides GATEWAY_API_KEYS).
@@ -41,32 +40,15 @@ ENV_VARS = {
 }
 
 
-class Upstream(BaseModel):
-    """Where one provider's traffic goes: the real API, an override, or the mock."""
-
-    name: str
-    base_url: str
-    api_key: SecretStr | None = None
-    is_mock: bool = False
-
-    @property
-    def scheme(self) -> str:
-        return urlsplit(self.base_url).scheme
-
-    @property
-    def host(self) -> str:
-        return urlsplit(self.base_url).hostname or "127.0.0.1"
-
-    @property
-    def port(self) -> int:
-        parts = urlsplit(self.base_url)
-        return parts.port or (443 if parts.scheme == "https" else 80)
-
-    @property
-    def path_prefix(self) -> str:
-        """Path before `/v1/...`; a trailing `/v1` (SDK-style base URLs) is dropped."""
-        path = urlsplit(self.base_url).path.rstrip("/")
-        return path.removesuffix("/v1")
+def check_url(value: str) -> str:
+    """An upstream base URL: http(s), a host, and nothing that belongs elsewhere."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"must be an http(s) URL such as https://api.example.com, got {value!r}")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        # Never echoed: credentials in a URL are secrets.
+        raise ValueError("must not carry a query, a fragment or credentials")
+    return value
 
 
 class Settings(BaseModel):
@@ -108,12 +90,7 @@ class Settings(BaseModel):
     @field_validator("upstream_anthropic_url", "upstream_openai_url")
     @classmethod
     def _check_url(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"must be an http(s) URL such as http://127.0.0.1:9000, got {value!r}")
-        return value
+        return None if value is None else check_url(value)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -153,27 +130,14 @@ class Settings(BaseModel):
             env[var] = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
         return env
 
-    def _upstream(self, name: str, url: str | None, key: SecretStr | None, real: str) -> Upstream:
-        if url:
-            return Upstream(name=name, base_url=url, api_key=key)
-        if key is not None:
-            return Upstream(name=name, base_url=real, api_key=key)
-        return Upstream(
-            name=name, base_url=f"http://{self.mock_host}:{self.mock_port}", is_mock=True
-        )
+    def upstream_url(self, api: ApiKind) -> str | None:
+        """The URL override for an API's built-in provider (UPSTREAM_*_URL)."""
+        return self.upstream_anthropic_url if api is ApiKind.ANTHROPIC else self.upstream_openai_url
 
-    @property
-    def anthropic(self) -> Upstream:
-        return self._upstream(
-            "anthropic", self.upstream_anthropic_url, self.anthropic_api_key, ANTHROPIC_API_BASE
-        )
-
-    @property
-    def openai(self) -> Upstream:
-        return self._upstream(
-            "openai", self.upstream_openai_url, self.openai_api_key, OPENAI_API_BASE
-        )
-
-    @property
-    def needs_mock(self) -> bool:
-        return self.anthropic.is_mock or self.openai.is_mock
+    def provider_key(self, env_name: str) -> SecretStr | None:
+        """A provider key these settings hold (the two standard variables)."""
+        if env_name == "ANTHROPIC_API_KEY":
+            return self.anthropic_api_key
+        if env_name == "OPENAI_API_KEY":
+            return self.openai_api_key
+        return None

@@ -8,7 +8,8 @@ import os
 from pathlib import Path
 from string import Template
 
-from extproc.config import Settings, Upstream
+from extproc.config import Settings
+from extproc.routing import Router, Upstream
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "envoy" / "envoy.yaml.tmpl"
 DEFAULT_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
@@ -27,6 +28,10 @@ def _is_ip(host: str) -> bool:
     return True
 
 
+def _seconds(value: float) -> str:
+    return f"{value:g}s"
+
+
 def _route(upstream: Upstream) -> str:
     prefix = upstream.path_prefix
     rewrite = f"\n    prefix_rewrite: {json.dumps(prefix + '/')}" if prefix else ""
@@ -37,8 +42,9 @@ def _route(upstream: Upstream) -> str:
       string_match: {{ exact: {upstream.name} }}
   route:
     cluster: {upstream.name}
-    # Streams last as long as the model writes: no route timeout.
+    # Streams last as long as the model writes: no route timeout, only an idle one.
     timeout: 0s
+    idle_timeout: {_seconds(upstream.idle_timeout_s)}
     auto_host_rewrite: true{rewrite}
   # ext_proc must see plain SSE, not gzip; the routing header stays inside Envoy.
   request_headers_to_remove: [accept-encoding, x-gateway-upstream]"""
@@ -62,7 +68,7 @@ def _cluster(upstream: Upstream, ca_bundle: str) -> str:
             matcher: {{ exact: {upstream.host} }}"""
     return f"""- name: {upstream.name}
   type: {kind}
-  connect_timeout: 10s
+  connect_timeout: {_seconds(upstream.connect_timeout_s)}
   dns_lookup_family: V4_PREFERRED
   load_assignment:
     cluster_name: {upstream.name}
@@ -129,16 +135,22 @@ def _mappers(max_request_bytes: int) -> str:
     return "\n".join(blocks)
 
 
-def render(settings: Settings, ca_bundle: str | None = None, response_body: bool = True) -> str:
+def render(
+    settings: Settings,
+    ca_bundle: str | None = None,
+    response_body: bool = True,
+    router: Router | None = None,
+) -> str:
     """The bootstrap. `response_body=False` keeps response bodies away from ext_proc
-    entirely, for policy chains that never look at them (the fastest path)."""
+    entirely, for policy chains that never look at them (the fastest path). `router`
+    names the providers, one cluster each (the built-in two by default)."""
     ca = ca_bundle or os.environ.get("CA_BUNDLE", DEFAULT_CA_BUNDLE)
     if not TEMPLATE.exists():
         raise FileNotFoundError(
             f"Envoy template {TEMPLATE} not found: run from a checkout of the repository "
             "(make install), where envoy/ sits beside extproc/"
         )
-    upstreams = [settings.anthropic, settings.openai]
+    upstreams = list((router or Router.build(settings)).upstreams.values())
     values = {
         # The admin interface can reconfigure Envoy: never beyond loopback.
         "admin_host": "127.0.0.1",

@@ -21,19 +21,21 @@ import orjson
 
 from extproc.apis.errors import error_body, stream_error
 from extproc.apis.kind import (
+    COUNT_TOKENS_PATH,
     PASSTHROUGH_METHODS,
     ApiKind,
     api_kind_for_path,
     error_format_for_path,
-    passthrough_upstream,
+    forwarded_api,
 )
-from extproc.config import Settings, Upstream
+from extproc.config import Settings
 from extproc.engine.anthropic_stream import AnthropicStreamEngine
 from extproc.engine.messages import process_response
 from extproc.engine.openai_stream import OpenAIStreamEngine
 from extproc.events import StreamEvent
 from extproc.keys import GATEWAY_KEY_HEADER, KEY_HEADERS, Caller, KeyRegistry, presented_key
 from extproc.policies.base import ApiRequest, PolicyChain
+from extproc.routing import Router, Upstream
 from extproc.sse import Frame, FrameTooLarge, SSEFramer
 from extproc.stream_check import OutputValidator
 
@@ -96,7 +98,7 @@ class RequestPipeline:
         settings: Settings,
         keys: KeyRegistry,
         chains: PolicyChain | dict[str, PolicyChain],
-        upstreams: dict[str, Upstream],
+        router: Router,
         validate_streams: bool = False,
     ) -> None:
         self.settings = settings
@@ -107,7 +109,7 @@ class RequestPipeline:
         self.chains = chains if isinstance(chains, dict) else {"default": chains}
         self.chain = self.chains["default"]  # the caller's chain, once authenticated
         self.caller: Caller | None = None
-        self.upstreams = upstreams
+        self.router = router
         self.started = time.monotonic()
         self.method = ""
         self.path = ""
@@ -116,7 +118,8 @@ class RequestPipeline:
         self.fmt = ApiKind.ANTHROPIC
         self.api: ApiKind | None = None
         self.request: ApiRequest | None = None
-        self.upstream: str | None = None
+        self.upstream: Upstream | None = None
+        self.sent_version = False  # the client sent anthropic-version itself
         self.status = 0
         self.mode = ResponseMode.PASSTHROUGH
         self.framer: SSEFramer | None = None
@@ -143,6 +146,7 @@ class RequestPipeline:
         self.request_id = headers.get("x-request-id", "")[:128]
         self.fmt = error_format_for_path(self.path)
         self.api = api_kind_for_path(self.path)
+        self.sent_version = "anthropic-version" in headers
         gateway_key = headers.get(GATEWAY_KEY_HEADER, "").strip()
         caller = self.keys.lookup(gateway_key or presented_key(headers))
         if caller is None:
@@ -162,9 +166,9 @@ class RequestPipeline:
             log.error("caller %s: no policy chain named %r", caller.name, caller.chain)
             return self._reject(500, "gateway misconfigured: the caller's policy chain is missing")
         self.chain = chain
-        forwarded = passthrough_upstream(self.method, self.path, headers)
+        forwarded = forwarded_api(self.path, headers)
         if forwarded is not None:
-            return self._forward(forwarded, headers, end_of_stream)
+            return self._forward(forwarded, end_of_stream)
         if self.api is None:
             return self._reject(404, f"no such endpoint: {self.method} {self.path.split('?')[0]}")
         if not self.envoy_sends_body and not self.chain.passthrough:
@@ -196,29 +200,78 @@ class RequestPipeline:
             return self._reject(400, "request body is required")
         return Continue(remove_headers=[*self._key_headers({}), UPSTREAM_HEADER])
 
-    def _forward(
-        self, upstream: str, headers: dict[str, str], end_of_stream: bool
-    ) -> Continue | Reject:
+    def _forward(self, api: ApiKind, end_of_stream: bool) -> Continue | Reject:
         """Token counting and model listing: auth and credentials, no body policies."""
-        self.fmt = ApiKind.ANTHROPIC if upstream == "anthropic" else ApiKind.OPENAI
-        bare = self.path.split("?", 1)[0].rstrip("/")
+        self.fmt = api
+        bare = self.path.rstrip("/")
         method = PASSTHROUGH_METHODS.get(bare, "GET")
         if self.method != method:
             return self._reject(405, f"method {self.method} not allowed on {bare}; use {method}")
-        self.upstream = upstream
         self.forwarded = True
-        out = Continue(set_headers={UPSTREAM_HEADER: upstream}, clear_route_cache=True)
-        native = upstream == "anthropic"
-        self._inject_credentials(out.set_headers, native=native)
-        if native and "x-api-key" in out.set_headers and "anthropic-version" not in headers:
-            out.set_headers["anthropic-version"] = ANTHROPIC_VERSION
-        out.remove_headers = self._key_headers(out.set_headers)
+        if bare == COUNT_TOKENS_PATH:
+            # Routed by the body's model, like /v1/messages.
+            if end_of_stream:
+                return self._reject(400, "request body is required")
+            return Continue(remove_headers=[*self._key_headers({}), UPSTREAM_HEADER])
         if end_of_stream and not self.envoy_sends_body:
             self.finished = True  # nothing else of this request passes through ext_proc
+        return self._route(self.router.default_for(api), native=api is ApiKind.ANTHROPIC)
+
+    def _route(self, upstream: Upstream, native: bool) -> Continue:
+        """Send the request to `upstream`, with its key in place of the gateway key."""
+        self.upstream = upstream
+        out = Continue(set_headers={UPSTREAM_HEADER: upstream.name}, clear_route_cache=True)
+        caller_brings_key = self.caller is not None and self.caller.passthrough
+        if upstream.api_key is not None and not caller_brings_key:
+            key = upstream.api_key.get_secret_value()
+            if native:
+                out.set_headers["x-api-key"] = key
+            else:
+                out.set_headers["authorization"] = f"Bearer {key}"
+        if native and not self.sent_version:
+            out.set_headers["anthropic-version"] = ANTHROPIC_VERSION
+        out.remove_headers = self._key_headers(out.set_headers)
         return out
+
+    def _find_upstream(self, model: str, api: ApiKind) -> Upstream | Reject:
+        upstream = self.router.for_model(model)
+        if upstream is None:
+            return self._reject(
+                400,
+                f"model {model!r} is not served by this gateway: no route matches it "
+                f"(routed models: {', '.join(self.router.patterns) or 'none'})",
+                "model",
+            )
+        if api is ApiKind.ANTHROPIC and upstream.api is not ApiKind.ANTHROPIC:
+            return self._reject(
+                400,
+                f"model {model!r} is served by provider {upstream.name!r}, which speaks the "
+                "OpenAI API: call /v1/chat/completions for it",
+                "model",
+            )
+        return upstream
+
+    async def _count_tokens(self, body: bytes) -> Continue | Reject:
+        try:
+            parsed = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            return self._reject(400, f"request body is not valid JSON: {exc}")
+        model = parsed.get("model") if isinstance(parsed, dict) else None
+        if not isinstance(model, str) or not model:
+            return self._reject(400, "model: a model name is required", "model")
+        if self.caller is not None and not self.caller.allows(model):
+            return self._reject(403, f"this key may not use model {model!r}", "model")
+        found = self._find_upstream(model, ApiKind.ANTHROPIC)
+        if isinstance(found, Reject):
+            return found
+        if not self.envoy_sends_body:
+            self.finished = True
+        return self._route(found, native=True)
 
     async def on_request_body(self, body: bytes) -> Continue | Reject:
         if self.forwarded:
+            if self.upstream is None:
+                return await self._count_tokens(body)
             if not self.envoy_sends_body:
                 self.finished = True
             return Continue()  # forwarded as it is: no body policy applies here
@@ -261,24 +314,23 @@ class RequestPipeline:
                 "%s %s: request rejected by policy (%d)", self.method, self.path, verdict.status
             )
             return self._reject(verdict.status, verdict.message)
-        self.upstream = self._pick_upstream(model)
-        out = Continue(set_headers={UPSTREAM_HEADER: self.upstream}, clear_route_cache=True)
+        # Routed after the policies: their verdicts (a model not allowed) come first, and
+        # the model routed is the one that goes upstream.
+        final_model = self.request.body.get("model")
+        upstream = self._find_upstream(
+            final_model if isinstance(final_model, str) else model, self.api
+        )
+        if isinstance(upstream, Reject):
+            return upstream
+        out = self._route(upstream, native=self.api is ApiKind.ANTHROPIC)
         if self.request.body_changed:
             out.body = orjson.dumps(self.request.body)
             out.set_headers["content-length"] = str(len(out.body))
-        self._inject_credentials(out.set_headers, native=self.api is ApiKind.ANTHROPIC)
         if not self.envoy_sends_body:
             # The response bypasses ext_proc: this reply is our last word on the request,
             # however Envoy then ends the stream (half-close or cancel).
             self.finished = True
         return out
-
-    def _pick_upstream(self, model: str) -> str:
-        # /v1/messages is Anthropic's own API; on /v1/chat/completions a Claude model goes
-        # to Anthropic's OpenAI-compatible endpoint, anything else to OpenAI.
-        if self.api is ApiKind.ANTHROPIC or model.startswith("claude"):
-            return "anthropic"
-        return "openai"
 
     def _key_headers(self, set_headers: dict[str, str]) -> list[str]:
         """Headers carrying the gateway key, to remove before the request goes upstream;
@@ -287,19 +339,6 @@ class RequestPipeline:
         if self.caller is not None and self.caller.passthrough:
             return [GATEWAY_KEY_HEADER]
         return [h for h in (*KEY_HEADERS, GATEWAY_KEY_HEADER) if h not in set_headers]
-
-    def _inject_credentials(self, set_headers: dict[str, str], native: bool) -> None:
-        """The provider key from the gateway's environment: `x-api-key` on Anthropic's
-        native API, `Authorization: Bearer` on OpenAI-style endpoints. A passthrough
-        caller brings its own."""
-        upstream = self.upstreams[self.upstream or "anthropic"]
-        if upstream.api_key is None or (self.caller is not None and self.caller.passthrough):
-            return
-        key = upstream.api_key.get_secret_value()
-        if native:
-            set_headers["x-api-key"] = key
-        else:
-            set_headers["authorization"] = f"Bearer {key}"
 
     # -- response side ------------------------------------------------------------
 
@@ -490,7 +529,7 @@ class RequestPipeline:
             "path": self.path.split("?", 1)[0],
             "model": self.request.model if self.request else None,
             "stream": self.request.stream if self.request else None,
-            "upstream": self.upstream,
+            "upstream": self.upstream.name if self.upstream else None,
             "status": self.status,
             "mode": self.mode.value,
             "events": self.events_in,

@@ -8,6 +8,8 @@
     chains:                   # named chains, picked per caller key
       relaxed: [{type: noop}]
     validate_streams: false   # check every rewritten stream's invariants at runtime
+    providers: {}             # model routing: see extproc/routing.py
+    routes: [...]
 
 Policy classes are found through a registry (type name -> "module:Class") and imported
 only when a file uses that type. Each entry is validated against the class's own nested
@@ -31,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationErr
 
 from extproc.policies.base import Policy, PolicyChain, PolicyConfig
 from extproc.policies.noop import NoOpConfig
+from extproc.routing import ProviderConfig, RouteConfig, check_routing
 
 # Type name -> "module:Class". Modules are imported only when a config uses the type.
 POLICY_TYPES: dict[str, str] = {
@@ -66,6 +69,10 @@ class GatewayConfig(BaseModel):
     policies: PolicyEntries = Field(default_factory=lambda: _noop_entries())
     chains: dict[str, PolicyEntries] = Field(default_factory=dict)
     validate_streams: bool = False
+    # Model routing (extproc/routing.py): providers merge over the built-in two; routes,
+    # when given, replace the default table.
+    providers: dict[str, ProviderConfig] = Field(default_factory=dict)
+    routes: list[RouteConfig] | None = None
 
 
 def _noop_entries() -> list[PolicyConfig]:
@@ -347,6 +354,8 @@ class _Loader:
             for loc, message in _pydantic_messages(exc, GatewayConfig):
                 self.add(loc, message)
             raise self.fail() from None
+        for problem in check_routing(config.providers, config.routes):
+            self.errors.append(f"{self.where}: {problem}")
         if self.errors:
             raise self.fail()
         return config
@@ -380,7 +389,7 @@ def load_config(
     if not isinstance(doc, dict):
         raise ConfigError(
             f"{where}: expected a mapping with 'policies' (and optionally 'chains', "
-            f"'validate_streams') at the top level, got {_kind(doc)}"
+            f"'providers', 'routes', 'validate_streams') at the top level, got {_kind(doc)}"
         )
     loader = _Loader(where, POLICY_TYPES if registry is None else registry)
     return loader.load(doc, os.environ if env is None else env)

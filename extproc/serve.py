@@ -9,6 +9,7 @@ import signal
 
 from extproc.config import Settings
 from extproc.policy_config import build_chains, default_config, load_config
+from extproc.routing import Router
 from extproc.server import start_server
 
 log = logging.getLogger("extproc")
@@ -18,9 +19,12 @@ async def serve_forever(settings: Settings) -> None:
     config = load_config(settings.policy_config) if settings.policy_config else default_config()
     chains = build_chains(config)
     chain = chains["default"]
+    router = Router.build(settings, config.providers, config.routes)
     validate = settings.validate_streams or config.validate_streams
     try:
-        server, _, port = await start_server(settings, chains, validate_streams=validate)
+        server, _, port = await start_server(
+            settings, chains, validate_streams=validate, router=router
+        )
     except RuntimeError as exc:  # grpc reports a failed bind as RuntimeError
         raise OSError(f"cannot listen on port {settings.extproc_port}: {exc}") from exc
     log.info(
@@ -30,6 +34,14 @@ async def serve_forever(settings: Settings) -> None:
         ", ".join(chain.names),
         " (validating streams)" if validate else "",
     )
+    for upstream in router.upstreams.values():
+        log.info(
+            "provider %s (%s API, key from %s: %s)",
+            upstream.describe(),
+            upstream.api,
+            upstream.key_env,
+            "set" if upstream.api_key is not None else "not set: only passthrough callers' keys",
+        )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -23,6 +23,7 @@ from extproc.keys import KeyRegistry
 from extproc.pipeline import BodyOut, Continue, Reject, RequestPipeline
 from extproc.policies.base import PolicyChain
 from extproc.policies.noop import NoOpPolicy
+from extproc.routing import Router
 
 log = logging.getLogger("extproc.server")
 
@@ -103,12 +104,13 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
         settings: Settings,
         chains: dict[str, PolicyChain],
         validate_streams: bool = False,
+        router: Router | None = None,
     ) -> None:
         self.settings = settings
         self.chains = chains
         self.validate_streams = validate_streams
         self.keys = KeyRegistry.build(settings.env_keys, settings.keys_file)
-        self.upstreams = {"anthropic": settings.anthropic, "openai": settings.openai}
+        self.router = router or Router.build(settings)
         self.active = 0  # open Process streams, for tests and metrics
 
     async def Process(
@@ -117,7 +119,7 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[ep.ProcessingResponse]:
         pipeline = RequestPipeline(
-            self.settings, self.keys, self.chains, self.upstreams, self.validate_streams
+            self.settings, self.keys, self.chains, self.router, self.validate_streams
         )
         self.active += 1
         outcome = "ok"
@@ -193,6 +195,7 @@ async def start_server(
     chain: PolicyChain | dict[str, PolicyChain] | None = None,
     address: str | None = None,
     validate_streams: bool = False,
+    router: Router | None = None,
 ) -> tuple[grpc.aio.Server, ExternalProcessor, int]:
     """Start serving; returns the server, the servicer and the bound port."""
     limit = settings.max_request_bytes + GRPC_MESSAGE_SLACK
@@ -206,7 +209,7 @@ async def start_server(
         ]
     )
     chains = chain if isinstance(chain, dict) else {"default": chain or PolicyChain([NoOpPolicy()])}
-    servicer = ExternalProcessor(settings, chains, validate_streams)
+    servicer = ExternalProcessor(settings, chains, validate_streams, router)
     ep_grpc.add_ExternalProcessorServicer_to_server(servicer, server)
     port = server.add_insecure_port(address or f"{settings.extproc_listen}:{settings.extproc_port}")
     if port == 0:

@@ -18,10 +18,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from extproc.config import Settings
 from extproc.envoy_config import render
+from extproc.routing import Router
+
+if TYPE_CHECKING:
+    from extproc.policy_config import GatewayConfig
 
 
 class StackError(RuntimeError):
@@ -114,18 +118,34 @@ def stop_processes(
     files.clear()
 
 
+def gateway_config(settings: Settings, extra_env: dict[str, str] | None = None) -> GatewayConfig:
+    """The policy file of these settings, expanded with the environment the ext_proc
+    child gets (ports included); the default configuration without a file."""
+    from extproc.policy_config import default_config, load_config
+
+    if not settings.policy_config:
+        return default_config()
+    env = {**os.environ, **settings.to_env(), **(extra_env or {})}
+    return load_config(settings.policy_config, env=env)
+
+
+def gateway_router(settings: Settings, extra_env: dict[str, str] | None = None) -> Router:
+    """The providers and model routes the ext_proc server will use."""
+    config = gateway_config(settings, extra_env)
+    env = {**os.environ, **(extra_env or {})}
+    return Router.build(settings, config.providers, config.routes, env=env)
+
+
 def response_body_needed(settings: Settings, extra_env: dict[str, str] | None = None) -> bool:
     """Whether Envoy must stream responses through ext_proc for these settings: only
     chains that look at responses get them (see README, "Response processing")."""
-    from extproc.policy_config import load_config, needs_response_body
+    from extproc.policy_config import needs_response_body
 
     if settings.validate_streams or settings.response_processing == "always":
         return True
     if not settings.policy_config:
         return False
-    # Expanded with the environment the ext_proc child gets (ports included).
-    env = {**os.environ, **settings.to_env(), **(extra_env or {})}
-    return needs_response_body(load_config(settings.policy_config, env=env))
+    return needs_response_body(gateway_config(settings, extra_env))
 
 
 @dataclass
@@ -140,6 +160,7 @@ class Stack:
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _files: list[IO[bytes]] = field(default_factory=list)
     config_path: Path | None = None
+    router: Router | None = None
 
     @property
     def base_url(self) -> str:
@@ -160,6 +181,15 @@ class Stack:
         self.procs[name] = proc
         return proc
 
+    def routing(self) -> Router:
+        if self.router is None:
+            self.router = gateway_router(self.settings, self.extra_env)
+        return self.router
+
+    @property
+    def needs_mock(self) -> bool:
+        return self.routing().needs_mock
+
     def check_ports(self) -> None:
         s = self.settings
         wanted = {
@@ -167,7 +197,7 @@ class Stack:
             "envoy admin": s.admin_port,
             **{f"ext_proc {i}": s.extproc_port + i for i in range(s.extproc_workers)},
         }
-        if s.needs_mock:
+        if self.needs_mock:
             wanted["mock LLM"] = s.mock_port
         for name, port in wanted.items():
             if port_in_use(s.host, port):
@@ -182,7 +212,7 @@ class Stack:
         deadline = time.monotonic() + timeout
         try:
             run_dir = self.log_dir or Path(tempfile.mkdtemp(prefix="llm-gateway-"))
-            if s.needs_mock:
+            if self.needs_mock:
                 self._spawn(
                     "mock-llm",
                     [
@@ -200,12 +230,14 @@ class Stack:
                 argv = [sys.executable, "-m", "extproc", "serve", "--port", str(s.extproc_port + i)]
                 self._spawn(name, argv)
             procs = self.procs
-            if s.needs_mock:
+            if self.needs_mock:
                 _wait(lambda: _tcp_ready(s.mock_host, s.mock_port), "mock LLM", deadline, procs)
             for port in range(s.extproc_port, s.extproc_port + s.extproc_workers):
                 _wait(partial(_tcp_ready, s.extproc_host, port), "ext_proc", deadline, procs)
             self.config_path = run_dir / "envoy.yaml"
-            self.config_path.write_text(render(s, response_body=self.needs_response_body()))
+            self.config_path.write_text(
+                render(s, response_body=self.needs_response_body(), router=self.routing())
+            )
             argv = [
                 envoy_binary(),
                 "-c",

@@ -10,6 +10,8 @@ class ApiKind(StrEnum):
     OPENAI = "openai"
 
 
+COUNT_TOKENS_PATH = "/v1/messages/count_tokens"
+
 # Paths whose bodies the gateway understands and applies policies to.
 API_PATHS: dict[str, ApiKind] = {
     "/v1/messages": ApiKind.ANTHROPIC,
@@ -37,17 +39,17 @@ def error_format_for_path(path: str) -> ApiKind:
     return ApiKind.ANTHROPIC
 
 
-def passthrough_upstream(method: str, path: str, headers: dict[str, str]) -> str | None:
-    """The upstream of a path forwarded with auth but without body policies, if any.
+def forwarded_api(path: str, headers: dict[str, str]) -> ApiKind | None:
+    """The API of a path forwarded with auth but without body policies, if any.
 
     Token counting belongs to Anthropic; the model list to whichever API the client
     speaks (Anthropic SDKs send `anthropic-version`)."""
     bare = path.split("?", 1)[0].rstrip("/")
-    if bare == "/v1/messages/count_tokens":
-        return "anthropic"
+    if bare == COUNT_TOKENS_PATH:
+        return ApiKind.ANTHROPIC
     if bare == "/v1/models" or bare.startswith("/v1/models/"):
-        return "anthropic" if "anthropic-version" in headers else "openai"
+        return ApiKind.ANTHROPIC if "anthropic-version" in headers else ApiKind.OPENAI
     return None
 
 
-PASSTHROUGH_METHODS = {"/v1/messages/count_tokens": "POST", "/v1/models": "GET"}
+PASSTHROUGH_METHODS = {COUNT_TOKENS_PATH: "POST", "/v1/models": "GET"}

@@ -22,9 +22,13 @@ MAX_SSE_FRAME_BYTES = 256 * 1024
 
 @contextmanager
 def running_stack(
-    log_dir: Path, response_body: bool | None = None, **overrides: object
+    log_dir: Path,
+    response_body: bool | None = None,
+    extra_env: dict[str, str] | None = None,
+    **overrides: object,
 ) -> Iterator[Stack]:
-    """A whole stack on free ports; `overrides` are Settings fields."""
+    """A whole stack on free ports; `overrides` are Settings fields, `extra_env` more
+    variables for the children (keys named by a provider's key_env)."""
     values: dict[str, object] = {
         "gateway_port": free_port(),
         "admin_port": free_port(),
@@ -35,7 +39,13 @@ def running_stack(
         **overrides,
     }
     settings = Settings.model_validate(values)
-    st = Stack(settings, log_dir=log_dir, envoy_concurrency=1, response_body=response_body)
+    st = Stack(
+        settings,
+        log_dir=log_dir,
+        envoy_concurrency=1,
+        response_body=response_body,
+        extra_env=dict(extra_env or {}),
+    )
     try:
         st.start(timeout=60)
     except Exception:

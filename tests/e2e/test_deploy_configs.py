@@ -8,8 +8,10 @@ file and the manifests are checked for consistency with the settings.
 from __future__ import annotations
 
 import difflib
+import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -170,6 +172,41 @@ RENDERED = {
 def test_rendered_config_validates(values: dict[str, Any], tmp_path: Path) -> None:
     path = tmp_path / "envoy.yaml"
     path.write_text(render(Settings(**values), ca_bundle=_ca_bundle()))
+    _validate(path)
+
+
+def test_render_envoy_with_a_routing_table_validates(tmp_path: Path) -> None:
+    """The README's recipe for added providers: POLICY_CONFIG=... llm-gateway render-envoy."""
+    config = tmp_path / "gateway.yaml"
+    config.write_text(
+        "providers:\n"
+        "  local: {api: openai, base_url: 'http://vllm.internal:8000/v1', connect_timeout_s: 3}\n"
+        "  azure: {api: openai, base_url: 'https://team.openai.azure.example/openai/v1',\n"
+        "          idle_timeout_s: 1200}\n"
+        "routes:\n"
+        "  - {models: ['claude-*'], provider: anthropic}\n"
+        "  - {models: ['llama-*'], provider: local}\n"
+        "  - {models: ['gpt-*'], provider: azure}\n"
+    )
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "POLICY_CONFIG": str(config),
+        "CA_BUNDLE": _ca_bundle(),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "extproc", "render-envoy"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    path = tmp_path / "envoy.yaml"
+    path.write_text(done.stdout)
+    clusters = {c["name"]: c for c in yaml.safe_load(done.stdout)["static_resources"]["clusters"]}
+    assert {"anthropic", "openai", "local", "azure", "extproc"} == set(clusters)
+    assert clusters["local"]["connect_timeout"] == "3s"
+    assert "transport_socket" in clusters["azure"]
     _validate(path)
 
 

@@ -27,6 +27,7 @@ from extproc.policies.base import (
     Span,
 )
 from extproc.policies.base import ToolCall as PolicyToolCall
+from extproc.routing import Router
 from tests.e2e.streams import anthropic_text, openai_text, validate_stream
 
 KEY = "sk-engine"
@@ -94,7 +95,7 @@ async def run_pipeline(
         cfg,
         KeyRegistry.build(cfg.env_keys, None),
         chain,
-        {"anthropic": cfg.anthropic, "openai": cfg.openai},
+        Router.build(cfg, env={}),
     )
     path = "/v1/messages" if api is ApiKind.ANTHROPIC else "/v1/chat/completions"
     pipe.on_request_headers(

@@ -17,6 +17,7 @@ from extproc.keys import KeyRegistry
 from extproc.pipeline import Continue, Reject, RequestPipeline, ResponseMode
 from extproc.policies.base import ApiRequest, BlockToolCall, Policy, PolicyChain, Span, ToolCall
 from extproc.policies.noop import NoOpPolicy
+from extproc.routing import Router
 
 KEY = "sk-test-key"
 ANTHROPIC_STREAM = (
@@ -51,7 +52,7 @@ def make(chain: PolicyChain | None = None, **overrides: object) -> RequestPipeli
         cfg,
         KeyRegistry.build(cfg.env_keys, None),
         chain or PolicyChain([NoOpPolicy()]),
-        {"anthropic": cfg.anthropic, "openai": cfg.openai},
+        Router.build(cfg, env={}),
     )
 
 
@@ -322,13 +323,32 @@ async def test_forwarded_paths_swap_gateway_key_for_provider_key() -> None:
     p = make(anthropic_api_key=SecretStr("sk-ant-provider"))
     headers = {":method": "POST", ":path": "/v1/messages/count_tokens", "x-api-key": KEY}
     out = p.on_request_headers(headers, False)
+    # count_tokens is routed by the body's model: the gateway key goes at once.
+    assert isinstance(out, Continue) and not out.clear_route_cache
+    assert out.remove_headers == [
+        "authorization",
+        "x-api-key",
+        "x-gateway-key",
+        "x-gateway-upstream",
+    ]
+    out = await p.on_request_body(b'{"model": "claude-x", "messages": []}')
     assert isinstance(out, Continue) and out.clear_route_cache
     assert out.set_headers["x-api-key"] == "sk-ant-provider"
     assert out.set_headers["anthropic-version"] == "2023-06-01"
     assert out.set_headers["x-gateway-upstream"] == "anthropic"
     # Removing x-api-key in the same mutation that sets it would drop the provider key.
     assert out.remove_headers == ["authorization", "x-gateway-key"]
-    assert isinstance(await p.on_request_body(b"not even json"), Continue)
+    assert out.body is None  # forwarded as it came
+
+    p = make()
+    p.on_request_headers(headers, False)
+    bad = await p.on_request_body(b"not even json")
+    assert isinstance(bad, Reject) and bad.status == 400
+    p = make()
+    p.on_request_headers(headers, False)
+    unrouted = await p.on_request_body(b'{"model": "gpt-4o", "messages": []}')
+    assert isinstance(unrouted, Reject) and unrouted.status == 400
+    assert b"speaks the OpenAI API" in unrouted.body
 
     p = make(openai_api_key=SecretStr("sk-openai-provider"))
     out = p.on_request_headers({":method": "GET", ":path": "/v1/models", "x-api-key": KEY}, True)

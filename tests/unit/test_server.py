@@ -87,7 +87,10 @@ async def test_replies_in_order_with_streamed_bodies(server) -> None:  # type: i
     assert b"".join(b.streamed_response.body for b in bodies) == big + stop
     body_reply = replies[1].request_body.response
     assert body_reply.clear_route_cache
-    assert {h.header.key for h in body_reply.header_mutation.set_headers} == {"x-gateway-upstream"}
+    assert {h.header.key for h in body_reply.header_mutation.set_headers} == {
+        "x-gateway-upstream",
+        "anthropic-version",  # the test client sent none
+    }
     removed = replies[0].request_headers.response.header_mutation.remove_headers
     assert {"x-api-key", "authorization"} <= set(removed)
 

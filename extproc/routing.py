@@ -1,0 +1,251 @@
+"""Model routing: which provider serves a model, where it lives, and with which key.
+
+    providers:                # merged over the two defaults, "anthropic" and "openai"
+      local:
+        api: openai           # the API it speaks natively: anthropic | openai
+        base_url: http://vllm.internal:8000/v1
+        key_env: LOCAL_LLM_KEY
+        connect_timeout_s: 2
+    routes:                   # replaces the default table; first match wins
+      - {models: ["claude-*"], provider: anthropic}
+      - {models: ["gpt-*", "o1*", "o3*", "o4*"], provider: openai}
+      - {models: ["llama-*"], provider: local}
+
+Each provider becomes an Envoy cluster of its own name; ext_proc picks one per request
+by model. A provider without `base_url` is its API's real endpoint, or the URL in
+`UPSTREAM_ANTHROPIC_URL` / `UPSTREAM_OPENAI_URL`, or the mock LLM when there is neither
+a URL nor a key.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Mapping
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+from extproc.apis.kind import ApiKind
+from extproc.config import Settings, check_url
+
+REAL_BASE_URLS = {
+    ApiKind.ANTHROPIC: "https://api.anthropic.com",
+    ApiKind.OPENAI: "https://api.openai.com",
+}
+DEFAULT_KEY_ENV = {ApiKind.ANTHROPIC: "ANTHROPIC_API_KEY", ApiKind.OPENAI: "OPENAI_API_KEY"}
+# Envoy cluster names share a namespace with our own: keep them apart and YAML-safe.
+_PROVIDER_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,47}$")
+_RESERVED_NAMES = frozenset({"extproc"})
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_PATTERN = re.compile(r"^[A-Za-z0-9._:/@*?\[\]-]{1,200}$")
+
+
+class ProviderConfig(BaseModel):
+    """One provider entry of the config file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    api: ApiKind
+    base_url: str | None = None
+    key_env: str | None = None
+    # Reaching the provider: a dead address fails fast instead of holding the client.
+    connect_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    # A stream with no byte either way for this long is dead. Long generations stay
+    # alive: models that think for minutes still send pings.
+    idle_timeout_s: float = Field(default=600.0, gt=0, le=86400)
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        return None if value is None else check_url(value)
+
+    @field_validator("key_env")
+    @classmethod
+    def _env(cls, value: str | None) -> str | None:
+        if value is not None and not _ENV_NAME.match(value):
+            raise ValueError("must be an environment variable name such as MY_PROVIDER_KEY")
+        return value
+
+
+class RouteConfig(BaseModel):
+    """Model name patterns (shell-style, case-sensitive) served by one provider."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    models: list[str] = Field(min_length=1)
+    provider: str
+
+    @field_validator("models")
+    @classmethod
+    def _patterns(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            if not _PATTERN.match(pattern):
+                raise ValueError(
+                    f"{pattern!r} is not a model pattern (letters, digits, . _ : / @ - and "
+                    "the wildcards * ? [...])"
+                )
+        return value
+
+
+DEFAULT_PROVIDERS: dict[str, ProviderConfig] = {
+    "anthropic": ProviderConfig(api=ApiKind.ANTHROPIC),
+    "openai": ProviderConfig(api=ApiKind.OPENAI),
+}
+DEFAULT_ROUTES: list[RouteConfig] = [
+    RouteConfig(models=["claude-*"], provider="anthropic"),
+    RouteConfig(models=["gpt-*", "o1*", "o3*", "o4*"], provider="openai"),
+]
+
+
+def check_routing(
+    providers: Mapping[str, ProviderConfig], routes: list[RouteConfig] | None
+) -> list[str]:
+    """Problems with a config's providers and routes, one message each."""
+    problems = []
+    for name, provider in providers.items():
+        if not _PROVIDER_NAME.match(name) or name in _RESERVED_NAMES:
+            problems.append(
+                f"providers.{name}: provider names are lower-case letters, digits, - and _, "
+                "starting with a letter (and not 'extproc')"
+            )
+        default = DEFAULT_PROVIDERS.get(name)
+        if default is not None and provider.api is not default.api:
+            problems.append(
+                f"providers.{name}: the built-in provider {name!r} speaks the {default.api} "
+                "API; give a provider of another API its own name"
+            )
+    known = {**DEFAULT_PROVIDERS, **providers}
+    for i, route in enumerate(routes or []):
+        if route.provider not in known:
+            problems.append(
+                f"routes[{i}].provider: no provider named {route.provider!r} "
+                f"(known: {', '.join(sorted(known))})"
+            )
+    return problems
+
+
+class Upstream(BaseModel):
+    """A provider resolved for this process: its address and the key to inject."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    api: ApiKind
+    base_url: str
+    api_key: SecretStr | None = None
+    key_env: str = ""
+    is_mock: bool = False
+    connect_timeout_s: float = 10.0
+    idle_timeout_s: float = 600.0
+
+    @property
+    def scheme(self) -> str:
+        return urlsplit(self.base_url).scheme
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.base_url).hostname or "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        parts = urlsplit(self.base_url)
+        return parts.port or (443 if parts.scheme == "https" else 80)
+
+    @property
+    def path_prefix(self) -> str:
+        """Path before `/v1/...`; a trailing `/v1` (SDK-style base URLs) is dropped."""
+        path = urlsplit(self.base_url).path.rstrip("/")
+        return path.removesuffix("/v1")
+
+    def describe(self) -> str:
+        return f"{self.name} -> {'mock LLM' if self.is_mock else self.base_url}"
+
+
+def resolve(
+    name: str, provider: ProviderConfig, settings: Settings, env: Mapping[str, str]
+) -> Upstream:
+    """Where a provider is, and its key, from the settings and the environment."""
+    key_env = provider.key_env or DEFAULT_KEY_ENV[provider.api]
+    key = settings.provider_key(key_env)
+    if key is None:
+        raw = env.get(key_env, "").strip()
+        key = SecretStr(raw) if raw else None
+    is_mock = False
+    if provider.base_url is not None:
+        url = provider.base_url
+    elif settings.upstream_url(provider.api) is not None:
+        url = settings.upstream_url(provider.api) or ""
+    elif key is not None:
+        url = REAL_BASE_URLS[provider.api]
+    else:
+        url, is_mock = f"http://{settings.mock_host}:{settings.mock_port}", True
+    return Upstream(
+        name=name,
+        api=provider.api,
+        base_url=url,
+        api_key=key,
+        key_env=key_env,
+        is_mock=is_mock,
+        connect_timeout_s=provider.connect_timeout_s,
+        idle_timeout_s=provider.idle_timeout_s,
+    )
+
+
+class Router:
+    """Model name -> upstream, first matching route wins."""
+
+    def __init__(self, upstreams: dict[str, Upstream], routes: list[RouteConfig]) -> None:
+        self.upstreams = upstreams
+        self.routes = routes
+        self._table = [
+            (re.compile(fnmatch.translate(p)), upstreams[r.provider])
+            for r in routes
+            for p in r.models
+        ]
+        self._cache: dict[str, Upstream | None] = {}
+
+    @classmethod
+    def build(
+        cls,
+        settings: Settings,
+        providers: Mapping[str, ProviderConfig] | None = None,
+        routes: list[RouteConfig] | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> Router:
+        """`env` holds the keys named by `key_env` (the process environment by default)."""
+        import os
+
+        merged = {**DEFAULT_PROVIDERS, **(providers or {})}
+        problems = check_routing(merged, routes)
+        if problems:
+            raise ValueError("; ".join(problems))
+        environ = os.environ if env is None else env
+        upstreams = {name: resolve(name, p, settings, environ) for name, p in merged.items()}
+        return cls(upstreams, list(DEFAULT_ROUTES if routes is None else routes))
+
+    def for_model(self, model: str) -> Upstream | None:
+        found = self._cache.get(model, self)
+        if found is not self:
+            return found  # type: ignore[return-value]
+        match = next((up for rx, up in self._table if rx.match(model)), None)
+        if len(self._cache) < 4096:  # model names are few; a flood of junk ones is not cached
+            self._cache[model] = match
+        return match
+
+    def default_for(self, api: ApiKind) -> Upstream:
+        """The provider for requests that name no model (`/v1/models`): the first routed
+        provider speaking that API, else the built-in one."""
+        for route in self.routes:
+            upstream = self.upstreams[route.provider]
+            if upstream.api is api:
+                return upstream
+        return self.upstreams[api.value]
+
+    @property
+    def patterns(self) -> list[str]:
+        return [p for r in self.routes for p in r.models]
+
+    @property
+    def needs_mock(self) -> bool:
+        return any(u.is_mock for u in self.upstreams.values())

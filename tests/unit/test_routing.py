@@ -1,0 +1,248 @@
+"""Model routing: the table, provider resolution, config errors, the pipeline's use of it
+and the Envoy clusters it generates."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from pydantic import SecretStr
+
+from extproc.apis.kind import ApiKind
+from extproc.config import Settings
+from extproc.envoy_config import render
+from extproc.keys import KeyRegistry
+from extproc.pipeline import Continue, Reject, RequestPipeline
+from extproc.policies.base import PolicyChain
+from extproc.policies.noop import NoOpPolicy
+from extproc.policy_config import ConfigError, load_config
+from extproc.routing import ProviderConfig, RouteConfig, Router
+
+KEY = "sk-gw-routing"
+
+
+def router(text: str = "", settings: Settings | None = None, **env: str) -> Router:
+    doc = yaml.safe_load(text) or {}
+    providers = {
+        name: ProviderConfig.model_validate(p) for name, p in doc.get("providers", {}).items()
+    }
+    routes = [RouteConfig.model_validate(r) for r in doc["routes"]] if "routes" in doc else None
+    return Router.build(settings or Settings(), providers, routes, env=env)
+
+
+@pytest.mark.parametrize(
+    ("model", "provider"),
+    [
+        ("claude-sonnet-5-5", "anthropic"),
+        ("claude-3-5-haiku-20241022", "anthropic"),
+        ("gpt-4o-mini", "openai"),
+        ("o1-preview", "openai"),
+        ("o3", "openai"),
+        ("o4-mini", "openai"),
+        ("llama-3-70b", None),
+        ("Claude-sonnet", None),  # case-sensitive, as the providers are
+        ("", None),
+    ],
+)
+def test_default_table(model: str, provider: str | None) -> None:
+    found = router().for_model(model)
+    assert (found.name if found else None) == provider
+
+
+def test_first_matching_route_wins_and_custom_providers_resolve() -> None:
+    r = router(
+        """
+        providers:
+          local: {api: openai, base_url: "http://10.0.0.9:8000/v1", key_env: LOCAL_KEY,
+                  connect_timeout_s: 2, idle_timeout_s: 90}
+        routes:
+          - {models: ["gpt-4o-mini*"], provider: local}
+          - {models: ["gpt-*", "llama-*"], provider: openai}
+          - {models: ["claude-*"], provider: anthropic}
+        """,
+        LOCAL_KEY="sk-local-secret",
+    )
+    assert r.for_model("gpt-4o-mini-2024-07-18").name == "local"  # type: ignore[union-attr]
+    assert r.for_model("gpt-4o").name == "openai"  # type: ignore[union-attr]
+    assert r.for_model("llama-3").name == "openai"  # type: ignore[union-attr]
+    local = r.upstreams["local"]
+    assert (local.host, local.port, local.path_prefix) == ("10.0.0.9", 8000, "")
+    assert local.api_key is not None and local.api_key.get_secret_value() == "sk-local-secret"
+    assert (local.connect_timeout_s, local.idle_timeout_s) == (2, 90)
+    assert "sk-local-secret" not in repr(local)
+    assert r.patterns == ["gpt-4o-mini*", "gpt-*", "llama-*", "claude-*"]
+    # /v1/models goes to the first routed provider of the client's API.
+    assert r.default_for(ApiKind.OPENAI).name == "local"
+    assert r.default_for(ApiKind.ANTHROPIC).name == "anthropic"
+
+
+def test_builtin_providers_resolve_to_mock_real_api_or_override() -> None:
+    plain = router()
+    assert plain.needs_mock and plain.upstreams["anthropic"].is_mock
+    keyed = router(settings=Settings(anthropic_api_key=SecretStr("sk-ant")))
+    assert keyed.upstreams["anthropic"].base_url == "https://api.anthropic.com"
+    assert keyed.upstreams["openai"].is_mock
+    override = router(settings=Settings(upstream_openai_url="http://127.0.0.1:7000/v1"))
+    assert override.upstreams["openai"].base_url == "http://127.0.0.1:7000/v1"
+    assert override.upstreams["openai"].api_key is None
+    # A key from key_env, on the built-in provider, goes to the real API.
+    other = router(
+        "providers: {openai: {api: openai, key_env: TEAM_OPENAI_KEY}}", TEAM_OPENAI_KEY="sk-t"
+    )
+    assert other.upstreams["openai"].base_url == "https://api.openai.com"
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "routes: [{models: ['llama-*'], provider: vllm}]",
+            "routes[0].provider: no provider named 'vllm' (known: anthropic, openai)",
+        ),
+        ("providers: {Local: {api: openai, base_url: 'http://x'}}", "providers.Local:"),
+        ("providers: {extproc: {api: openai, base_url: 'http://x'}}", "providers.extproc:"),
+        ("providers: {openai: {api: anthropic}}", "speaks the openai API"),
+        ("providers: {x: {api: gemini}}", "providers.x.api:"),
+        ("providers: {x: {api: openai, base_url: 'ftp://h'}}", "providers.x.base_url:"),
+        (
+            "providers: {x: {api: openai, base_url: 'https://u:p@h'}}",
+            "must not carry a query, a fragment or credentials",
+        ),
+        ("providers: {x: {api: openai, key_env: 'a-b'}}", "providers.x.key_env:"),
+        ("providers: {x: {api: openai, connect_timeout_s: 0}}", "connect_timeout_s:"),
+        ("providers: {x: {api: openai, timeout: 3}}", "unknown field 'timeout'"),
+        ("routes: [{models: [], provider: openai}]", "routes[0].models:"),
+        ("routes: [{models: ['gpt 4'], provider: openai}]", "is not a model pattern"),
+    ],
+)
+def test_config_errors_name_the_field(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(_write(tmp_path, text))
+    assert message in str(err.value)
+    assert str(err.value).startswith(str(tmp_path))
+    assert "u:p" not in str(err.value)
+
+
+def test_config_routes_replace_defaults(tmp_path: Path) -> None:
+    config = load_config(
+        _write(
+            tmp_path,
+            "providers: {local: {api: openai, base_url: 'http://127.0.0.1:1/v1'}}\n"
+            "routes: [{models: ['*'], provider: local}]\n",
+        )
+    )
+    r = Router.build(Settings(), config.providers, config.routes, env={})
+    assert r.for_model("claude-sonnet-5-5").name == "local"  # type: ignore[union-attr]
+    assert set(r.upstreams) == {"anthropic", "openai", "local"}
+
+
+# -- the pipeline -------------------------------------------------------------------------
+
+
+def pipeline(r: Router | None = None, **settings: object) -> RequestPipeline:
+    cfg = Settings(gateway_keys=(SecretStr(KEY),), **settings)  # type: ignore[arg-type]
+    return RequestPipeline(
+        cfg,
+        KeyRegistry.build(cfg.env_keys, None),
+        PolicyChain([NoOpPolicy()]),
+        r or Router.build(cfg, env={}),
+    )
+
+
+async def send(p: RequestPipeline, path: str, model: str, **headers: str) -> Continue | Reject:
+    head = {
+        ":method": "POST",
+        ":path": path,
+        "content-type": "application/json",
+        "x-api-key": KEY,
+        **headers,
+    }
+    assert isinstance(p.on_request_headers(head, False), Continue)
+    body = {"model": model, "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+    return await p.on_request_body(json.dumps(body).encode())
+
+
+async def test_unknown_model_is_a_400_in_each_format() -> None:
+    out = await send(pipeline(), "/v1/messages", "llama-3-70b")
+    assert isinstance(out, Reject) and out.status == 400
+    body = json.loads(out.body)
+    assert body["error"]["type"] == "invalid_request_error"
+    assert "no route matches it" in body["error"]["message"]
+    assert "claude-*" in body["error"]["message"]
+    out = await send(pipeline(), "/v1/chat/completions", "llama-3-70b")
+    assert isinstance(out, Reject) and out.status == 400
+    assert json.loads(out.body)["error"]["param"] == "model"
+
+
+async def test_openai_model_on_messages_endpoint_is_refused() -> None:
+    out = await send(pipeline(), "/v1/messages", "gpt-4o")
+    assert isinstance(out, Reject) and out.status == 400
+    assert "call /v1/chat/completions" in json.loads(out.body)["error"]["message"]
+
+
+async def test_claude_on_chat_completions_goes_to_anthropic_with_bearer_key() -> None:
+    p = pipeline(anthropic_api_key=SecretStr("sk-ant-provider"))
+    out = await send(p, "/v1/chat/completions", "claude-sonnet-5-5")
+    assert isinstance(out, Continue)
+    assert out.set_headers == {
+        "x-gateway-upstream": "anthropic",
+        "authorization": "Bearer sk-ant-provider",  # what Anthropic's OpenAI endpoint takes
+    }
+
+
+async def test_native_anthropic_gets_key_and_version_but_keeps_the_clients_version() -> None:
+    p = pipeline(anthropic_api_key=SecretStr("sk-ant-provider"))
+    out = await send(p, "/v1/messages", "claude-sonnet-5-5")
+    assert isinstance(out, Continue)
+    assert out.set_headers["x-api-key"] == "sk-ant-provider"
+    assert out.set_headers["anthropic-version"] == "2023-06-01"
+    p = pipeline(anthropic_api_key=SecretStr("sk-ant-provider"))
+    out = await send(p, "/v1/messages", "claude-x", **{"anthropic-version": "2099-01-01"})
+    assert isinstance(out, Continue) and "anthropic-version" not in out.set_headers
+
+
+async def test_custom_provider_gets_its_own_key() -> None:
+    r = router(
+        "providers: {local: {api: openai, base_url: 'http://127.0.0.1:1', key_env: LK}}\n"
+        "routes: [{models: ['llama-*'], provider: local}]",
+        LK="sk-local",
+    )
+    out = await send(pipeline(r), "/v1/chat/completions", "llama-3")
+    assert isinstance(out, Continue)
+    assert out.set_headers == {"x-gateway-upstream": "local", "authorization": "Bearer sk-local"}
+
+
+# -- Envoy --------------------------------------------------------------------------------
+
+
+def test_each_provider_is_a_cluster_with_its_timeouts() -> None:
+    r = router(
+        "providers:\n"
+        "  local: {api: openai, base_url: 'https://llm.internal.example/openai/v1',\n"
+        "          connect_timeout_s: 2.5, idle_timeout_s: 120}\n"
+        "routes: [{models: ['*'], provider: local}]"
+    )
+    doc = yaml.safe_load(render(Settings(), ca_bundle="/ca.pem", router=r))
+    clusters = {c["name"]: c for c in doc["static_resources"]["clusters"]}
+    assert set(clusters) == {"extproc", "anthropic", "openai", "local"}
+    local = clusters["local"]
+    assert local["connect_timeout"] == "2.5s"
+    assert local["type"] == "LOGICAL_DNS"
+    tls = local["transport_socket"]["typed_config"]
+    assert tls["sni"] == "llm.internal.example"
+    listener = doc["static_resources"]["listeners"][0]
+    hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
+    (route,) = [r for r in routes if r.get("route", {}).get("cluster") == "local"]
+    assert route["route"]["idle_timeout"] == "120s"
+    assert route["route"]["timeout"] == "0s"
+    assert route["route"]["prefix_rewrite"] == "/openai/"
+    assert route["match"]["headers"][0]["string_match"] == {"exact": "local"}
