@@ -39,9 +39,9 @@ def _route(upstream: Upstream) -> str:
     prefix: /
     headers:
     - name: x-gateway-upstream
-      string_match: {{ exact: {upstream.name} }}
+      string_match: {{ exact: {upstream.cluster} }}
   route:
-    cluster: {upstream.name}
+    cluster: {upstream.cluster}
     # Streams last as long as the model writes: no route timeout, only an idle one.
     timeout: 0s
     idle_timeout: {_seconds(upstream.idle_timeout_s)}
@@ -66,12 +66,12 @@ def _cluster(upstream: Upstream, ca_bundle: str) -> str:
           match_typed_subject_alt_names:
           - san_type: DNS
             matcher: {{ exact: {upstream.host} }}"""
-    return f"""- name: {upstream.name}
+    return f"""- name: {upstream.cluster}
   type: {kind}
   connect_timeout: {_seconds(upstream.connect_timeout_s)}
   dns_lookup_family: V4_PREFERRED
   load_assignment:
-    cluster_name: {upstream.name}
+    cluster_name: {upstream.cluster}
     endpoints:
     - lb_endpoints:
       - endpoint:
@@ -140,17 +140,19 @@ def render(
     ca_bundle: str | None = None,
     response_body: bool = True,
     router: Router | None = None,
+    any_keys: bool = False,
 ) -> str:
     """The bootstrap. `response_body=False` keeps response bodies away from ext_proc
     entirely, for policy chains that never look at them (the fastest path). `router`
-    names the providers, one cluster each (the built-in two by default)."""
+    names the providers, one cluster each (the built-in two by default); `any_keys`
+    makes the config independent of which provider keys are set (see Router.clusters)."""
     ca = ca_bundle or os.environ.get("CA_BUNDLE", DEFAULT_CA_BUNDLE)
     if not TEMPLATE.exists():
         raise FileNotFoundError(
             f"Envoy template {TEMPLATE} not found: run from a checkout of the repository "
             "(make install), where envoy/ sits beside extproc/"
         )
-    upstreams = list((router or Router.build(settings)).upstreams.values())
+    upstreams = (router or Router.build(settings)).clusters(settings, any_keys)
     values = {
         # The admin interface can reconfigure Envoy: never beyond loopback.
         "admin_host": "127.0.0.1",

@@ -220,7 +220,7 @@ class RequestPipeline:
     def _route(self, upstream: Upstream, native: bool) -> Continue:
         """Send the request to `upstream`, with its key in place of the gateway key."""
         self.upstream = upstream
-        out = Continue(set_headers={UPSTREAM_HEADER: upstream.name}, clear_route_cache=True)
+        out = Continue(set_headers={UPSTREAM_HEADER: upstream.cluster}, clear_route_cache=True)
         caller_brings_key = self.caller is not None and self.caller.passthrough
         if upstream.api_key is not None and not caller_brings_key:
             key = upstream.api_key.get_secret_value()

@@ -36,7 +36,8 @@ REAL_BASE_URLS = {
 DEFAULT_KEY_ENV = {ApiKind.ANTHROPIC: "ANTHROPIC_API_KEY", ApiKind.OPENAI: "OPENAI_API_KEY"}
 # Envoy cluster names share a namespace with our own: keep them apart and YAML-safe.
 _PROVIDER_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,47}$")
-_RESERVED_NAMES = frozenset({"extproc"})
+MOCK_CLUSTER = "mock"
+_RESERVED_NAMES = frozenset({"extproc", MOCK_CLUSTER})
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _PATTERN = re.compile(r"^[A-Za-z0-9._:/@*?\[\]-]{1,200}$")
 
@@ -107,7 +108,7 @@ def check_routing(
         if not _PROVIDER_NAME.match(name) or name in _RESERVED_NAMES:
             problems.append(
                 f"providers.{name}: provider names are lower-case letters, digits, - and _, "
-                "starting with a letter (and not 'extproc')"
+                "starting with a letter (and not 'extproc' or 'mock')"
             )
         default = DEFAULT_PROVIDERS.get(name)
         if default is not None and provider.api is not default.api:
@@ -136,6 +137,11 @@ class Upstream(BaseModel):
     api_key: SecretStr | None = None
     key_env: str = ""
     is_mock: bool = False
+    # The Envoy cluster: the provider's name, or the mock's cluster for a provider that
+    # falls back to it, so a config rendered for any keys can hold both.
+    cluster: str = ""
+    # No URL configured: the real API with a key, the mock without one.
+    keyed_fallback: bool = False
     connect_timeout_s: float = 10.0
     idle_timeout_s: float = 600.0
 
@@ -162,6 +168,10 @@ class Upstream(BaseModel):
         return f"{self.name} -> {'mock LLM' if self.is_mock else self.base_url}"
 
 
+def mock_url(settings: Settings) -> str:
+    return f"http://{settings.mock_host}:{settings.mock_port}"
+
+
 def resolve(
     name: str, provider: ProviderConfig, settings: Settings, env: Mapping[str, str]
 ) -> Upstream:
@@ -172,6 +182,7 @@ def resolve(
         raw = env.get(key_env, "").strip()
         key = SecretStr(raw) if raw else None
     is_mock = False
+    fallback = provider.base_url is None and settings.upstream_url(provider.api) is None
     if provider.base_url is not None:
         url = provider.base_url
     elif settings.upstream_url(provider.api) is not None:
@@ -179,7 +190,7 @@ def resolve(
     elif key is not None:
         url = REAL_BASE_URLS[provider.api]
     else:
-        url, is_mock = f"http://{settings.mock_host}:{settings.mock_port}", True
+        url, is_mock = mock_url(settings), True
     return Upstream(
         name=name,
         api=provider.api,
@@ -187,6 +198,8 @@ def resolve(
         api_key=key,
         key_env=key_env,
         is_mock=is_mock,
+        cluster=MOCK_CLUSTER if is_mock else name,
+        keyed_fallback=fallback,
         connect_timeout_s=provider.connect_timeout_s,
         idle_timeout_s=provider.idle_timeout_s,
     )
@@ -249,3 +262,28 @@ class Router:
     @property
     def needs_mock(self) -> bool:
         return any(u.is_mock for u in self.upstreams.values())
+
+    def clusters(self, settings: Settings, any_keys: bool = False) -> list[Upstream]:
+        """The Envoy clusters to render, one per distinct `cluster`. `any_keys` renders
+        providers without a URL both ways, the real API and the mock, so the config
+        stays right whichever keys the ext_proc server has when it starts."""
+        out: dict[str, Upstream] = {}
+        for upstream in self.upstreams.values():
+            variants = [upstream]
+            if any_keys and upstream.keyed_fallback:
+                real = REAL_BASE_URLS[upstream.api]
+                variants = [
+                    upstream.model_copy(
+                        update={"base_url": real, "is_mock": False, "cluster": upstream.name}
+                    ),
+                    upstream.model_copy(
+                        update={
+                            "base_url": mock_url(settings),
+                            "is_mock": True,
+                            "cluster": MOCK_CLUSTER,
+                        }
+                    ),
+                ]
+            for variant in variants:
+                out.setdefault(variant.cluster, variant)
+        return list(out.values())

@@ -204,7 +204,8 @@ def test_render_envoy_with_a_routing_table_validates(tmp_path: Path) -> None:
     path = tmp_path / "envoy.yaml"
     path.write_text(done.stdout)
     clusters = {c["name"]: c for c in yaml.safe_load(done.stdout)["static_resources"]["clusters"]}
-    assert {"anthropic", "openai", "local", "azure", "extproc"} == set(clusters)
+    # Nothing falls back to the mock: every provider has a URL, or a key decides.
+    assert {"anthropic", "openai", "mock", "local", "azure", "extproc"} == set(clusters)
     assert clusters["local"]["connect_timeout"] == "3s"
     assert "transport_socket" in clusters["azure"]
     _validate(path)
@@ -215,13 +216,13 @@ def test_render_envoy_with_a_routing_table_validates(tmp_path: Path) -> None:
 
 def test_compose_envoy_config_is_up_to_date() -> None:
     shipped = _strip_generated_header(COMPOSE_ENVOY.read_text(), COMPOSE_ENVOY.name)
-    expected = render(COMPOSE_SETTINGS, ca_bundle=DEFAULT_CA_BUNDLE)
+    expected = render(COMPOSE_SETTINGS, ca_bundle=DEFAULT_CA_BUNDLE, any_keys=True)
     _assert_up_to_date(shipped, expected, "envoy/envoy.compose.yaml")
 
 
 def test_kubernetes_configmap_is_up_to_date() -> None:
     _strip_generated_header(K8S_CONFIGMAP.read_text(), K8S_CONFIGMAP.name)
-    expected = render(K8S_SETTINGS, ca_bundle=DEFAULT_CA_BUNDLE)
+    expected = render(K8S_SETTINGS, ca_bundle=DEFAULT_CA_BUNDLE, any_keys=True)
     _assert_up_to_date(_configmap_bootstrap(), expected, "deploy/kubernetes/envoy-configmap.yaml")
 
 
@@ -268,7 +269,10 @@ def test_compose_envoy_config_points_at_compose_services() -> None:
     s = COMPOSE_SETTINGS
     assert endpoints["listener"] == ("0.0.0.0", s.gateway_port)
     assert endpoints["extproc"] == ("extproc", s.extproc_port)
-    assert endpoints["anthropic"] == endpoints["openai"] == ("mock-llm", s.mock_port)
+    assert endpoints["mock"] == ("mock-llm", s.mock_port)
+    # Also the real APIs: ext_proc picks them when it has their keys.
+    assert endpoints["anthropic"] == ("api.anthropic.com", 443)
+    assert endpoints["openai"] == ("api.openai.com", 443)
     assert {"extproc", "mock-llm"} <= services
 
 
@@ -317,7 +321,8 @@ def test_kubernetes_ports_match_settings() -> None:
     endpoints = _bootstrap_endpoints(_configmap_bootstrap())
     assert endpoints["listener"] == ("0.0.0.0", s.gateway_port)
     assert endpoints["extproc"] == ("127.0.0.1", s.extproc_port)
-    assert endpoints["anthropic"] == endpoints["openai"] == (s.mock_host, s.mock_port)
+    assert endpoints["mock"] == (s.mock_host, s.mock_port)
+    assert endpoints["anthropic"] == ("api.anthropic.com", 443)
 
     service = docs["Service"]
     assert service["spec"]["selector"].items() <= (

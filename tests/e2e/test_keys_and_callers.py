@@ -109,6 +109,54 @@ def test_unknown_and_dev_keys_refused_with_a_keys_file(keyed: Stack, key: str) -
         _ask(_claude(keyed, key))
 
 
+def _oai(st: Stack, key: str, **kw: object) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{st.base_url}/v1", api_key=key, max_retries=0, **kw)  # type: ignore[arg-type]
+
+
+AUTH_CASES = {
+    "unknown-key": ("sk-gw-unknown", {}),
+    "dev-key-with-keys-file": (DEV_GATEWAY_KEY, {}),
+    "passthrough-key-as-api-key": (KEYS["own-creds"], {}),
+    "unknown-gateway-key-header": (CLIENT_KEY, {"x-gateway-key": "sk-gw-unknown"}),
+}
+
+
+@pytest.mark.parametrize("case", list(AUTH_CASES))
+def test_every_auth_failure_is_the_sdks_own_exception(keyed: Stack, case: str) -> None:
+    key, headers = AUTH_CASES[case]
+    with pytest.raises(anthropic.AuthenticationError) as a_err:
+        _ask(_claude(keyed, key, default_headers=headers))
+    assert a_err.value.status_code == 401
+    assert a_err.value.body["error"]["type"] == "authentication_error"  # type: ignore[index]
+    with pytest.raises(openai.AuthenticationError) as o_err:
+        _oai(keyed, key, default_headers=headers).chat.completions.create(
+            model="gpt-4o-mini",
+            messages=MESSAGE,  # type: ignore[arg-type]
+        )
+    assert o_err.value.status_code == 401 and o_err.value.code == "invalid_api_key"
+    for err in (a_err.value, o_err.value):
+        assert key not in str(err.body) and "sk-gw-unknown" not in str(err.body)
+
+
+def test_missing_key_is_401_in_each_format(keyed: Stack) -> None:
+    body = {"model": "claude-sonnet-5-5", "max_tokens": 5, "messages": MESSAGE}
+    resp = httpx.post(f"{keyed.base_url}/v1/messages", json=body)
+    assert resp.status_code == 401
+    assert resp.json()["error"]["type"] == "authentication_error"
+    resp = httpx.post(f"{keyed.base_url}/v1/chat/completions", json=body)
+    assert resp.status_code == 401
+    assert resp.json()["error"]["code"] == "invalid_api_key"
+
+
+def test_model_not_allowed_is_permission_denied_in_the_openai_sdk_too(keyed: Stack) -> None:
+    with pytest.raises(openai.PermissionDeniedError, match="may not use model") as err:
+        _oai(keyed, KEYS["gpt-only"]).chat.completions.create(
+            model="claude-sonnet-5-5",
+            messages=MESSAGE,  # type: ignore[arg-type]
+        )
+    assert err.value.status_code == 403
+
+
 def test_log_names_callers_not_keys(keyed: Stack) -> None:
     log = (Path(keyed.log_dir or ".") / "extproc.log").read_text()
     assert '"caller":"shouter"' in log

@@ -154,7 +154,7 @@ async def test_request_headers_checks() -> None:
 
 
 async def test_gateway_key_removed_and_routing_header_set() -> None:
-    p = make()
+    p = make(openai_api_key=SecretStr("sk-o"), anthropic_api_key=SecretStr("sk-a"))
     out = p.on_request_headers(request_headers("/v1/chat/completions"), False)
     assert isinstance(out, Continue)
     assert {"authorization", "x-api-key", "x-gateway-upstream"} <= set(out.remove_headers)
@@ -171,8 +171,11 @@ async def test_provider_key_injected_only_for_real_upstream() -> None:
     p.on_request_headers(request_headers("/v1/chat/completions"), False)
     res = await p.on_request_body(b'{"model":"gpt-4o","messages":[]}')
     assert isinstance(res, Continue) and res.set_headers["authorization"] == "Bearer sk-provider"
+    assert res.set_headers["x-gateway-upstream"] == "openai"
+    # No Anthropic key: the mock's own cluster, and nothing injected.
     res = await p.on_request_body(b'{"model":"claude-x","messages":[]}')
     assert isinstance(res, Continue) and "authorization" not in res.set_headers
+    assert res.set_headers["x-gateway-upstream"] == "mock"
 
 
 async def test_stream_without_terminator_gets_error_event() -> None:

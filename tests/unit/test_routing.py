@@ -232,7 +232,8 @@ def test_each_provider_is_a_cluster_with_its_timeouts() -> None:
     )
     doc = yaml.safe_load(render(Settings(), ca_bundle="/ca.pem", router=r))
     clusters = {c["name"]: c for c in doc["static_resources"]["clusters"]}
-    assert set(clusters) == {"extproc", "anthropic", "openai", "local"}
+    # No keys: the two built-in providers share the mock's cluster.
+    assert set(clusters) == {"extproc", "mock", "local"}
     local = clusters["local"]
     assert local["connect_timeout"] == "2.5s"
     assert local["type"] == "LOGICAL_DNS"
@@ -246,3 +247,33 @@ def test_each_provider_is_a_cluster_with_its_timeouts() -> None:
     assert route["route"]["timeout"] == "0s"
     assert route["route"]["prefix_rewrite"] == "/openai/"
     assert route["match"]["headers"][0]["string_match"] == {"exact": "local"}
+
+
+def test_config_for_any_keys_does_not_depend_on_the_keys() -> None:
+    """render-envoy's output (compose, Kubernetes) holds the real APIs and the mock, so
+    adding or removing a provider key never needs a new Envoy config."""
+    bare = Settings()
+    keyed = Settings(anthropic_api_key=SecretStr("sk-a"), openai_api_key=SecretStr("sk-o"))
+    rendered = [
+        render(s, ca_bundle="/ca.pem", router=Router.build(s, env={}), any_keys=True)
+        for s in (bare, keyed)
+    ]
+    assert rendered[0] == rendered[1]
+    assert "sk-a" not in rendered[1] and "sk-o" not in rendered[1]
+    doc = yaml.safe_load(rendered[0])
+    clusters = {c["name"] for c in doc["static_resources"]["clusters"]}
+    assert clusters == {"extproc", "anthropic", "openai", "mock"}
+    # A URL override is not key-dependent: no mock variant for it.
+    override = Settings(upstream_openai_url="http://10.0.0.7:8080")
+    doc = yaml.safe_load(render(override, router=Router.build(override, env={}), any_keys=True))
+    clusters = {c["name"] for c in doc["static_resources"]["clusters"]}
+    assert clusters == {"extproc", "anthropic", "openai", "mock"}
+    only_urls = Settings(
+        upstream_openai_url="http://10.0.0.7:8080", upstream_anthropic_url="http://10.0.0.8"
+    )
+    doc = yaml.safe_load(render(only_urls, router=Router.build(only_urls, env={}), any_keys=True))
+    assert {c["name"] for c in doc["static_resources"]["clusters"]} == {
+        "extproc",
+        "anthropic",
+        "openai",
+    }
