@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from typing import Literal
 from urllib.parse import urlsplit
@@ -40,14 +41,27 @@ ENV_VARS = {
 }
 
 
+# A host Envoy's YAML and its socket_address take as they are: a name or an IPv4 address
+# (IPv6 literals need brackets in URLs and quoting in YAML; not worth it here).
+_HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
+
+
 def check_url(value: str) -> str:
-    """An upstream base URL: http(s), a host, and nothing that belongs elsewhere."""
+    """An upstream base URL: http(s), a plain host, an optional port and path. Errors
+    never echo the value: a URL can carry credentials or come from a secret."""
     parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"must be an http(s) URL such as https://api.example.com, got {value!r}")
-    if parts.query or parts.fragment or parts.username or parts.password:
-        # Never echoed: credentials in a URL are secrets.
-        raise ValueError("must not carry a query, a fragment or credentials")
+    if parts.scheme not in ("http", "https"):
+        raise ValueError("must be an http(s) URL such as https://api.example.com")
+    if parts.username or parts.password or parts.query or parts.fragment:
+        raise ValueError("must not carry credentials, a query or a fragment")
+    if not parts.hostname or not _HOST.fullmatch(parts.hostname):
+        raise ValueError("must name a host: letters, digits, '.' and '-', or an IPv4 address")
+    try:
+        parts.port  # noqa: B018 - raises on a port out of range or not a number
+    except ValueError:
+        raise ValueError("has an invalid port (1-65535)") from None
+    if not re.fullmatch(r"[A-Za-z0-9._~/%-]*", parts.path):
+        raise ValueError("has a path with characters a URL path does not need")
     return value
 
 

@@ -29,7 +29,8 @@ def _is_ip(host: str) -> bool:
 
 
 def _seconds(value: float) -> str:
-    return f"{value:g}s"
+    """A protobuf Duration in YAML: fixed-point, never an exponent."""
+    return f"{value:.3f}".rstrip("0").rstrip(".") + "s"
 
 
 def _route(upstream: Upstream) -> str:
@@ -51,20 +52,23 @@ def _route(upstream: Upstream) -> str:
 
 
 def _cluster(upstream: Upstream, ca_bundle: str) -> str:
-    kind = "STATIC" if _is_ip(upstream.host) else "LOGICAL_DNS"
+    by_ip = _is_ip(upstream.host)
+    kind = "STATIC" if by_ip else "LOGICAL_DNS"
     tls = ""
+    # SNI carries names only; a certificate for an address lists it as an IP SAN.
+    sni = "" if by_ip else f"\n      sni: {upstream.host}"
+    san_type = "IP_ADDRESS" if by_ip else "DNS"
     if upstream.scheme == "https":
         tls = f"""
   transport_socket:
     name: envoy.transport_sockets.tls
     typed_config:
-      "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
-      sni: {upstream.host}
+      "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext{sni}
       common_tls_context:
         validation_context:
           trusted_ca: {{ filename: {ca_bundle} }}
           match_typed_subject_alt_names:
-          - san_type: DNS
+          - san_type: {san_type}
             matcher: {{ exact: {upstream.host} }}"""
     return f"""- name: {upstream.cluster}
   type: {kind}
@@ -111,24 +115,31 @@ def _mappers(max_request_bytes: int) -> str:
             "%LOCAL_REPLY_BODY%",
         ),
     ]
+    # OpenAI-style paths, also after a provider's prefix_rewrite moved them (Envoy keeps
+    # the client's path in x-envoy-original-path then); anything else is Anthropic's.
+    openai_path = """or_filter:
+          filters:
+          - header_filter:
+              header: { name: ":path", string_match: { prefix: "/v1/chat" } }
+          - header_filter:
+              header: { name: x-envoy-original-path, string_match: { prefix: "/v1/chat" } }"""
     blocks = []
     for flag_filter, a_type, o_type, o_code, message in cases:
-        for path_prefix, fmt in (
+        openai_fmt = {"error": {"message": message, "type": o_type, "param": None, "code": o_code}}
+        anthropic_fmt = {"type": "error", "error": {"type": a_type, "message": message}}
+        for path_filter, fmt in (
+            (openai_path, openai_fmt),
             (
-                "/v1/chat",
-                {"error": {"message": message, "type": o_type, "param": None, "code": o_code}},
+                'header_filter:\n          header: { name: ":path", present_match: true }',
+                anthropic_fmt,
             ),
-            ("/", {"type": "error", "error": {"type": a_type, "message": message}}),
         ):
             blocks.append(
                 f"""- filter:
     and_filter:
       filters:
       - {flag_filter}
-      - header_filter:
-          header:
-            name: ":path"
-            string_match: {{ prefix: {json.dumps(path_prefix)} }}
+      - {path_filter}
   body_format_override:
     json_format: {json.dumps(fmt)}"""
             )

@@ -215,7 +215,12 @@ class RequestPipeline:
             return Continue(remove_headers=[*self._key_headers({}), UPSTREAM_HEADER])
         if end_of_stream and not self.envoy_sends_body:
             self.finished = True  # nothing else of this request passes through ext_proc
-        return self._route(self.router.default_for(api), native=api is ApiKind.ANTHROPIC)
+        upstream = self.router.default_for(api)
+        model_id = bare.removeprefix("/v1/models/") if bare.startswith("/v1/models/") else ""
+        routed = self.router.for_model(model_id) if model_id else None
+        if routed is not None and routed.api is api:
+            upstream = routed  # one model's details come from the provider serving it
+        return self._route(upstream, native=api is ApiKind.ANTHROPIC)
 
     def _route(self, upstream: Upstream, native: bool) -> Continue:
         """Send the request to `upstream`, with its key in place of the gateway key."""
@@ -238,14 +243,14 @@ class RequestPipeline:
         if upstream is None:
             return self._reject(
                 400,
-                f"model {model!r} is not served by this gateway: no route matches it "
+                f"model {model[:200]!r} is not served by this gateway: no route matches it "
                 f"(routed models: {', '.join(self.router.patterns) or 'none'})",
                 "model",
             )
         if api is ApiKind.ANTHROPIC and upstream.api is not ApiKind.ANTHROPIC:
             return self._reject(
                 400,
-                f"model {model!r} is served by provider {upstream.name!r}, which speaks the "
+                f"model {model[:200]!r} is served by provider {upstream.name!r}, which speaks the "
                 "OpenAI API: call /v1/chat/completions for it",
                 "model",
             )
@@ -260,7 +265,7 @@ class RequestPipeline:
         if not isinstance(model, str) or not model:
             return self._reject(400, "model: a model name is required", "model")
         if self.caller is not None and not self.caller.allows(model):
-            return self._reject(403, f"this key may not use model {model!r}", "model")
+            return self._reject(403, f"this key may not use model {model[:200]!r}", "model")
         found = self._find_upstream(model, ApiKind.ANTHROPIC)
         if isinstance(found, Reject):
             return found
@@ -292,7 +297,7 @@ class RequestPipeline:
         if not isinstance(parsed.get("messages"), list):
             return self._reject(400, "messages: an array of messages is required", "messages")
         if self.caller is not None and not self.caller.allows(model):
-            return self._reject(403, f"this key may not use model {model!r}", "model")
+            return self._reject(403, f"this key may not use model {model[:200]!r}", "model")
         self.request = ApiRequest(
             api=self.api,
             path=self.path,
@@ -316,10 +321,13 @@ class RequestPipeline:
             return self._reject(verdict.status, verdict.message)
         # Routed after the policies: their verdicts (a model not allowed) come first, and
         # the model routed is the one that goes upstream.
-        final_model = self.request.body.get("model")
-        upstream = self._find_upstream(
-            final_model if isinstance(final_model, str) else model, self.api
-        )
+        final = self.request.body.get("model")
+        if final != model:
+            if not isinstance(final, str) or not final:
+                return self._reject(500, "a gateway policy removed the request's model")
+            if self.caller is not None and not self.caller.allows(final):
+                return self._reject(403, f"this key may not use model {final[:200]!r}", "model")
+        upstream = self._find_upstream(final, self.api)
         if isinstance(upstream, Reject):
             return upstream
         out = self._route(upstream, native=self.api is ApiKind.ANTHROPIC)

@@ -35,11 +35,11 @@ REAL_BASE_URLS = {
 }
 DEFAULT_KEY_ENV = {ApiKind.ANTHROPIC: "ANTHROPIC_API_KEY", ApiKind.OPENAI: "OPENAI_API_KEY"}
 # Envoy cluster names share a namespace with our own: keep them apart and YAML-safe.
-_PROVIDER_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,47}$")
+_PROVIDER_NAME = re.compile(r"[a-z][a-z0-9_-]{0,47}")
 MOCK_CLUSTER = "mock"
 _RESERVED_NAMES = frozenset({"extproc", MOCK_CLUSTER})
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_PATTERN = re.compile(r"^[A-Za-z0-9._:/@*?\[\]-]{1,200}$")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_PATTERN = re.compile(r"[A-Za-z0-9._:/@*?\[\]-]{1,200}")
 
 
 class ProviderConfig(BaseModel):
@@ -51,10 +51,10 @@ class ProviderConfig(BaseModel):
     base_url: str | None = None
     key_env: str | None = None
     # Reaching the provider: a dead address fails fast instead of holding the client.
-    connect_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    connect_timeout_s: float = Field(default=10.0, ge=0.01, le=300)
     # A stream with no byte either way for this long is dead. Long generations stay
     # alive: models that think for minutes still send pings.
-    idle_timeout_s: float = Field(default=600.0, gt=0, le=86400)
+    idle_timeout_s: float = Field(default=600.0, ge=1, le=86400)
 
     @field_validator("base_url")
     @classmethod
@@ -64,7 +64,7 @@ class ProviderConfig(BaseModel):
     @field_validator("key_env")
     @classmethod
     def _env(cls, value: str | None) -> str | None:
-        if value is not None and not _ENV_NAME.match(value):
+        if value is not None and not _ENV_NAME.fullmatch(value):
             raise ValueError("must be an environment variable name such as MY_PROVIDER_KEY")
         return value
 
@@ -81,7 +81,7 @@ class RouteConfig(BaseModel):
     @classmethod
     def _patterns(cls, value: list[str]) -> list[str]:
         for pattern in value:
-            if not _PATTERN.match(pattern):
+            if not _PATTERN.fullmatch(pattern):
                 raise ValueError(
                     f"{pattern!r} is not a model pattern (letters, digits, . _ : / @ - and "
                     "the wildcards * ? [...])"
@@ -105,7 +105,7 @@ def check_routing(
     """Problems with a config's providers and routes, one message each."""
     problems = []
     for name, provider in providers.items():
-        if not _PROVIDER_NAME.match(name) or name in _RESERVED_NAMES:
+        if not _PROVIDER_NAME.fullmatch(name) or name in _RESERVED_NAMES:
             problems.append(
                 f"providers.{name}: provider names are lower-case letters, digits, - and _, "
                 "starting with a letter (and not 'extproc' or 'mock')"
@@ -175,18 +175,24 @@ def mock_url(settings: Settings) -> str:
 def resolve(
     name: str, provider: ProviderConfig, settings: Settings, env: Mapping[str, str]
 ) -> Upstream:
-    """Where a provider is, and its key, from the settings and the environment."""
-    key_env = provider.key_env or DEFAULT_KEY_ENV[provider.api]
-    key = settings.provider_key(key_env)
-    if key is None:
+    """Where a provider is, and its key, from the settings and the environment.
+
+    Only the built-in providers default to the standard key variables and follow the
+    UPSTREAM_*_URL overrides: another provider gets a key only from its own `key_env`,
+    so the real OpenAI or Anthropic key never reaches a host nobody chose for it."""
+    builtin = name in DEFAULT_PROVIDERS
+    key_env = provider.key_env or (DEFAULT_KEY_ENV[provider.api] if builtin else "")
+    key = settings.provider_key(key_env) if key_env else None
+    if key is None and key_env:
         raw = env.get(key_env, "").strip()
         key = SecretStr(raw) if raw else None
+    override = settings.upstream_url(provider.api) if builtin else None
     is_mock = False
-    fallback = provider.base_url is None and settings.upstream_url(provider.api) is None
+    fallback = provider.base_url is None and override is None
     if provider.base_url is not None:
         url = provider.base_url
-    elif settings.upstream_url(provider.api) is not None:
-        url = settings.upstream_url(provider.api) or ""
+    elif override is not None:
+        url = override
     elif key is not None:
         url = REAL_BASE_URLS[provider.api]
     else:
@@ -247,13 +253,13 @@ class Router:
         return match
 
     def default_for(self, api: ApiKind) -> Upstream:
-        """The provider for requests that name no model (`/v1/models`): the first routed
-        provider speaking that API, else the built-in one."""
-        for route in self.routes:
-            upstream = self.upstreams[route.provider]
-            if upstream.api is api:
-                return upstream
-        return self.upstreams[api.value]
+        """The provider for requests that name no model (`/v1/models`): the built-in one
+        of that API while a route uses it, else the first routed provider of that API."""
+        builtin = self.upstreams[api.value]
+        routed = [self.upstreams[r.provider] for r in self.routes]
+        if builtin in routed:
+            return builtin
+        return next((u for u in routed if u.api is api), builtin)
 
     @property
     def patterns(self) -> list[str]:

@@ -101,8 +101,11 @@ providers:
     base_url: "{providers["openai"].url}/v1"
     key_env: TEAM_OAI_KEY
     connect_timeout_s: 2
-  nowhere: {{api: openai, base_url: "http://127.0.0.1:{free_port()}", connect_timeout_s: 1}}
+  # Nothing listens there; a path prefix, so Envoy rewrites the path it routes.
+  nowhere: {{api: openai, base_url: "http://127.0.0.1:{free_port()}/team/v1", connect_timeout_s: 1}}
+  nowhere-claude: {{api: anthropic, base_url: "http://127.0.0.1:{free_port()}/team"}}
 routes:
+  - {{models: ["claude-offline-*"], provider: nowhere-claude}}
   - {{models: ["claude-*"], provider: anthropic}}
   - {{models: ["gpt-*", "o1*", "o3*", "o4*"], provider: openai}}
   - {{models: ["offline-*"], provider: nowhere}}
@@ -217,10 +220,19 @@ def test_unknown_model_is_400_in_each_sdk(
 
 
 def test_unreachable_provider_fails_in_format(routed: Stack) -> None:
-    with pytest.raises(openai.InternalServerError) as err:
+    """Envoy's own 503, in the format of the endpoint the client called, also when the
+    provider's base URL path changed the path Envoy sent."""
+    with pytest.raises(openai.InternalServerError) as o_err:
         _openai(routed).chat.completions.create(model="offline-1", messages=MESSAGE)
-    assert err.value.status_code == 503
-    assert err.value.body["type"] == "server_error"  # type: ignore[index]
+    assert o_err.value.status_code == 503
+    assert o_err.value.body["type"] == "server_error"  # type: ignore[index]
+    with pytest.raises(openai.InternalServerError) as o_err:
+        _openai(routed).chat.completions.create(model="claude-offline-1", messages=MESSAGE)
+    assert o_err.value.body["type"] == "server_error"  # type: ignore[index]
+    with pytest.raises(anthropic.InternalServerError) as a_err:
+        _claude(routed).messages.create(model="claude-offline-1", max_tokens=5, messages=MESSAGE)
+    assert a_err.value.status_code == 503
+    assert a_err.value.body["error"]["type"] == "api_error"  # type: ignore[index]
 
 
 # -- the rest of the API ----------------------------------------------------------------

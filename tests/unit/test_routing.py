@@ -15,7 +15,8 @@ from extproc.config import Settings
 from extproc.envoy_config import render
 from extproc.keys import KeyRegistry
 from extproc.pipeline import Continue, Reject, RequestPipeline
-from extproc.policies.base import PolicyChain
+from extproc.policies.base import ApiRequest, Policy, PolicyChain
+from extproc.policies.base import Reject as PolicyReject
 from extproc.policies.noop import NoOpPolicy
 from extproc.policy_config import ConfigError, load_config
 from extproc.routing import ProviderConfig, RouteConfig, Router
@@ -73,9 +74,15 @@ def test_first_matching_route_wins_and_custom_providers_resolve() -> None:
     assert (local.connect_timeout_s, local.idle_timeout_s) == (2, 90)
     assert "sk-local-secret" not in repr(local)
     assert r.patterns == ["gpt-4o-mini*", "gpt-*", "llama-*", "claude-*"]
-    # /v1/models goes to the first routed provider of the client's API.
-    assert r.default_for(ApiKind.OPENAI).name == "local"
+    # /v1/models goes to the built-in provider of the client's API while routes use it...
+    assert r.default_for(ApiKind.OPENAI).name == "openai"
     assert r.default_for(ApiKind.ANTHROPIC).name == "anthropic"
+    # ... else to the first routed provider of that API.
+    only_local = router(
+        "providers: {local: {api: openai, base_url: 'http://10.0.0.9'}}\n"
+        "routes: [{models: ['*'], provider: local}]"
+    )
+    assert only_local.default_for(ApiKind.OPENAI).name == "local"
 
 
 def test_builtin_providers_resolve_to_mock_real_api_or_override() -> None:
@@ -114,13 +121,19 @@ def _write(tmp_path: Path, text: str) -> Path:
         ("providers: {x: {api: openai, base_url: 'ftp://h'}}", "providers.x.base_url:"),
         (
             "providers: {x: {api: openai, base_url: 'https://u:p@h'}}",
-            "must not carry a query, a fragment or credentials",
+            "must not carry credentials, a query or a fragment",
         ),
         ("providers: {x: {api: openai, key_env: 'a-b'}}", "providers.x.key_env:"),
         ("providers: {x: {api: openai, connect_timeout_s: 0}}", "connect_timeout_s:"),
         ("providers: {x: {api: openai, timeout: 3}}", "unknown field 'timeout'"),
         ("routes: [{models: [], provider: openai}]", "routes[0].models:"),
         ("routes: [{models: ['gpt 4'], provider: openai}]", "is not a model pattern"),
+        ("routes: [{models: ['gpt-*\\n'], provider: openai}]", "is not a model pattern"),
+        ('providers: {"local\\n": {api: openai}}', "providers.local\n:"),
+        ("providers: {x: {api: openai, base_url: 'http://vllm:99999/v1'}}", "invalid port"),
+        ("providers: {x: {api: openai, base_url: 'http://vllm}x/v1'}}", "must name a host"),
+        ("providers: {x: {api: openai, base_url: 'http://h/a b'}}", "has a path"),
+        ("providers: {x: {api: openai, connect_timeout_s: 0.00001}}", "connect_timeout_s:"),
     ],
 )
 def test_config_errors_name_the_field(tmp_path: Path, text: str, message: str) -> None:
@@ -129,6 +142,34 @@ def test_config_errors_name_the_field(tmp_path: Path, text: str, message: str) -
     assert message in str(err.value)
     assert str(err.value).startswith(str(tmp_path))
     assert "u:p" not in str(err.value)
+
+
+def test_bad_url_is_never_echoed(tmp_path: Path) -> None:
+    path = _write(tmp_path, "providers: {x: {api: openai, base_url: '${SECRET_URL}'}}")
+    with pytest.raises(ConfigError) as err:
+        load_config(path, env={"SECRET_URL": "https//admin:hunter2@vllm.internal/v1"})
+    assert "providers.x.base_url: must be an http(s) URL" in str(err.value)
+    assert "hunter2" not in str(err.value)
+
+
+def test_custom_providers_never_get_the_standard_keys_or_overrides() -> None:
+    keyed = Settings(
+        openai_api_key=SecretStr("sk-real-openai"),
+        upstream_openai_url="http://corp-proxy.example:8080",
+    )
+    r = router(
+        "providers:\n"
+        "  local: {api: openai, base_url: 'http://vllm.internal:8000/v1'}\n"
+        "  team-b: {api: openai, key_env: TEAM_B_KEY}\n",
+        settings=keyed,
+        TEAM_B_KEY="sk-team-b",
+    )
+    assert r.upstreams["local"].api_key is None
+    assert r.upstreams["openai"].base_url == "http://corp-proxy.example:8080"
+    # No URL: the real API with its own key, not the built-in's override.
+    team_b = r.upstreams["team-b"]
+    assert team_b.base_url == "https://api.openai.com"
+    assert team_b.api_key is not None and team_b.api_key.get_secret_value() == "sk-team-b"
 
 
 def test_config_routes_replace_defaults(tmp_path: Path) -> None:
@@ -277,3 +318,67 @@ def test_config_for_any_keys_does_not_depend_on_the_keys() -> None:
         "anthropic",
         "openai",
     }
+
+
+def test_https_provider_by_address_checks_an_ip_san() -> None:
+    r = router("providers: {gpu: {api: openai, base_url: 'https://10.1.2.3:8443/v1'}}")
+    doc = yaml.safe_load(render(Settings(), ca_bundle="/ca.pem", router=r))
+    (cluster,) = [c for c in doc["static_resources"]["clusters"] if c["name"] == "gpu"]
+    tls = cluster["transport_socket"]["typed_config"]
+    assert "sni" not in tls
+    sans = tls["common_tls_context"]["validation_context"]["match_typed_subject_alt_names"]
+    assert sans == [{"san_type": "IP_ADDRESS", "matcher": {"exact": "10.1.2.3"}}]
+
+
+def test_durations_are_fixed_point() -> None:
+    r = router("providers: {x: {api: openai, base_url: 'http://h', connect_timeout_s: 0.25}}")
+    doc = yaml.safe_load(render(Settings(), router=r))
+    (cluster,) = [c for c in doc["static_resources"]["clusters"] if c["name"] == "x"]
+    assert cluster["connect_timeout"] == "0.25s"
+
+
+async def test_model_detail_goes_to_the_provider_serving_that_model() -> None:
+    r = router(
+        "providers: {local: {api: openai, base_url: 'http://127.0.0.1:1', key_env: LK}}\n"
+        "routes: [{models: ['gpt-*'], provider: openai}, {models: ['llama-*'], provider: local}]",
+        LK="sk-local",
+    )
+    for path, cluster in (
+        ("/v1/models/llama-3", "local"),
+        ("/v1/models/gpt-4o", "mock"),  # openai, falling back to the mock without a key
+        ("/v1/models", "mock"),
+    ):
+        p = pipeline(r)
+        out = p.on_request_headers({":method": "GET", ":path": path, "x-api-key": KEY}, True)
+        assert isinstance(out, Continue), path
+        assert out.set_headers["x-gateway-upstream"] == cluster, path
+
+
+class _SwapModel(Policy):
+    type = "swap_model"
+
+    def __init__(self, to: object) -> None:
+        super().__init__()
+        self.to = to
+
+    async def on_request(self, request: ApiRequest) -> PolicyReject | None:
+        request.replace_body({**request.body, "model": self.to})
+        return None
+
+
+async def test_a_model_set_by_a_policy_is_checked_and_routed() -> None:
+    cfg = Settings(gateway_keys=(SecretStr(KEY),))
+    for to, status, upstream in (
+        ("gpt-4o", None, "openai"),
+        (None, 500, None),
+        ("llama", 400, None),
+    ):
+        p = RequestPipeline(
+            cfg, KeyRegistry.build(cfg.env_keys, None), PolicyChain([_SwapModel(to)]), router()
+        )
+        out = await send(p, "/v1/chat/completions", "claude-x")
+        if status is None:
+            assert isinstance(out, Continue) and p.upstream is not None
+            assert p.upstream.name == upstream
+        else:
+            assert isinstance(out, Reject) and out.status == status
