@@ -249,7 +249,13 @@ def test_compose_file_services() -> None:
     assert extproc["build"] == "."
     env = extproc["environment"]
     assert env["EXTPROC_LISTEN"] == "0.0.0.0"
-    assert env["GATEWAY_API_KEYS"] == f"${{GATEWAY_API_KEYS:-{DEV_GATEWAY_KEY}}}"
+    # Empty by default: the dev key then works only while no keys file is set.
+    assert env["GATEWAY_API_KEYS"] == "${GATEWAY_API_KEYS:-}"
+    assert Settings.from_env({"GATEWAY_API_KEYS": ""}).env_keys[0].get_secret_value() == (
+        DEV_GATEWAY_KEY
+    )
+    assert env["MOCK_LLM_HOST"] == "mock-llm"
+    assert "./config:/etc/llm-gateway:ro" in extproc["volumes"]
     for var in ("ANTHROPIC_API_KEY", "OPENAI_API_KEY"):
         assert env[var] == f"${{{var}:-}}"
     assert set(env) <= DOCUMENTED_VARS, f"undocumented: {set(env) - DOCUMENTED_VARS}"
