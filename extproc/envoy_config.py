@@ -12,6 +12,15 @@ from extproc.config import Settings
 from extproc.routing import Router, Upstream
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "envoy" / "envoy.yaml.tmpl"
+
+
+def template_path() -> Path:
+    """ENVOY_TEMPLATE (set in the container image, where no checkout exists), else the
+    checkout's envoy/envoy.yaml.tmpl."""
+    override = os.environ.get("ENVOY_TEMPLATE")
+    return Path(override) if override else TEMPLATE
+
+
 DEFAULT_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 
 
@@ -158,9 +167,10 @@ def render(
     names the providers, one cluster each (the built-in two by default); `any_keys`
     makes the config independent of which provider keys are set (see Router.clusters)."""
     ca = ca_bundle or os.environ.get("CA_BUNDLE", DEFAULT_CA_BUNDLE)
-    if not TEMPLATE.exists():
+    template = template_path()
+    if not template.exists():
         raise FileNotFoundError(
-            f"Envoy template {TEMPLATE} not found: run from a checkout of the repository "
+            f"Envoy template {template} not found: run from a checkout of the repository "
             "(make install), where envoy/ sits beside extproc/"
         )
     upstreams = (router or Router.build(settings)).clusters(settings, any_keys)
@@ -193,4 +203,4 @@ def render(
         "upstream_routes": _indent("\n".join(_route(u) for u in upstreams), 14),
         "upstream_clusters": _indent("\n".join(_cluster(u, ca) for u in upstreams), 2),
     }
-    return Template(TEMPLATE.read_text()).substitute(values)
+    return Template(template.read_text()).substitute(values)

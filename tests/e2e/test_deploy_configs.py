@@ -211,6 +211,28 @@ def test_render_envoy_with_a_routing_table_validates(tmp_path: Path) -> None:
     _validate(path)
 
 
+def test_image_renders_from_its_own_copy_of_the_template(tmp_path: Path) -> None:
+    """The image installs the package without the checkout: ENVOY_TEMPLATE points
+    render-envoy at the template the Dockerfile copies."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    match = re.search(r"ENV ENVOY_TEMPLATE=(\S+)", dockerfile)
+    assert match, "the Dockerfile sets ENVOY_TEMPLATE"
+    assert f"cp /tmp/src/envoy/envoy.yaml.tmpl {Path(match.group(1)).parent}/" in dockerfile
+    copy = tmp_path / "envoy.yaml.tmpl"
+    copy.write_text("# from the copy\n" + (ROOT / "envoy" / "envoy.yaml.tmpl").read_text())
+    env = {"PATH": os.environ.get("PATH", ""), "ENVOY_TEMPLATE": str(copy)}
+    done = subprocess.run(
+        [sys.executable, "-m", "extproc", "render-envoy"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        cwd=tmp_path,
+    )
+    assert done.stdout.startswith("# from the copy\n")
+
+
 # -- (b) the generated files match what the renderer produces today ----------------------
 
 
