@@ -20,6 +20,10 @@ Environment:
   GATEWAY_API_KEY   gateway key (default: the dev key sk-luthien-dev-key)
   EXPECT_MOCK       1 (default): the upstream is the mock LLM, so "Count to 3"
                     must answer exactly "1, 2, 3"; 0: accept any non-empty text
+  CLAUDE_MODEL      Claude model to ask (default: claude-sonnet-4-5, the bug
+                    report's; it reached end of life on 2026-11-30, so give a
+                    current one, e.g. claude-sonnet-5-5, against the real API)
+  OPENAI_MODEL      OpenAI model to ask (default: gpt-4o-mini)
 
 Prints `PASS name` or `FAIL name: reason` per check, then `N passed, M failed`.
 Exit status: 0 if every check passed, 1 if any failed, 2 on a usage error.
@@ -147,8 +151,16 @@ check_text() {
     fi
 }
 
-A_BODY='{"model":"claude-sonnet-4-5","max_tokens":50,"messages":[{"role":"user","content":"Count to 3"}]}'
-A_STREAM_BODY='{"model":"claude-sonnet-4-5","max_tokens":50,"stream":true,"messages":[{"role":"user","content":"Count to 3"}]}'
+CLAUDE_MODEL="${CLAUDE_MODEL:-claude-sonnet-4-5}"
+OPENAI_MODEL="${OPENAI_MODEL:-gpt-4o-mini}"
+case "$CLAUDE_MODEL$OPENAI_MODEL" in
+    *[!A-Za-z0-9._:-]*)
+        echo "CLAUDE_MODEL and OPENAI_MODEL take model names only" >&2
+        exit 2
+        ;;
+esac
+A_BODY='{"model":"'"$CLAUDE_MODEL"'","max_tokens":50,"messages":[{"role":"user","content":"Count to 3"}]}'
+A_STREAM_BODY='{"model":"'"$CLAUDE_MODEL"'","max_tokens":50,"stream":true,"messages":[{"role":"user","content":"Count to 3"}]}'
 
 check_anthropic_nonstream() {
     local name="anthropic_messages" text reason
@@ -337,18 +349,18 @@ elif not err.get("message"):
 
 check_anthropic_nonstream
 check_anthropic_stream
-for model in claude-sonnet-4-5 gpt-4o-mini; do
+for model in "$CLAUDE_MODEL" "$OPENAI_MODEL"; do
     check_openai_nonstream "$model"
     check_openai_stream "$model"
 done
 check_error missing_messages_anthropic /v1/messages "$WORK_DIR/anthropic_key" \
-    '{"model":"claude-sonnet-4-5","max_tokens":50}' 4xx anthropic
+    '{"model":"'"$CLAUDE_MODEL"'","max_tokens":50}' 4xx anthropic
 check_error missing_messages_openai /v1/chat/completions "$WORK_DIR/openai_key" \
-    '{"model":"gpt-4o-mini"}' 4xx openai
+    '{"model":"'"$OPENAI_MODEL"'"}' 4xx openai
 check_error bad_key_anthropic /v1/messages "$WORK_DIR/anthropic_bad_key" \
     "$A_BODY" 401 anthropic authentication_error
 check_error bad_key_openai /v1/chat/completions "$WORK_DIR/openai_bad_key" \
-    '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Count to 3"}]}' 401 openai
+    '{"model":"'"$OPENAI_MODEL"'","messages":[{"role":"user","content":"Count to 3"}]}' 401 openai
 
 echo "$PASSED passed, $FAILED failed"
 [ "$FAILED" -eq 0 ]

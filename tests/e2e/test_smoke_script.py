@@ -37,9 +37,13 @@ EXPECTED_CHECKS = {
 }
 
 
-def _run(base_url: str, api_key: str) -> tuple[subprocess.CompletedProcess[str], float]:
-    env = {k: v for k, v in os.environ.items() if k not in ("GATEWAY_URL", "EXPECT_MOCK")}
+def _run(
+    base_url: str, api_key: str, **extra: str
+) -> tuple[subprocess.CompletedProcess[str], float]:
+    skip = ("GATEWAY_URL", "EXPECT_MOCK", "CLAUDE_MODEL", "OPENAI_MODEL")
+    env = {k: v for k, v in os.environ.items() if k not in skip}
     env["GATEWAY_API_KEY"] = api_key
+    env.update(extra)
     started = time.monotonic()
     done = subprocess.run(
         ["bash", str(SCRIPT), base_url],
@@ -86,6 +90,18 @@ def test_all_checks_pass_against_stack(stack: Stack) -> None:
     assert all(v == "PASS" for v in checks.values()), done.stdout
     assert (passed, failed) == (len(EXPECTED_CHECKS), 0)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_models_are_chosen_by_the_environment(stack: Stack) -> None:
+    """For the real API, where the bug report's model has reached end of life."""
+    done, _ = _run(
+        stack.base_url, DEV_GATEWAY_KEY, CLAUDE_MODEL="claude-sonnet-5-5", OPENAI_MODEL="o4-mini"
+    )
+    checks, _ = _parse(done.stdout)
+    assert {"openai_chat_claude-sonnet-5-5", "openai_chat_stream_o4-mini"} <= set(checks)
+    assert all(v == "PASS" for v in checks.values()), done.stdout
+    done, _ = _run(stack.base_url, DEV_GATEWAY_KEY, CLAUDE_MODEL='x"}, "injected": {"')
+    assert done.returncode == 2 and "model names only" in done.stderr
 
 
 def test_wrong_key_fails_without_leaking_it(stack: Stack) -> None:
