@@ -20,6 +20,7 @@ from benchmarks.procs import Group, http_ok, tcp_ready
 from benchmarks.upstream import FastUpstream
 from extproc.config import Settings
 from extproc.envoy_config import render
+from extproc.routing import Router
 from extproc.stack import envoy_binary, free_port, response_body_needed
 
 REPO = Path(__file__).resolve().parent.parent
@@ -75,8 +76,11 @@ def configurations(policy_files: dict[str, Path]) -> list[Config]:
     ]
 
 
-def strip_ext_proc(rendered: str) -> str:
-    """The same bootstrap without the ext_proc HTTP filter (and its per-route config)."""
+def strip_ext_proc(rendered: str, provider_of: dict[str, str] | None = None) -> str:
+    """The same bootstrap without the ext_proc HTTP filter (and its per-route config).
+    `provider_of` (cluster -> provider name) makes routes match the provider's name in
+    x-gateway-upstream, which the benchmark requests carry, instead of the cluster name
+    ext_proc would set (`anthropic-<hash of URL>` for a configured URL)."""
     doc: dict[str, Any] = yaml.safe_load(rendered)
     for listener in doc["static_resources"]["listeners"]:
         for chain in listener["filter_chains"]:
@@ -88,6 +92,10 @@ def strip_ext_proc(rendered: str) -> str:
                 hcm["http_filters"] = kept
                 for host in hcm["route_config"]["virtual_hosts"]:
                     for route in host["routes"]:
+                        for header in route.get("match", {}).get("headers", []):
+                            exact = header.get("string_match", {}).get("exact")
+                            if exact in (provider_of or {}):
+                                header["string_match"]["exact"] = (provider_of or {})[exact]
                         per_filter = route.get("typed_per_filter_config", {})
                         per_filter.pop(EXT_PROC_FILTER, None)
                         if not per_filter:
@@ -137,7 +145,8 @@ class Gateway:
             # responses keeps them out of ext_proc.
             rendered = render(settings, response_body=response_body_needed(settings))
             if self.config.kind == "passthrough":
-                rendered = strip_ext_proc(rendered)
+                routes = Router.build(settings).upstreams.values()
+                rendered = strip_ext_proc(rendered, {u.cluster: u.name for u in routes})
             config_path = log_dir / "envoy.yaml"
             config_path.write_text(rendered)
             argv = [envoy_binary(), "-c", str(config_path), "--log-level", "warn"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -41,9 +42,21 @@ ENV_VARS = {
 }
 
 
-# A host Envoy's YAML and its socket_address take as they are: a name or an IPv4 address
-# (IPv6 literals need brackets in URLs and quoting in YAML; not worth it here).
-_HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
+# A host Envoy's YAML and its socket_address take as they are: DNS labels (with '_', as
+# in compose service names) or an IPv4 address. IPv6 literals are not supported.
+_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
+
+
+def _valid_host(host: str) -> bool:
+    labels = host.split(".")
+    if len(host) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
+        return False
+    if all(label.isdigit() for label in labels):  # looks like an address: must be one
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            return False
+    return True
 
 
 def check_url(value: str) -> str:
@@ -54,13 +67,17 @@ def check_url(value: str) -> str:
         raise ValueError("must be an http(s) URL such as https://api.example.com")
     if parts.username or parts.password or parts.query or parts.fragment:
         raise ValueError("must not carry credentials, a query or a fragment")
-    if not parts.hostname or not _HOST.fullmatch(parts.hostname):
-        raise ValueError("must name a host: letters, digits, '.' and '-', or an IPv4 address")
+    if not parts.hostname or not _valid_host(parts.hostname):
+        raise ValueError(
+            "must name a host: DNS labels of letters, digits, '-' and '_', or an IPv4 address"
+        )
     try:
-        parts.port  # noqa: B018 - raises on a port out of range or not a number
+        port = parts.port
     except ValueError:
-        raise ValueError("has an invalid port (1-65535)") from None
-    if not re.fullmatch(r"[A-Za-z0-9._~/%-]*", parts.path):
+        port = 0
+    if port == 0 and parts.netloc.rsplit("]", 1)[-1].count(":"):
+        raise ValueError("has an invalid port (1-65535)")
+    if not re.fullmatch(r"[A-Za-z0-9._~/%:@+-]*", parts.path):
         raise ValueError("has a path with characters a URL path does not need")
     return value
 

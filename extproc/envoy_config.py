@@ -124,14 +124,28 @@ def _mappers(max_request_bytes: int) -> str:
             "%LOCAL_REPLY_BODY%",
         ),
     ]
-    # OpenAI-style paths, also after a provider's prefix_rewrite moved them (Envoy keeps
-    # the client's path in x-envoy-original-path then); anything else is Anthropic's.
+    # OpenAI-style requests, as extproc/apis/kind.py tells them apart: /v1/chat/*, also
+    # after a provider's prefix_rewrite moved it (Envoy keeps the client's path in
+    # x-envoy-original-path then), and /v1/models* without anthropic-version. Anything
+    # else is Anthropic's.
     openai_path = """or_filter:
           filters:
           - header_filter:
               header: { name: ":path", string_match: { prefix: "/v1/chat" } }
           - header_filter:
-              header: { name: x-envoy-original-path, string_match: { prefix: "/v1/chat" } }"""
+              header: { name: x-envoy-original-path, string_match: { prefix: "/v1/chat" } }
+          - and_filter:
+              filters:
+              - or_filter:
+                  filters:
+                  - header_filter:
+                      header: { name: ":path", string_match: { prefix: "/v1/models" } }
+                  - header_filter:
+                      header:
+                        name: x-envoy-original-path
+                        string_match: { prefix: "/v1/models" }
+              - header_filter:
+                  header: { name: anthropic-version, present_match: true, invert_match: true }"""
     blocks = []
     for flag_filter, a_type, o_type, o_code, message in cases:
         openai_fmt = {"error": {"message": message, "type": o_type, "param": None, "code": o_code}}
@@ -173,7 +187,7 @@ def render(
             f"Envoy template {template} not found: run from a checkout of the repository "
             "(make install), where envoy/ sits beside extproc/"
         )
-    upstreams = (router or Router.build(settings)).clusters(settings, any_keys)
+    upstreams = (router or Router.build(settings)).clusters(any_keys)
     values = {
         # The admin interface can reconfigure Envoy: never beyond loopback.
         "admin_host": "127.0.0.1",

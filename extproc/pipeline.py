@@ -224,9 +224,13 @@ class RequestPipeline:
 
     def _route(self, upstream: Upstream, native: bool) -> Continue:
         """Send the request to `upstream`, with its key in place of the gateway key."""
+        caller_brings_key = self.caller is not None and self.caller.passthrough
+        if caller_brings_key:
+            # A real credential goes to the real API, also where the gateway itself has
+            # no key for the provider and would use the mock.
+            upstream = upstream.real()
         self.upstream = upstream
         out = Continue(set_headers={UPSTREAM_HEADER: upstream.cluster}, clear_route_cache=True)
-        caller_brings_key = self.caller is not None and self.caller.passthrough
         if upstream.api_key is not None and not caller_brings_key:
             key = upstream.api_key.get_secret_value()
             if native:

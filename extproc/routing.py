@@ -20,6 +20,7 @@ a URL nor a key.
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import re
 from collections.abc import Mapping
 from urllib.parse import urlsplit
@@ -167,6 +168,24 @@ class Upstream(BaseModel):
     def describe(self) -> str:
         return f"{self.name} -> {'mock LLM' if self.is_mock else self.base_url}"
 
+    def real(self) -> Upstream:
+        """This provider's real API, for a keyless provider that otherwise falls back to
+        the mock: where a passthrough caller, who brings a real credential, goes."""
+        if not self.keyed_fallback:
+            return self
+        return self.model_copy(
+            update={"base_url": REAL_BASE_URLS[self.api], "is_mock": False, "cluster": self.name}
+        )
+
+
+def cluster_name(name: str, url: str, configured: bool) -> str:
+    """The Envoy cluster of a provider says where it goes, not only whose it is: a config
+    rendered with other URLs than the ext_proc server runs with then fails closed (no
+    route) instead of sending traffic, and keys, to another host."""
+    if not configured:
+        return name  # the provider's real API
+    return f"{name}-{hashlib.sha256(url.encode()).hexdigest()[:8]}"
+
 
 def mock_url(settings: Settings) -> str:
     return f"http://{settings.mock_host}:{settings.mock_port}"
@@ -204,7 +223,7 @@ def resolve(
         api_key=key,
         key_env=key_env,
         is_mock=is_mock,
-        cluster=MOCK_CLUSTER if is_mock else name,
+        cluster=MOCK_CLUSTER if is_mock else cluster_name(name, url, not fallback),
         keyed_fallback=fallback,
         connect_timeout_s=provider.connect_timeout_s,
         idle_timeout_s=provider.idle_timeout_s,
@@ -214,8 +233,11 @@ def resolve(
 class Router:
     """Model name -> upstream, first matching route wins."""
 
-    def __init__(self, upstreams: dict[str, Upstream], routes: list[RouteConfig]) -> None:
+    def __init__(
+        self, upstreams: dict[str, Upstream], routes: list[RouteConfig], mock_url: str = ""
+    ) -> None:
         self.upstreams = upstreams
+        self.mock_url = mock_url
         self.routes = routes
         self._table = [
             (re.compile(fnmatch.translate(p)), upstreams[r.provider])
@@ -241,7 +263,9 @@ class Router:
             raise ValueError("; ".join(problems))
         environ = os.environ if env is None else env
         upstreams = {name: resolve(name, p, settings, environ) for name, p in merged.items()}
-        return cls(upstreams, list(DEFAULT_ROUTES if routes is None else routes))
+        return cls(
+            upstreams, list(DEFAULT_ROUTES if routes is None else routes), mock_url(settings)
+        )
 
     def for_model(self, model: str) -> Upstream | None:
         found = self._cache.get(model, self)
@@ -267,29 +291,33 @@ class Router:
 
     @property
     def needs_mock(self) -> bool:
-        return any(u.is_mock for u in self.upstreams.values())
+        """Whether the embedded mock must run: a provider falls back to it, or a URL
+        names the mock's own address (the mock playing a real provider)."""
+        parts = urlsplit(self.mock_url)
+        at = (parts.hostname, parts.port)
+        return any(u.is_mock or (u.host, u.port) == at for u in self.upstreams.values())
 
-    def clusters(self, settings: Settings, any_keys: bool = False) -> list[Upstream]:
+    def clusters(self, any_keys: bool = False) -> list[Upstream]:
         """The Envoy clusters to render, one per distinct `cluster`. `any_keys` renders
         providers without a URL both ways, the real API and the mock, so the config
-        stays right whichever keys the ext_proc server has when it starts."""
+        stays right whichever keys the ext_proc server has when it starts (and lets
+        passthrough callers reach the real API of a provider the gateway holds no key
+        for)."""
         out: dict[str, Upstream] = {}
         for upstream in self.upstreams.values():
             variants = [upstream]
             if any_keys and upstream.keyed_fallback:
-                real = REAL_BASE_URLS[upstream.api]
-                variants = [
-                    upstream.model_copy(
-                        update={"base_url": real, "is_mock": False, "cluster": upstream.name}
-                    ),
-                    upstream.model_copy(
-                        update={
-                            "base_url": mock_url(settings),
-                            "is_mock": True,
-                            "cluster": MOCK_CLUSTER,
-                        }
-                    ),
-                ]
+                mock = self.mock_upstream(upstream)
+                variants = [upstream.real(), mock]
             for variant in variants:
                 out.setdefault(variant.cluster, variant)
         return list(out.values())
+
+    def mock_upstream(self, like: Upstream) -> Upstream:
+        """The mock, as the fallback of `like` (a keyless provider without a URL)."""
+        for upstream in self.upstreams.values():
+            if upstream.is_mock:
+                return upstream
+        return like.model_copy(
+            update={"base_url": self.mock_url, "is_mock": True, "cluster": MOCK_CLUSTER}
+        )

@@ -7,7 +7,7 @@ import contextlib
 import logging
 import signal
 
-from extproc.config import Settings
+from extproc.config import DEV_GATEWAY_KEY, Settings
 from extproc.policy_config import build_chains, default_config, load_config
 from extproc.routing import Router
 from extproc.server import start_server
@@ -34,6 +34,15 @@ async def serve_forever(settings: Settings) -> None:
         ", ".join(chain.names),
         " (validating streams)" if validate else "",
     )
+    dev_key_open = [k.get_secret_value() for k in settings.env_keys] == [DEV_GATEWAY_KEY]
+    keyed = [u.name for u in router.upstreams.values() if u.api_key is not None]
+    if dev_key_open and keyed:
+        log.warning(
+            "the public development key is accepted while the gateway holds provider keys "
+            "(%s): anyone who can reach the gateway spends them; set GATEWAY_API_KEYS or "
+            "GATEWAY_KEYS_FILE",
+            ", ".join(keyed),
+        )
     for upstream in router.upstreams.values():
         log.info(
             "provider %s (%s API, key from %s: %s)",

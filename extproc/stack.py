@@ -186,6 +186,14 @@ class Stack:
             self.router = gateway_router(self.settings, self.extra_env)
         return self.router
 
+    def has_passthrough_callers(self) -> bool:
+        """Callers with their own provider credentials reach the real API of a provider
+        the gateway has no key for, so its cluster must exist besides the mock's."""
+        from extproc.keys import KeyRegistry
+
+        registry = KeyRegistry.build(self.settings.env_keys, self.settings.keys_file)
+        return any(c.passthrough for c in registry.callers)
+
     @property
     def needs_mock(self) -> bool:
         return self.routing().needs_mock
@@ -236,7 +244,12 @@ class Stack:
                 _wait(partial(_tcp_ready, s.extproc_host, port), "ext_proc", deadline, procs)
             self.config_path = run_dir / "envoy.yaml"
             self.config_path.write_text(
-                render(s, response_body=self.needs_response_body(), router=self.routing())
+                render(
+                    s,
+                    response_body=self.needs_response_body(),
+                    router=self.routing(),
+                    any_keys=self.has_passthrough_callers(),
+                )
             )
             argv = [
                 envoy_binary(),

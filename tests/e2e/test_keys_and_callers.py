@@ -58,6 +58,9 @@ def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         # The mock plays the real Anthropic API: the gateway injects its own key.
         upstream_anthropic_url=f"http://127.0.0.1:{mock_port}",
         anthropic_api_key=SecretStr(PROVIDER_KEY),
+        # A URL for OpenAI too: with a passthrough caller, a keyless provider without
+        # one would get a cluster for the real API (and Envoy would resolve its name).
+        upstream_openai_url=f"http://127.0.0.1:{mock_port}",
     ) as st:
         yield st
 

@@ -14,8 +14,11 @@ import anthropic
 import httpx
 import openai
 import pytest
+from pydantic import SecretStr
 
+from extproc.config import DEV_GATEWAY_KEY, Settings
 from extproc.keys import digest
+from extproc.routing import Router
 from extproc.stack import Stack, free_port
 from tests.e2e.conftest import running_stack, wait_for
 
@@ -233,6 +236,38 @@ def test_unreachable_provider_fails_in_format(routed: Stack) -> None:
         _claude(routed).messages.create(model="claude-offline-1", max_tokens=5, messages=MESSAGE)
     assert a_err.value.status_code == 503
     assert a_err.value.body["error"]["type"] == "api_error"  # type: ignore[index]
+
+
+def test_model_details_of_an_unreachable_provider_fail_in_openai_format(routed: Stack) -> None:
+    with pytest.raises(openai.InternalServerError) as err:
+        _openai(routed).models.retrieve("offline-1")
+    assert err.value.status_code == 503
+    assert err.value.body["type"] == "server_error"  # type: ignore[index]
+
+
+def test_envoy_config_rendered_for_other_urls_fails_closed(tmp_path: Path) -> None:
+    """Envoy's config rendered with UPSTREAM_OPENAI_URL, the gateway run with an OpenAI
+    key instead: the key must not go anywhere; the client is told what is wrong."""
+    ports = {
+        name: free_port() for name in ("gateway_port", "admin_port", "extproc_port", "mock_port")
+    }
+    rendered_for = Settings(**ports, upstream_openai_url=f"http://127.0.0.1:{free_port()}")
+    running = Settings(**ports, openai_api_key=SecretStr(OAI_KEY))
+    stack = Stack(
+        running, log_dir=tmp_path, envoy_concurrency=1, router=Router.build(rendered_for, env={})
+    )
+    with stack:
+        with pytest.raises(openai.InternalServerError) as err:
+            _openai(stack, DEV_GATEWAY_KEY).chat.completions.create(
+                model="gpt-4o-mini", messages=MESSAGE
+            )
+        assert err.value.status_code == 502
+        assert "render the Envoy config again" in err.value.message
+        # The Anthropic side, on the mock in both, still works.
+        reply = _claude(stack, DEV_GATEWAY_KEY).messages.create(
+            model="claude-sonnet-5-5", max_tokens=20, messages=MESSAGE
+        )
+        assert reply.content[0].text == "routed fine"  # type: ignore[union-attr]
 
 
 # -- the rest of the API ----------------------------------------------------------------

@@ -13,7 +13,7 @@ from pydantic import SecretStr
 from extproc.apis.kind import ApiKind
 from extproc.config import Settings
 from extproc.envoy_config import render
-from extproc.keys import KeyRegistry
+from extproc.keys import Caller, KeyRegistry, digest
 from extproc.pipeline import Continue, Reject, RequestPipeline
 from extproc.policies.base import ApiRequest, Policy, PolicyChain
 from extproc.policies.base import Reject as PolicyReject
@@ -133,6 +133,9 @@ def _write(tmp_path: Path, text: str) -> Path:
         ("providers: {x: {api: openai, base_url: 'http://vllm:99999/v1'}}", "invalid port"),
         ("providers: {x: {api: openai, base_url: 'http://vllm}x/v1'}}", "must name a host"),
         ("providers: {x: {api: openai, base_url: 'http://h/a b'}}", "has a path"),
+        ("providers: {x: {api: openai, base_url: 'http://h:0'}}", "invalid port"),
+        ("providers: {x: {api: openai, base_url: 'http://999.1.1.1'}}", "must name a host"),
+        ("providers: {x: {api: openai, base_url: 'http://a..b'}}", "must name a host"),
         ("providers: {x: {api: openai, connect_timeout_s: 0.00001}}", "connect_timeout_s:"),
     ],
 )
@@ -142,6 +145,21 @@ def test_config_errors_name_the_field(tmp_path: Path, text: str, message: str) -
     assert message in str(err.value)
     assert str(err.value).startswith(str(tmp_path))
     assert "u:p" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://localhost:9000",
+        "http://mock-llm:9000",
+        "http://my_vllm:8000/v1",  # compose service names may hold '_'
+        "https://API.OpenAI.com/v1/",
+        "http://10.0.0.7:8080",
+    ],
+)
+def test_good_urls_load(tmp_path: Path, url: str) -> None:
+    config = load_config(_write(tmp_path, f"providers: {{x: {{api: openai, base_url: '{url}'}}}}"))
+    assert config.providers["x"].base_url == url
 
 
 def test_bad_url_is_never_echoed(tmp_path: Path) -> None:
@@ -258,7 +276,10 @@ async def test_custom_provider_gets_its_own_key() -> None:
     )
     out = await send(pipeline(r), "/v1/chat/completions", "llama-3")
     assert isinstance(out, Continue)
-    assert out.set_headers == {"x-gateway-upstream": "local", "authorization": "Bearer sk-local"}
+    cluster = r.upstreams["local"].cluster
+    assert out.set_headers == {"x-gateway-upstream": cluster, "authorization": "Bearer sk-local"}
+    # Named after where it goes: a config rendered for another URL has no such cluster.
+    assert cluster.startswith("local-") and cluster != "local"
 
 
 # -- Envoy --------------------------------------------------------------------------------
@@ -274,8 +295,9 @@ def test_each_provider_is_a_cluster_with_its_timeouts() -> None:
     doc = yaml.safe_load(render(Settings(), ca_bundle="/ca.pem", router=r))
     clusters = {c["name"]: c for c in doc["static_resources"]["clusters"]}
     # No keys: the two built-in providers share the mock's cluster.
-    assert set(clusters) == {"extproc", "mock", "local"}
-    local = clusters["local"]
+    name = r.upstreams["local"].cluster
+    assert set(clusters) == {"extproc", "mock", name}
+    local = clusters[name]
     assert local["connect_timeout"] == "2.5s"
     assert local["type"] == "LOGICAL_DNS"
     tls = local["transport_socket"]["typed_config"]
@@ -283,11 +305,11 @@ def test_each_provider_is_a_cluster_with_its_timeouts() -> None:
     listener = doc["static_resources"]["listeners"][0]
     hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
     routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
-    (route,) = [r for r in routes if r.get("route", {}).get("cluster") == "local"]
+    (route,) = [r for r in routes if r.get("route", {}).get("cluster") == name]
     assert route["route"]["idle_timeout"] == "120s"
     assert route["route"]["timeout"] == "0s"
     assert route["route"]["prefix_rewrite"] == "/openai/"
-    assert route["match"]["headers"][0]["string_match"] == {"exact": "local"}
+    assert route["match"]["headers"][0]["string_match"] == {"exact": name}
 
 
 def test_config_for_any_keys_does_not_depend_on_the_keys() -> None:
@@ -304,26 +326,64 @@ def test_config_for_any_keys_does_not_depend_on_the_keys() -> None:
     doc = yaml.safe_load(rendered[0])
     clusters = {c["name"] for c in doc["static_resources"]["clusters"]}
     assert clusters == {"extproc", "anthropic", "openai", "mock"}
-    # A URL override is not key-dependent: no mock variant for it.
+    # A URL override is not key-dependent: no mock variant for it, and its cluster is
+    # named after the URL.
     override = Settings(upstream_openai_url="http://10.0.0.7:8080")
-    doc = yaml.safe_load(render(override, router=Router.build(override, env={}), any_keys=True))
+    r = Router.build(override, env={})
+    doc = yaml.safe_load(render(override, router=r, any_keys=True))
     clusters = {c["name"] for c in doc["static_resources"]["clusters"]}
-    assert clusters == {"extproc", "anthropic", "openai", "mock"}
+    assert clusters == {"extproc", "anthropic", r.upstreams["openai"].cluster, "mock"}
     only_urls = Settings(
         upstream_openai_url="http://10.0.0.7:8080", upstream_anthropic_url="http://10.0.0.8"
     )
-    doc = yaml.safe_load(render(only_urls, router=Router.build(only_urls, env={}), any_keys=True))
+    r = Router.build(only_urls, env={})
+    doc = yaml.safe_load(render(only_urls, router=r, any_keys=True))
     assert {c["name"] for c in doc["static_resources"]["clusters"]} == {
         "extproc",
-        "anthropic",
-        "openai",
+        r.upstreams["anthropic"].cluster,
+        r.upstreams["openai"].cluster,
     }
+
+
+def test_a_config_rendered_for_other_urls_has_no_cluster_for_this_one() -> None:
+    """Rendered with one override, run with another (or with a key instead): the cluster
+    ext_proc names is absent, so Envoy fails closed rather than sending keys elsewhere."""
+    rendered = Router.build(Settings(upstream_openai_url="http://proxy-a:3128"), env={})
+    clusters = {u.cluster for u in rendered.clusters(any_keys=True)}
+    for running in (
+        Settings(upstream_openai_url="http://proxy-b:3128"),
+        Settings(openai_api_key=SecretStr("sk-real")),
+    ):
+        chosen = Router.build(running, env={}).upstreams["openai"].cluster
+        assert chosen not in clusters
+
+
+async def test_passthrough_callers_reach_the_real_api_not_the_mock() -> None:
+    cfg = Settings(gateway_keys=(SecretStr(KEY),))
+    registry = KeyRegistry([Caller(name="claude-code", digest=digest(KEY), passthrough=True)])
+    p = RequestPipeline(cfg, registry, PolicyChain([NoOpPolicy()]), Router.build(cfg, env={}))
+    head = {
+        ":method": "POST",
+        ":path": "/v1/messages",
+        "content-type": "application/json",
+        "x-gateway-key": KEY,
+        "authorization": "Bearer sk-ant-oauth-own",
+    }
+    assert isinstance(p.on_request_headers(head, False), Continue)
+    body = {"model": "claude-x", "max_tokens": 5, "messages": []}
+    out = await p.on_request_body(json.dumps(body).encode())
+    assert isinstance(out, Continue)
+    # The gateway has no Anthropic key, so its own callers get the mock; this caller's
+    # credential goes to the real API, whose cluster render(any_keys=True) provides.
+    assert out.set_headers["x-gateway-upstream"] == "anthropic"
+    assert "authorization" not in out.set_headers and "x-api-key" not in out.set_headers
+    assert p.upstream is not None and p.upstream.base_url == "https://api.anthropic.com"
 
 
 def test_https_provider_by_address_checks_an_ip_san() -> None:
     r = router("providers: {gpu: {api: openai, base_url: 'https://10.1.2.3:8443/v1'}}")
     doc = yaml.safe_load(render(Settings(), ca_bundle="/ca.pem", router=r))
-    (cluster,) = [c for c in doc["static_resources"]["clusters"] if c["name"] == "gpu"]
+    (cluster,) = [c for c in doc["static_resources"]["clusters"] if c["name"].startswith("gpu-")]
     tls = cluster["transport_socket"]["typed_config"]
     assert "sni" not in tls
     sans = tls["common_tls_context"]["validation_context"]["match_typed_subject_alt_names"]
@@ -333,7 +393,7 @@ def test_https_provider_by_address_checks_an_ip_san() -> None:
 def test_durations_are_fixed_point() -> None:
     r = router("providers: {x: {api: openai, base_url: 'http://h', connect_timeout_s: 0.25}}")
     doc = yaml.safe_load(render(Settings(), router=r))
-    (cluster,) = [c for c in doc["static_resources"]["clusters"] if c["name"] == "x"]
+    (cluster,) = [c for c in doc["static_resources"]["clusters"] if c["name"].startswith("x-")]
     assert cluster["connect_timeout"] == "0.25s"
 
 
@@ -344,7 +404,7 @@ async def test_model_detail_goes_to_the_provider_serving_that_model() -> None:
         LK="sk-local",
     )
     for path, cluster in (
-        ("/v1/models/llama-3", "local"),
+        ("/v1/models/llama-3", r.upstreams["local"].cluster),
         ("/v1/models/gpt-4o", "mock"),  # openai, falling back to the mock without a key
         ("/v1/models", "mock"),
     ):
