@@ -312,6 +312,7 @@ async def record_requests(
             {
                 "method": request.method,
                 "path": request.path,
+                "query": request.query_string,
                 "headers": {k.lower(): v for k, v in request.headers.items()},
                 "body": body,
             }

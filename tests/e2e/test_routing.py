@@ -317,6 +317,35 @@ def test_passthrough_caller_keeps_its_own_credential_on_both_apis(
     assert OAI_KEY not in str(headers)
 
 
+def test_claude_code_shaped_request_passes_through_intact(
+    routed: Stack, providers: dict[str, MockProvider]
+) -> None:
+    """What Claude Code sends with its own login: an OAuth bearer token, the gateway key
+    in x-gateway-key, beta headers, POST /v1/messages?beta=true, streaming."""
+    client = anthropic.Anthropic(
+        base_url=routed.base_url,
+        auth_token="sk-ant-oat01-client-oauth",
+        default_headers={"x-gateway-key": CC_KEY},
+        max_retries=0,
+    )
+    with client.beta.messages.stream(
+        model="claude-sonnet-5-5",
+        max_tokens=50,
+        messages=MESSAGE,
+        betas=["oauth-2025-04-20", "interleaved-thinking-2025-05-14"],
+        # Claude Code's TypeScript SDK adds ?beta=true; this Python SDK no longer does.
+        extra_query={"beta": "true"},
+    ) as stream:
+        text = "".join(stream.text_stream)
+    assert text == "routed fine"
+    record = _only(providers, "anthropic")
+    assert (record["path"], record["query"]) == ("/v1/messages", "beta=true")
+    headers = record["headers"]
+    assert headers["authorization"] == "Bearer sk-ant-oat01-client-oauth"
+    assert "x-api-key" not in headers and ANT_KEY not in str(headers)
+    assert headers["anthropic-beta"] == "oauth-2025-04-20,interleaved-thinking-2025-05-14"
+
+
 def test_logs_name_the_provider_never_a_key(routed: Stack) -> None:
     log = (Path(routed.log_dir or ".") / "extproc.log").read_text()
     assert '"upstream":"anthropic"' in log and '"upstream":"openai"' in log
