@@ -45,6 +45,14 @@ def _seconds(value: float) -> str:
 def _route(upstream: Upstream) -> str:
     prefix = upstream.path_prefix
     rewrite = f"\n    prefix_rewrite: {json.dumps(prefix + '/')}" if prefix else ""
+    retries = ""
+    if upstream.connect_retries:
+        # Only failures before the provider got the request: a retry never repeats a
+        # generation. Bodies are buffered for ext_proc anyway, so Envoy can resend them.
+        retries = f"""
+    retry_policy:
+      retry_on: connect-failure,refused-stream,reset-before-request
+      num_retries: {upstream.connect_retries}"""
     return f"""- match:
     prefix: /
     headers:
@@ -55,7 +63,7 @@ def _route(upstream: Upstream) -> str:
     # Streams last as long as the model writes: no route timeout, only an idle one.
     timeout: 0s
     idle_timeout: {_seconds(upstream.idle_timeout_s)}
-    auto_host_rewrite: true{rewrite}
+    auto_host_rewrite: true{rewrite}{retries}
   # ext_proc must see plain SSE, not gzip; the routing header stays inside Envoy.
   request_headers_to_remove: [accept-encoding, x-gateway-upstream]"""
 

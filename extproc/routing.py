@@ -56,6 +56,10 @@ class ProviderConfig(BaseModel):
     # A stream with no byte either way for this long is dead. Long generations stay
     # alive: models that think for minutes still send pings.
     idle_timeout_s: float = Field(default=600.0, ge=1, le=86400)
+    # Retries of failures before the request reached the provider (refused or failed
+    # connection, a pooled connection the provider had closed): never of a request it
+    # received, which would be a second, billed generation.
+    connect_retries: int = Field(default=2, ge=0, le=5)
 
     @field_validator("base_url")
     @classmethod
@@ -145,6 +149,7 @@ class Upstream(BaseModel):
     keyed_fallback: bool = False
     connect_timeout_s: float = 10.0
     idle_timeout_s: float = 600.0
+    connect_retries: int = 2
 
     @property
     def scheme(self) -> str:
@@ -227,6 +232,7 @@ def resolve(
         keyed_fallback=fallback,
         connect_timeout_s=provider.connect_timeout_s,
         idle_timeout_s=provider.idle_timeout_s,
+        connect_retries=provider.connect_retries,
     )
 
 

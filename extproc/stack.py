@@ -207,6 +207,15 @@ class Stack:
         }
         if self.needs_mock:
             wanted["mock LLM"] = s.mock_port
+        owners: dict[int, str] = {}
+        for name, port in wanted.items():
+            if port in owners:
+                # EXTPROC_WORKERS > 1 takes EXTPROC_PORT, EXTPROC_PORT + 1, ...
+                raise StackError(
+                    f"port {port} is configured for both {owners[port]} and {name}: "
+                    "choose ports apart (see README, 'Configuration')"
+                )
+            owners[port] = name
         for name, port in wanted.items():
             if port_in_use(s.host, port):
                 raise StackError(

@@ -13,11 +13,26 @@ import openai
 import pytest
 
 from extproc.config import DEV_GATEWAY_KEY, Settings
-from extproc.stack import Stack, free_port
+from extproc.stack import Stack, free_port, port_in_use
 
 # Small enough to test 413 cheaply, large enough that a 10 MiB request passes.
 MAX_REQUEST_BYTES = 12 * 1024 * 1024
 MAX_SSE_FRAME_BYTES = 256 * 1024
+
+
+def _distinct_ports(workers: int) -> dict[str, int]:
+    """Free ports for a stack; ext_proc takes `workers` consecutive ones, none of which
+    may be another of the stack's ports."""
+    while True:
+        ports = {name: free_port() for name in ("gateway_port", "admin_port", "mock_port")}
+        first = free_port()
+        extproc = set(range(first, first + workers))
+        if (
+            len(set(ports.values())) == len(ports)
+            and extproc.isdisjoint(ports.values())
+            and not any(port_in_use("127.0.0.1", p) for p in extproc)
+        ):
+            return {**ports, "extproc_port": first}
 
 
 @contextmanager
@@ -30,10 +45,7 @@ def running_stack(
     """A whole stack on free ports; `overrides` are Settings fields, `extra_env` more
     variables for the children (keys named by a provider's key_env)."""
     values: dict[str, object] = {
-        "gateway_port": free_port(),
-        "admin_port": free_port(),
-        "extproc_port": free_port(),
-        "mock_port": free_port(),
+        **_distinct_ports(int(str(overrides.get("extproc_workers", 1)))),
         "max_request_bytes": MAX_REQUEST_BYTES,
         "max_sse_frame_bytes": MAX_SSE_FRAME_BYTES,
         **overrides,

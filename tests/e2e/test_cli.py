@@ -98,6 +98,24 @@ def test_port_taken_exits_with_clear_message() -> None:
     assert "already in use" in done.stderr
 
 
+def test_overlapping_ports_exit_with_clear_message() -> None:
+    """Two ext_proc workers take EXTPROC_PORT and the port after it."""
+    env = _env(EXTPROC_WORKERS="2")
+    env["GATEWAY_PORT"] = str(int(env["EXTPROC_PORT"]) + 1)
+    done = subprocess.run(
+        [sys.executable, "-m", "extproc", "run"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert f"port {env['GATEWAY_PORT']} is configured for both gateway and ext_proc 1" in (
+        done.stderr
+    )
+
+
 def test_envoy_failing_to_start_exits_with_clear_message() -> None:
     env = _env(ENVOY_BIN="/bin/false")
     done = subprocess.run(

@@ -20,7 +20,7 @@ from extproc.config import DEV_GATEWAY_KEY, Settings
 from extproc.keys import digest
 from extproc.routing import Router
 from extproc.stack import Stack, free_port
-from tests.e2e.conftest import running_stack, wait_for
+from tests.e2e.conftest import envoy_stats, running_stack, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -236,6 +236,34 @@ def test_unreachable_provider_fails_in_format(routed: Stack) -> None:
         _claude(routed).messages.create(model="claude-offline-1", max_tokens=5, messages=MESSAGE)
     assert a_err.value.status_code == 503
     assert a_err.value.body["error"]["type"] == "api_error"  # type: ignore[index]
+
+
+def test_connect_failures_are_retried_generations_never(
+    routed: Stack, providers: dict[str, MockProvider]
+) -> None:
+    admin = f"http://127.0.0.1:{routed.settings.admin_port}"
+    cluster = routed.routing().upstreams["nowhere"].cluster
+    before = envoy_stats(admin, f"cluster.{cluster}.upstream_rq_retry$").get(
+        f"cluster.{cluster}.upstream_rq_retry", 0
+    )
+    with pytest.raises(openai.InternalServerError):
+        _openai(routed).chat.completions.create(model="offline-2", messages=MESSAGE)
+    stats = envoy_stats(admin, f"cluster.{cluster}.upstream_rq_retry$")
+    assert stats[f"cluster.{cluster}.upstream_rq_retry"] - before == 2  # connect_retries
+    # A provider's error is final, even when the client asks Envoy to retry it: each
+    # retry would be another billed generation.
+    asks_for_retries = {
+        "x-mock-error": "500",
+        "x-envoy-retry-on": "5xx,reset,retriable-status-codes",
+        "x-envoy-retriable-status-codes": "500",
+        "x-envoy-max-retries": "3",
+        "x-forwarded-for": "10.0.0.1",
+    }
+    with pytest.raises(anthropic.InternalServerError):
+        _claude(routed, default_headers=asks_for_retries).messages.create(
+            model="claude-sonnet-5-5", max_tokens=5, messages=MESSAGE
+        )
+    assert len(providers["anthropic"].requests()) == 1
 
 
 def test_model_details_of_an_unreachable_provider_fail_in_openai_format(routed: Stack) -> None:

@@ -390,6 +390,28 @@ def test_https_provider_by_address_checks_an_ip_san() -> None:
     assert sans == [{"san_type": "IP_ADDRESS", "matcher": {"exact": "10.1.2.3"}}]
 
 
+def test_only_failures_before_the_request_are_retried() -> None:
+    r = router(
+        "providers:\n"
+        "  a: {api: openai, base_url: 'http://h1', connect_retries: 3}\n"
+        "  b: {api: openai, base_url: 'http://h2', connect_retries: 0}\n"
+    )
+    doc = yaml.safe_load(render(Settings(), router=r))
+    hcm = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    routes = {
+        x["route"]["cluster"]: x["route"]
+        for x in hcm["typed_config"]["route_config"]["virtual_hosts"][0]["routes"]
+        if "route" in x
+    }
+    policy = routes[r.upstreams["a"].cluster]["retry_policy"]
+    assert policy == {
+        "retry_on": "connect-failure,refused-stream,reset-before-request",
+        "num_retries": 3,
+    }
+    assert "retry_policy" not in routes[r.upstreams["b"].cluster]
+    assert routes["mock"]["retry_policy"]["num_retries"] == 2  # the default
+
+
 def test_durations_are_fixed_point() -> None:
     r = router("providers: {x: {api: openai, base_url: 'http://h', connect_timeout_s: 0.25}}")
     doc = yaml.safe_load(render(Settings(), router=r))
