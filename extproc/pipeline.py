@@ -33,18 +33,21 @@ from extproc.engine.anthropic_stream import AnthropicStreamEngine
 from extproc.engine.messages import process_response
 from extproc.engine.openai_stream import OpenAIStreamEngine
 from extproc.events import StreamEvent
-from extproc.keys import GATEWAY_KEY_HEADER, KEY_HEADERS, Caller, KeyRegistry, presented_key
+from extproc.keys import GATEWAY_KEY_HEADER, Caller, KeyRegistry, presented_key
 from extproc.policies.base import ApiRequest, PolicyChain
 from extproc.routing import Router, Upstream
 from extproc.sse import Frame, FrameTooLarge, SSEFramer
 from extproc.stream_check import OutputValidator
+from extproc.upstream_choice import (
+    UPSTREAM_HEADER,
+    headers_for,
+    key_headers,
+    upstream_for_model,
+    upstream_for_models_path,
+)
 
 log = logging.getLogger("extproc.pipeline")
 
-# Envoy routes on this header (see envoy/envoy.yaml.tmpl); the gateway always sets it
-# itself, so a client cannot pick a cluster by sending it.
-UPSTREAM_HEADER = "x-gateway-upstream"
-ANTHROPIC_VERSION = "2023-06-01"
 JSON_HEADERS = {"content-type": "application/json"}
 
 
@@ -198,7 +201,7 @@ class RequestPipeline:
             )
         if end_of_stream:
             return self._reject(400, "request body is required")
-        return Continue(remove_headers=[*self._key_headers({}), UPSTREAM_HEADER])
+        return Continue(remove_headers=[*key_headers(self.caller, {}), UPSTREAM_HEADER])
 
     def _forward(self, api: ApiKind, end_of_stream: bool) -> Continue | Reject:
         """Token counting and model listing: auth and credentials, no body policies."""
@@ -212,53 +215,20 @@ class RequestPipeline:
             # Routed by the body's model, like /v1/messages.
             if end_of_stream:
                 return self._reject(400, "request body is required")
-            return Continue(remove_headers=[*self._key_headers({}), UPSTREAM_HEADER])
+            return Continue(remove_headers=[*key_headers(self.caller, {}), UPSTREAM_HEADER])
         if end_of_stream and not self.envoy_sends_body:
             self.finished = True  # nothing else of this request passes through ext_proc
-        upstream = self.router.default_for(api)
-        model_id = bare.removeprefix("/v1/models/") if bare.startswith("/v1/models/") else ""
-        routed = self.router.for_model(model_id) if model_id else None
-        if routed is not None and routed.api is api:
-            upstream = routed  # one model's details come from the provider serving it
+        upstream = upstream_for_models_path(self.router, api, bare)
         return self._route(upstream, native=api is ApiKind.ANTHROPIC)
 
     def _route(self, upstream: Upstream, native: bool) -> Continue:
-        """Send the request to `upstream`, with its key in place of the gateway key."""
-        caller_brings_key = self.caller is not None and self.caller.passthrough
-        if caller_brings_key:
-            # A real credential goes to the real API, also where the gateway itself has
-            # no key for the provider and would use the mock.
-            upstream = upstream.real()
-        self.upstream = upstream
-        out = Continue(set_headers={UPSTREAM_HEADER: upstream.cluster}, clear_route_cache=True)
-        if upstream.api_key is not None and not caller_brings_key:
-            key = upstream.api_key.get_secret_value()
-            if native:
-                out.set_headers["x-api-key"] = key
-            else:
-                out.set_headers["authorization"] = f"Bearer {key}"
-        if native and not self.sent_version:
-            out.set_headers["anthropic-version"] = ANTHROPIC_VERSION
-        out.remove_headers = self._key_headers(out.set_headers)
-        return out
+        chosen = headers_for(upstream, self.caller, native, self.sent_version)
+        self.upstream = chosen.upstream
+        return Continue(chosen.set_headers, chosen.remove_headers, clear_route_cache=True)
 
     def _find_upstream(self, model: str, api: ApiKind) -> Upstream | Reject:
-        upstream = self.router.for_model(model)
-        if upstream is None:
-            return self._reject(
-                400,
-                f"model {model[:200]!r} is not served by this gateway: no route matches it "
-                f"(routed models: {', '.join(self.router.patterns) or 'none'})",
-                "model",
-            )
-        if api is ApiKind.ANTHROPIC and upstream.api is not ApiKind.ANTHROPIC:
-            return self._reject(
-                400,
-                f"model {model[:200]!r} is served by provider {upstream.name!r}, which speaks the "
-                "OpenAI API: call /v1/chat/completions for it",
-                "model",
-            )
-        return upstream
+        found = upstream_for_model(self.router, model, api)
+        return self._reject(400, found, "model") if isinstance(found, str) else found
 
     async def _count_tokens(self, body: bytes) -> Continue | Reject:
         try:
@@ -343,14 +313,6 @@ class RequestPipeline:
             # however Envoy then ends the stream (half-close or cancel).
             self.finished = True
         return out
-
-    def _key_headers(self, set_headers: dict[str, str]) -> list[str]:
-        """Headers carrying the gateway key, to remove before the request goes upstream;
-        never one this reply sets (the provider's key) and, for a passthrough caller,
-        never the client's own provider credential."""
-        if self.caller is not None and self.caller.passthrough:
-            return [GATEWAY_KEY_HEADER]
-        return [h for h in (*KEY_HEADERS, GATEWAY_KEY_HEADER) if h not in set_headers]
 
     # -- response side ------------------------------------------------------------
 
