@@ -87,9 +87,9 @@ class Settings(BaseModel):
     gateway_keys: tuple[SecretStr, ...] | None = None
     keys_file: str | None = None
     host: str = "127.0.0.1"
-    gateway_port: int = 8000
-    admin_port: int = 9901
-    extproc_port: int = 50051
+    gateway_port: int = Field(default=8000, ge=1, le=65535)
+    admin_port: int = Field(default=9901, ge=1, le=65535)
+    extproc_port: int = Field(default=50051, ge=1, le=65535)
     # ext_proc server processes, on ports extproc_port, extproc_port + 1, ...; Envoy
     # balances requests across them. Python runs one core per process.
     extproc_workers: int = Field(default=1, ge=1, le=64)
@@ -97,7 +97,7 @@ class Settings(BaseModel):
     # loopback on one host or in a pod; a service name and 0.0.0.0 under compose.
     extproc_host: str = "127.0.0.1"
     extproc_listen: str = "127.0.0.1"
-    mock_port: int = 9000
+    mock_port: int = Field(default=9000, ge=1, le=65535)
     mock_host: str = "127.0.0.1"
     anthropic_api_key: SecretStr | None = None
     openai_api_key: SecretStr | None = None

@@ -39,6 +39,7 @@ DEFAULT_KEY_ENV = {ApiKind.ANTHROPIC: "ANTHROPIC_API_KEY", ApiKind.OPENAI: "OPEN
 _PROVIDER_NAME = re.compile(r"[a-z][a-z0-9_-]{0,47}")
 MOCK_CLUSTER = "mock"
 _RESERVED_NAMES = frozenset({"extproc", MOCK_CLUSTER})
+_HASHED = re.compile(r".+-[0-9a-f]{8}")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PATTERN = re.compile(r"[A-Za-z0-9._:/@*?\[\]-]{1,200}")
 
@@ -56,9 +57,10 @@ class ProviderConfig(BaseModel):
     # A stream with no byte either way for this long is dead. Long generations stay
     # alive: models that think for minutes still send pings.
     idle_timeout_s: float = Field(default=600.0, ge=1, le=86400)
-    # Retries of failures before the request reached the provider (refused or failed
-    # connection, a pooled connection the provider had closed): never of a request it
-    # received, which would be a second, billed generation.
+    # Retries of failures before any byte of the request left (refused or failed
+    # connection, a reset before sending): never of a request the provider may have
+    # read, which could be a second, billed generation. A kept-alive connection the
+    # provider closes under a request in flight is therefore a 503, not a retry.
     connect_retries: int = Field(default=2, ge=0, le=5)
 
     @field_validator("base_url")
@@ -110,10 +112,15 @@ def check_routing(
     """Problems with a config's providers and routes, one message each."""
     problems = []
     for name, provider in providers.items():
-        if not _PROVIDER_NAME.fullmatch(name) or name in _RESERVED_NAMES:
+        if (
+            not _PROVIDER_NAME.fullmatch(name)
+            or name in _RESERVED_NAMES
+            or _HASHED.fullmatch(name)  # could be another provider's cluster name
+        ):
             problems.append(
                 f"providers.{name}: provider names are lower-case letters, digits, - and _, "
-                "starting with a letter (and not 'extproc' or 'mock')"
+                "starting with a letter (not 'extproc', 'mock' or ending in '-' and 8 "
+                "hex digits, the form of cluster names)"
             )
         default = DEFAULT_PROVIDERS.get(name)
         if default is not None and provider.api is not default.api:

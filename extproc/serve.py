@@ -44,12 +44,18 @@ async def serve_forever(settings: Settings) -> None:
             ", ".join(keyed),
         )
     for upstream in router.upstreams.values():
+        if upstream.api_key is not None:
+            key = "set"
+        elif upstream.is_mock:
+            key = "not set: its callers get the mock, passthrough callers the real API"
+        else:
+            key = "not set: requests carry no provider key but a passthrough caller's own"
         log.info(
             "provider %s (%s API, key from %s: %s)",
             upstream.describe(),
             upstream.api,
-            upstream.key_env,
-            "set" if upstream.api_key is not None else "not set: only passthrough callers' keys",
+            upstream.key_env or "nothing (no key_env)",
+            key,
         )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

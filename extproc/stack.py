@@ -207,6 +207,12 @@ class Stack:
         }
         if self.needs_mock:
             wanted["mock LLM"] = s.mock_port
+        last = s.extproc_port + s.extproc_workers - 1
+        if last > 65535:
+            raise StackError(
+                f"EXTPROC_WORKERS={s.extproc_workers} from EXTPROC_PORT={s.extproc_port} "
+                f"needs ports up to {last}, beyond 65535: choose a lower EXTPROC_PORT"
+            )
         owners: dict[int, str] = {}
         for name, port in wanted.items():
             if port in owners:

@@ -116,6 +116,26 @@ def test_overlapping_ports_exit_with_clear_message() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"EXTPROC_PORT": "65535", "EXTPROC_WORKERS": "2"}, "needs ports up to 65536"),
+        ({"GATEWAY_PORT": "70000"}, "invalid configuration in gateway_port"),
+    ],
+)
+def test_ports_out_of_range_exit_with_clear_message(extra: dict[str, str], message: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "extproc", "run"],
+        env=_env(**extra),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert message in done.stderr and "Traceback" not in done.stderr
+
+
 def test_envoy_failing_to_start_exits_with_clear_message() -> None:
     env = _env(ENVOY_BIN="/bin/false")
     done = subprocess.run(

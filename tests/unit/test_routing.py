@@ -116,6 +116,7 @@ def _write(tmp_path: Path, text: str) -> Path:
         ),
         ("providers: {Local: {api: openai, base_url: 'http://x'}}", "providers.Local:"),
         ("providers: {extproc: {api: openai, base_url: 'http://x'}}", "providers.extproc:"),
+        ("providers: {local-0123abcd: {api: openai}}", "the form of cluster names"),
         ("providers: {openai: {api: anthropic}}", "speaks the openai API"),
         ("providers: {x: {api: gemini}}", "providers.x.api:"),
         ("providers: {x: {api: openai, base_url: 'ftp://h'}}", "providers.x.base_url:"),
