@@ -9,9 +9,7 @@ dropping the object releases it all.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
-import re
 import time
 from dataclasses import dataclass, field
 from enum import Enum
@@ -19,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from extproc.apis.errors import error_body, stream_error
+from extproc.apis.errors import error_body
 from extproc.apis.kind import (
     COUNT_TOKENS_PATH,
     PASSTHROUGH_METHODS,
@@ -29,14 +27,11 @@ from extproc.apis.kind import (
     forwarded_api,
 )
 from extproc.config import Settings
-from extproc.engine.anthropic_stream import AnthropicStreamEngine
 from extproc.engine.messages import process_response
-from extproc.engine.openai_stream import OpenAIStreamEngine
-from extproc.events import StreamEvent
 from extproc.keys import GATEWAY_KEY_HEADER, Caller, KeyRegistry, presented_key
 from extproc.policies.base import ApiRequest, PolicyChain
 from extproc.routing import Router, Upstream
-from extproc.sse import Frame, FrameTooLarge, SSEFramer
+from extproc.sse_response import SseResponse
 from extproc.stream_check import OutputValidator
 from extproc.upstream_choice import (
     UPSTREAM_HEADER,
@@ -83,18 +78,6 @@ class ResponseMode(Enum):
     ERROR_REWRITE = "error_rewrite"  # a non-JSON error (often Envoy's own): make it in-format
 
 
-_ANTHROPIC_END = re.compile(r'\{\s*"type"\s*:\s*"(?:message_stop|error)"')
-
-
-def _ends_stream(frame: Frame) -> bool:
-    """Whether this event is the stream's own terminator (Anthropic message_stop or error,
-    named by `event:` or only by the payload's type; OpenAI's [DONE])."""
-    if frame.event is not None:
-        return frame.event in ("message_stop", "error")
-    data = frame.data
-    return data is not None and (data == "[DONE]" or _ANTHROPIC_END.match(data) is not None)
-
-
 class RequestPipeline:
     def __init__(
         self,
@@ -106,7 +89,6 @@ class RequestPipeline:
     ) -> None:
         self.settings = settings
         self.validate_streams = validate_streams
-        self.engine: AnthropicStreamEngine | OpenAIStreamEngine | None = None
         self.validator: OutputValidator | None = None
         self.keys = keys
         self.chains = chains if isinstance(chains, dict) else {"default": chains}
@@ -125,12 +107,9 @@ class RequestPipeline:
         self.sent_version = False  # the client sent anthropic-version itself
         self.status = 0
         self.mode = ResponseMode.PASSTHROUGH
-        self.framer: SSEFramer | None = None
+        self.sse: SseResponse | None = None
         self.json_buf = bytearray()
-        self.events_in = 0
         self.bytes_out = 0
-        self.terminated = False  # the SSE stream carried its own terminator
-        self.saw_error_payload = False
         self.finished = False  # our last reply carried end_of_stream
         # Envoy says so in the stream's first message (protocol_config).
         self.envoy_sends_body = True
@@ -341,14 +320,13 @@ class RequestPipeline:
             self.mode = ResponseMode.PASSTHROUGH
         elif ctype == "text/event-stream":
             self.mode = ResponseMode.SSE
-            self.framer = SSEFramer(self.settings.max_sse_frame_bytes)
-            if not self.chain.passthrough:
-                engine_class = (
-                    AnthropicStreamEngine
-                    if self.request.api is ApiKind.ANTHROPIC
-                    else OpenAIStreamEngine
-                )
-                self.engine = engine_class(self.chain, self.request)
+            self.sse = SseResponse(
+                self.request,
+                self.chain,
+                self.settings.max_sse_frame_bytes,
+                self.settings.policy_timeout_s,
+                f"{self.method} {self.path}",
+            )
             if self.validate_streams:
                 self.validator = OutputValidator(self.request)
         elif ctype == "application/json" and not self.chain.passthrough:
@@ -360,7 +338,8 @@ class RequestPipeline:
             # We already ended the client's stream (after a failure); drop the rest.
             return BodyOut(b"", False)
         if self.mode is ResponseMode.SSE:
-            out = await self._sse(chunk, end_of_stream)
+            assert self.sse is not None
+            out = BodyOut(*await self.sse.feed(chunk, end_of_stream))
         elif self.mode is ResponseMode.JSON:
             out = await self._json(chunk, end_of_stream)
         elif self.mode is ResponseMode.ERROR_REWRITE:
@@ -377,66 +356,6 @@ class RequestPipeline:
         """Trailers mark the end of the body when the upstream sends them."""
         out = await self.on_response_body(b"", True)
         return BodyOut(out.data, False)
-
-    async def _sse(self, chunk: bytes, end_of_stream: bool) -> BodyOut:
-        assert self.framer is not None and self.request is not None
-        api = self.request.api
-        failure: FrameTooLarge | None = None
-        try:
-            frames = self.framer.feed(chunk) if chunk else []
-            if end_of_stream:
-                frames += self.framer.finish()
-        except FrameTooLarge as exc:
-            # Deliver what came complete before the oversized event, then fail.
-            log.warning("%s %s: %s", self.method, self.path, exc)
-            failure, frames, end_of_stream = exc, exc.frames, False
-        for frame in frames:
-            if _ends_stream(frame):
-                self.terminated = True
-            elif frame.data is not None and frame.data.startswith('{"error"'):
-                self.saw_error_payload = True
-        if (
-            end_of_stream
-            and frames
-            and not frames[-1].terminated
-            and (self.engine is not None or not self.terminated)
-        ):
-            # The upstream's last event lacks its blank line and something follows it: end
-            # it, so what we add is not read as part of it.
-            frames[-1] = dataclasses.replace(frames[-1], raw=frames[-1].raw + b"\n\n")
-        self.events_in += len(frames)
-        try:
-            async with asyncio.timeout(self.settings.policy_timeout_s):
-                if self.engine is None:
-                    data = b"".join(f.raw for f in frames)
-                else:
-                    data = await self.engine.feed([StreamEvent.from_frame(api, f) for f in frames])
-                    if end_of_stream:
-                        data += await self.engine.finish()
-        except TimeoutError:
-            log.error("%s %s: policy chain timed out", self.method, self.path)
-            return self._fail("a gateway policy did not finish in time")
-        except Exception:
-            log.exception("%s %s: policy chain failed", self.method, self.path)
-            return self._fail("a gateway policy failed while processing the response")
-        if failure is not None:
-            failed = self._fail(f"upstream sent an SSE event larger than {failure.limit} bytes")
-            return BodyOut(data + failed.data, True)
-        if end_of_stream and not self.terminated:
-            data += self._terminator(api)
-        return BodyOut(data, end_of_stream)
-
-    def _terminator(self, api: ApiKind) -> bytes:
-        """What a stream that ended early still needs to be valid for its format."""
-        if api is ApiKind.OPENAI and self.saw_error_payload:
-            return b"data: [DONE]\n\n"
-        log.warning("%s %s: upstream stream ended before its terminator", self.method, self.path)
-        return stream_error(api, "upstream ended the stream before it was complete")
-
-    def _fail(self, message: str) -> BodyOut:
-        assert self.request is not None
-        self.terminated = True
-        return BodyOut(stream_error(self.request.api, message), True)
 
     async def _json(self, chunk: bytes, end_of_stream: bool) -> BodyOut:
         assert self.request is not None
@@ -488,10 +407,8 @@ class RequestPipeline:
 
     def close(self) -> None:
         """Release what the request holds: pending policy work first."""
-        if self.engine is not None:
-            self.engine.close()
-        self.engine = None
-        self.framer = None
+        if self.sse is not None:
+            self.sse.close()  # (kept: the summary counts its events)
         self.json_buf = bytearray()
 
     def summary(self) -> dict[str, Any]:
@@ -506,7 +423,7 @@ class RequestPipeline:
             "upstream": self.upstream.name if self.upstream else None,
             "status": self.status,
             "mode": self.mode.value,
-            "events": self.events_in,
+            "events": self.sse.events_in if self.sse is not None else 0,
             "bytes_out": self.bytes_out,
             "ms": round((time.monotonic() - self.started) * 1000, 1),
             **({"violations": self.validator.count} if self.validator is not None else {}),

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import anthropic
 import pytest
+
+from tests.e2e.conftest import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -148,3 +153,31 @@ def test_bad_gateway_key_is_authentication_error(base_url: str) -> None:
         client.messages.create(model=MODEL, max_tokens=10, messages=_ask("hi"))
     assert info.value.status_code == 401
     assert "sk-wrong" not in str(info.value)
+
+
+def test_request_summary_counts_the_streams_events(
+    anthropic_client: anthropic.Anthropic, log_dir: Path
+) -> None:
+    """One JSON line per request in the ext_proc log, written after the request's state
+    is released: it still counts the events that went through the policies."""
+    request_id = "summary-events-check-1"
+    with anthropic_client.messages.stream(
+        model=MODEL,
+        max_tokens=50,
+        messages=_ask("Count to 3"),
+        extra_headers={"x-request-id": request_id},
+    ) as stream:
+        assert stream.get_final_text() == "1, 2, 3"
+
+    def summary() -> dict[str, object] | None:
+        for line in (log_dir / "extproc.log").read_text().splitlines():
+            if f'"id":"{request_id}"' in line:
+                found: dict[str, object] = json.loads(line[line.index("{") :])
+                return found
+        return None
+
+    wait_for(lambda: summary() is not None, "the request's summary line")
+    line = summary()
+    assert line is not None
+    assert line["stream"] is True and line["mode"] == "sse" and line["status"] == 200
+    assert isinstance(line["events"], int) and line["events"] >= 8
