@@ -121,6 +121,15 @@ class RequestPipeline:
         return Reject(status, error_body(self.fmt, status, message, param))
 
     def on_request_headers(self, headers: dict[str, str], end_of_stream: bool) -> Continue | Reject:
+        out = self._request_headers(headers, end_of_stream)
+        if isinstance(out, Continue):
+            # Envoy's own control headers (x-envoy-retry-on, -max-retries, timeouts,
+            # x-envoy-original-path...) are not the client's to send: Envoy heeds some of
+            # them for requests it deems internal, and they would reach the provider.
+            out.remove_headers += [h for h in headers if h.startswith("x-envoy-")]
+        return out
+
+    def _request_headers(self, headers: dict[str, str], end_of_stream: bool) -> Continue | Reject:
         self.method = headers.get(":method", "")
         # The query string is dropped here: it can carry credentials (?key=...), and
         # nothing in the gateway needs it (Envoy forwards the original path upstream).

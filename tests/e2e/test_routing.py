@@ -266,6 +266,24 @@ def test_connect_failures_are_retried_generations_never(
     assert len(providers["anthropic"].requests()) == 1
 
 
+def test_client_envoy_headers_are_dropped(
+    routed: Stack, providers: dict[str, MockProvider]
+) -> None:
+    envoyish = {"x-envoy-upstream-rq-timeout-ms": "1", "x-envoy-custom": "from-client"}
+    _claude(routed, default_headers=envoyish).messages.create(
+        model="claude-sonnet-5-5", max_tokens=20, messages=MESSAGE
+    )
+    headers = _only(providers, "anthropic")["headers"]
+    assert "x-envoy-custom" not in headers and "from-client" not in str(headers)
+    # Nor can a client pick the format of Envoy's own errors (it matches this header).
+    spoof = {"x-envoy-original-path": "/v1/chat/completions"}
+    with pytest.raises(anthropic.InternalServerError) as err:
+        _claude(routed, default_headers=spoof).messages.create(
+            model="claude-offline-1", max_tokens=5, messages=MESSAGE
+        )
+    assert err.value.body["type"] == "error"  # type: ignore[index]
+
+
 def test_model_details_of_an_unreachable_provider_fail_in_openai_format(routed: Stack) -> None:
     with pytest.raises(openai.InternalServerError) as err:
         _openai(routed).models.retrieve("offline-1")
