@@ -214,6 +214,12 @@ class RequestPipeline:
         self.upstream = chosen.upstream
         return Continue(chosen.set_headers, chosen.remove_headers, clear_route_cache=True)
 
+    def _refuse_model(self, model: str) -> Reject | None:
+        """A 403 when the caller's key may not use `model`."""
+        if self.caller is not None and not self.caller.allows(model):
+            return self._reject(403, f"this key may not use model {model[:200]!r}", "model")
+        return None
+
     def _find_upstream(self, model: str, api: ApiKind) -> Upstream | Reject:
         found = upstream_for_model(self.router, model, api)
         return self._reject(400, found, "model") if isinstance(found, str) else found
@@ -226,8 +232,8 @@ class RequestPipeline:
         model = parsed.get("model") if isinstance(parsed, dict) else None
         if not isinstance(model, str) or not model:
             return self._reject(400, "model: a model name is required", "model")
-        if self.caller is not None and not self.caller.allows(model):
-            return self._reject(403, f"this key may not use model {model[:200]!r}", "model")
+        if (refused := self._refuse_model(model)) is not None:
+            return refused
         found = self._find_upstream(model, ApiKind.ANTHROPIC)
         if isinstance(found, Reject):
             return found
@@ -258,8 +264,8 @@ class RequestPipeline:
             return self._reject(400, "model: a model name is required", "model")
         if not isinstance(parsed.get("messages"), list):
             return self._reject(400, "messages: an array of messages is required", "messages")
-        if self.caller is not None and not self.caller.allows(model):
-            return self._reject(403, f"this key may not use model {model[:200]!r}", "model")
+        if (refused := self._refuse_model(model)) is not None:
+            return refused
         self.request = ApiRequest(
             api=self.api,
             path=self.path,
@@ -287,8 +293,8 @@ class RequestPipeline:
         if final != model:
             if not isinstance(final, str) or not final:
                 return self._reject(500, "a gateway policy removed the request's model")
-            if self.caller is not None and not self.caller.allows(final):
-                return self._reject(403, f"this key may not use model {final[:200]!r}", "model")
+            if (refused := self._refuse_model(final)) is not None:
+                return refused
         upstream = self._find_upstream(final, self.api)
         if isinstance(upstream, Reject):
             return upstream

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import os
 import re
 from collections.abc import Mapping
 from urllib.parse import urlsplit
@@ -247,10 +248,10 @@ class Router:
     """Model name -> upstream, first matching route wins."""
 
     def __init__(
-        self, upstreams: dict[str, Upstream], routes: list[RouteConfig], mock_url: str = ""
+        self, upstreams: dict[str, Upstream], routes: list[RouteConfig], mock_base_url: str = ""
     ) -> None:
         self.upstreams = upstreams
-        self.mock_url = mock_url
+        self.mock_base_url = mock_base_url
         self.routes = routes
         self._table = [
             (re.compile(fnmatch.translate(p)), upstreams[r.provider])
@@ -268,8 +269,6 @@ class Router:
         env: Mapping[str, str] | None = None,
     ) -> Router:
         """`env` holds the keys named by `key_env` (the process environment by default)."""
-        import os
-
         merged = {**DEFAULT_PROVIDERS, **(providers or {})}
         problems = check_routing(merged, routes)
         if problems:
@@ -306,7 +305,7 @@ class Router:
     def needs_mock(self) -> bool:
         """Whether the embedded mock must run: a provider falls back to it, or a URL
         names the mock's own address (the mock playing a real provider)."""
-        parts = urlsplit(self.mock_url)
+        parts = urlsplit(self.mock_base_url)
         at = (parts.hostname, parts.port)
         return any(u.is_mock or (u.host, u.port) == at for u in self.upstreams.values())
 
@@ -332,5 +331,5 @@ class Router:
             if upstream.is_mock:
                 return upstream
         return like.model_copy(
-            update={"base_url": self.mock_url, "is_mock": True, "cluster": MOCK_CLUSTER}
+            update={"base_url": self.mock_base_url, "is_mock": True, "cluster": MOCK_CLUSTER}
         )

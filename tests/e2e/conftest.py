@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,6 +20,22 @@ from extproc.stack import Stack, free_port, port_in_use
 # Small enough to test 413 cheaply, large enough that a 10 MiB request passes.
 MAX_REQUEST_BYTES = 12 * 1024 * 1024
 MAX_SSE_FRAME_BYTES = 256 * 1024
+
+
+def run_cli(
+    command: str, env: dict[str, str], check: bool = False, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`llm-gateway COMMAND` in a child with exactly `env`, run to its end (a start-up
+    failure for `run`)."""
+    return subprocess.run(
+        [sys.executable, "-m", "extproc", command],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=check,
+        cwd=cwd,
+    )
 
 
 def _distinct_ports(workers: int) -> dict[str, int]:

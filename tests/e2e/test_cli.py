@@ -14,6 +14,7 @@ import pytest
 
 from extproc.config import DEV_GATEWAY_KEY
 from extproc.stack import free_port, port_in_use
+from tests.e2e.conftest import run_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -85,14 +86,7 @@ def test_port_taken_exits_with_clear_message() -> None:
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", int(env["GATEWAY_PORT"])))
         holder.listen()
-        done = subprocess.run(
-            [sys.executable, "-m", "extproc", "run"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        done = run_cli("run", env)
     assert done.returncode == 1
     assert f"port {env['GATEWAY_PORT']} (gateway)" in done.stderr
     assert "already in use" in done.stderr
@@ -102,14 +96,7 @@ def test_overlapping_ports_exit_with_clear_message() -> None:
     """Two ext_proc workers take EXTPROC_PORT and the port after it."""
     env = _env(EXTPROC_WORKERS="2")
     env["GATEWAY_PORT"] = str(int(env["EXTPROC_PORT"]) + 1)
-    done = subprocess.run(
-        [sys.executable, "-m", "extproc", "run"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_cli("run", env)
     assert done.returncode == 1
     assert f"port {env['GATEWAY_PORT']} is configured for both gateway and ext_proc 1" in (
         done.stderr
@@ -124,28 +111,14 @@ def test_overlapping_ports_exit_with_clear_message() -> None:
     ],
 )
 def test_ports_out_of_range_exit_with_clear_message(extra: dict[str, str], message: str) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "extproc", "run"],
-        env=_env(**extra),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_cli("run", _env(**extra))
     assert done.returncode != 0
     assert message in done.stderr and "Traceback" not in done.stderr
 
 
 def test_envoy_failing_to_start_exits_with_clear_message() -> None:
     env = _env(ENVOY_BIN="/bin/false")
-    done = subprocess.run(
-        [sys.executable, "-m", "extproc", "run"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_cli("run", env)
     assert done.returncode == 1
     assert "envoy exited with code 1 during start-up" in done.stderr
     # What it had started before Envoy is stopped again.
@@ -155,13 +128,6 @@ def test_envoy_failing_to_start_exits_with_clear_message() -> None:
 
 def test_invalid_setting_names_the_variable_not_the_value() -> None:
     env = _env(UPSTREAM_OPENAI_URL="ftp://secret-host-value")
-    done = subprocess.run(
-        [sys.executable, "-m", "extproc", "run"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_cli("run", env)
     assert done.returncode != 0
     assert "upstream_openai_url" in done.stderr

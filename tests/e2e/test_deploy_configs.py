@@ -11,7 +11,6 @@ import difflib
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from pydantic import SecretStr
 from extproc.config import DEV_GATEWAY_KEY, ENV_VARS, Settings
 from extproc.envoy_config import DEFAULT_CA_BUNDLE, render
 from extproc.stack import envoy_binary
+from tests.e2e.conftest import run_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -193,14 +193,7 @@ def test_render_envoy_with_a_routing_table_validates(tmp_path: Path) -> None:
         "POLICY_CONFIG": str(config),
         "CA_BUNDLE": _ca_bundle(),
     }
-    done = subprocess.run(
-        [sys.executable, "-m", "extproc", "render-envoy"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    done = run_cli("render-envoy", env, check=True)
     path = tmp_path / "envoy.yaml"
     path.write_text(done.stdout)
     clusters = {
@@ -224,15 +217,7 @@ def test_image_renders_from_its_own_copy_of_the_template(tmp_path: Path) -> None
     copy = tmp_path / "envoy.yaml.tmpl"
     copy.write_text("# from the copy\n" + (ROOT / "envoy" / "envoy.yaml.tmpl").read_text())
     env = {"PATH": os.environ.get("PATH", ""), "ENVOY_TEMPLATE": str(copy)}
-    done = subprocess.run(
-        [sys.executable, "-m", "extproc", "render-envoy"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-        cwd=tmp_path,
-    )
+    done = run_cli("render-envoy", env, check=True, cwd=tmp_path)
     assert done.stdout.startswith("# from the copy\n")
 
 

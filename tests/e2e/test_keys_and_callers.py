@@ -4,8 +4,6 @@ and the provider key injected in place of the gateway key."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +16,7 @@ from pydantic import SecretStr
 from extproc.config import DEV_GATEWAY_KEY
 from extproc.keys import digest
 from extproc.stack import Stack, free_port
-from tests.e2e.conftest import running_stack
+from tests.e2e.conftest import run_cli, running_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -170,13 +168,6 @@ def test_bad_keys_file_stops_start(tmp_path: Path) -> None:
     bad = tmp_path / "keys.yaml"
     bad.write_text("callers:\n  - {name: x, key_sha256: 'nothex'}\n")
     env = {**os.environ, "GATEWAY_KEYS_FILE": str(bad), "GATEWAY_PORT": str(free_port())}
-    done = subprocess.run(
-        [sys.executable, "-m", "extproc", "run"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_cli("run", env)
     assert done.returncode != 0
     assert "callers[0] (x): key_sha256" in done.stderr
