@@ -1,7 +1,7 @@
 """The configurations under test and how each one is started on its own free ports.
 
 * direct: the load generator talks to the fast upstream itself;
-* passthrough: the gateway's own Envoy bootstrap (rendered from the template) with the
+* passthrough: the gateway's own Envoy bootstrap (as `llm-gateway run` renders it) with the
   ext_proc filter removed from http_filters, nothing else changed;
 * every other configuration: the ext_proc server with a policy file, and the rendered
   bootstrap as is (what `llm-gateway run` starts).
@@ -19,12 +19,12 @@ import yaml
 from benchmarks.procs import Group, http_ok, tcp_ready
 from benchmarks.upstream import FastUpstream
 from extproc.config import Settings
+from extproc.contract import EXTPROC_FILTER
 from extproc.envoy_config import render
-from extproc.routing import Router
-from extproc.stack import envoy_binary, free_port, response_body_needed
+from extproc.gateway import Gateway
+from extproc.stack import envoy_binary, free_port
 
 REPO = Path(__file__).resolve().parent.parent
-EXT_PROC_FILTER = "envoy.filters.http.ext_proc"
 
 Kind = Literal["direct", "passthrough", "extproc"]
 
@@ -86,7 +86,7 @@ def strip_ext_proc(rendered: str, provider_of: dict[str, str] | None = None) -> 
         for chain in listener["filter_chains"]:
             for net_filter in chain["filters"]:
                 hcm = net_filter["typed_config"]
-                kept = [f for f in hcm["http_filters"] if f["name"] != EXT_PROC_FILTER]
+                kept = [f for f in hcm["http_filters"] if f["name"] != EXTPROC_FILTER]
                 if len(kept) != len(hcm["http_filters"]) - 1:
                     raise ValueError("rendered bootstrap has no ext_proc filter to remove")
                 hcm["http_filters"] = kept
@@ -97,14 +97,14 @@ def strip_ext_proc(rendered: str, provider_of: dict[str, str] | None = None) -> 
                             if exact in (provider_of or {}):
                                 header["string_match"]["exact"] = (provider_of or {})[exact]
                         per_filter = route.get("typed_per_filter_config", {})
-                        per_filter.pop(EXT_PROC_FILTER, None)
+                        per_filter.pop(EXTPROC_FILTER, None)
                         if not per_filter:
                             route.pop("typed_per_filter_config", None)
     return yaml.safe_dump(doc, sort_keys=False)
 
 
 @dataclass
-class Gateway:
+class BenchTarget:
     """One configuration, running: `url` is where the load goes."""
 
     config: Config
@@ -141,11 +141,12 @@ class Gateway:
                     "extproc", [sys.executable, "-m", "extproc", "serve"], settings.to_env()
                 )
                 group.wait(lambda: tcp_ready("127.0.0.1", settings.extproc_port), "ext_proc")
-            # The same decision `llm-gateway run` makes: a chain that never looks at
-            # responses keeps them out of ext_proc.
-            rendered = render(settings, response_body=response_body_needed(settings))
+            # The same configuration, and so the same decision, as `llm-gateway run`: a
+            # chain that never looks at responses keeps them out of ext_proc.
+            gateway = Gateway.load(settings)
+            rendered = render(gateway)
             if self.config.kind == "passthrough":
-                routes = Router.build(settings).upstreams.values()
+                routes = gateway.router.upstreams.values()
                 rendered = strip_ext_proc(rendered, {u.cluster: u.name for u in routes})
             config_path = log_dir / "envoy.yaml"
             config_path.write_text(rendered)

@@ -20,7 +20,7 @@ if __package__ in (None, ""):  # run as a script: benchmarks/run.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import report, scenarios
-from benchmarks.gateway import Config, Gateway, configurations
+from benchmarks.gateway import BenchTarget, Config, configurations
 from benchmarks.load import run_load, wrk_available
 from benchmarks.measure import Running, latency, leak, slow_streams, target, throughput
 from benchmarks.plans import MODES, Plan
@@ -86,7 +86,7 @@ def bench_config(
     out: dict[str, Any] = {"description": cfg.description, "kind": cfg.kind}
     out.update(throughput=[], latency=[], problems=[], discarded=[])
     anthropic = apis["anthropic"]
-    gw = Gateway(cfg, upstream, run_dir, envoy_concurrency=plan.envoy_concurrency)
+    gw = BenchTarget(cfg, upstream, run_dir, envoy_concurrency=plan.envoy_concurrency)
     try:
         gw.start()
         watch = {"upstream_envoy": upstream.envoy_pid}

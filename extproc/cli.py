@@ -14,9 +14,9 @@ from pydantic import ValidationError
 
 from extproc.config import DEV_GATEWAY_KEY, Settings
 from extproc.envoy_config import render
-from extproc.keys import KeyRegistry, KeysError, new_key
-from extproc.policy_config import ConfigError, load_config
-from extproc.stack import Stack, StackError, gateway_router
+from extproc.gateway import Gateway, GatewayError
+from extproc.keys import new_key
+from extproc.stack import Stack, StackError
 
 
 def _settings(args: argparse.Namespace | None = None) -> Settings:
@@ -27,32 +27,22 @@ def _settings(args: argparse.Namespace | None = None) -> Settings:
         fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in exc.errors())
         sys.exit(f"llm-gateway: invalid configuration in {fields}: {exc.errors()[0]['msg']}")
     update: dict[str, object] = {}
-    if args is not None and getattr(args, "policy_config", None):
+    if args is not None and args.policy_config:
         update["policy_config"] = args.policy_config
-    if args is not None and getattr(args, "validate_streams", False):
+    if args is not None and args.validate_streams:
         update["validate_streams"] = True
-    settings = settings.model_copy(update=update)
-    # Check the policy and keys files here, so a mistake stops the start with its message
-    # before anything is running.
-    chains = {"default"}
-    if settings.policy_config:
-        try:
-            config = load_config(settings.policy_config, env={**os.environ, **settings.to_env()})
-        except ConfigError as exc:
-            sys.exit(f"llm-gateway: {exc}")
-        chains |= set(config.chains)
+    if args is not None and args.port:
+        update["extproc_port"] = args.port
+    return settings.model_copy(update=update)
+
+
+def _gateway(args: argparse.Namespace | None = None) -> Gateway:
+    """The configuration, every file read and checked once: a mistake stops the start
+    with its message before anything runs."""
     try:
-        registry = KeyRegistry.build(settings.env_keys, settings.keys_file)
-    except KeysError as exc:
+        return Gateway.load(_settings(args))
+    except GatewayError as exc:
         sys.exit(f"llm-gateway: {exc}")
-    missing = sorted(registry.chains() - chains)
-    if missing:
-        sys.exit(
-            f"llm-gateway: {settings.keys_file}: callers use policy chains that "
-            f"{settings.policy_config or 'the (absent) policy file'} does not define: "
-            + ", ".join(missing)
-        )
-    return settings
 
 
 def _raise_exit(signum: int, frame: object) -> None:
@@ -61,9 +51,10 @@ def _raise_exit(signum: int, frame: object) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """The whole stack in the foreground until Ctrl-C or SIGTERM."""
-    settings = _settings(args)
+    gateway = _gateway(args)
+    settings = gateway.settings
     signal.signal(signal.SIGTERM, _raise_exit)
-    stack = Stack(settings)
+    stack = Stack(gateway)
     try:
         stack.start(timeout=args.timeout)
     except StackError as exc:
@@ -78,7 +69,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if keys == [DEV_GATEWAY_KEY]
         else "(from GATEWAY_API_KEYS / GATEWAY_KEYS_FILE)"
     )
-    upstreams = ", ".join(u.describe() for u in stack.routing().upstreams.values())
+    upstreams = ", ".join(u.describe() for u in gateway.router.upstreams.values())
     print(
         f"\nLLM gateway ready on {stack.base_url}\n"
         f"  gateway key: {key_hint}\n"
@@ -109,16 +100,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Only the ext_proc gRPC server (Envoy and the provider run elsewhere)."""
     from extproc.serve import serve_forever
 
-    settings = _settings(args)
-    if args.port:
-        settings = settings.model_copy(update={"extproc_port": args.port})
+    gateway = _gateway(args)
     try:
         try:
             import uvloop
         except ImportError:
-            asyncio.run(serve_forever(settings))
+            asyncio.run(serve_forever(gateway))
         else:
-            uvloop.run(serve_forever(settings))
+            uvloop.run(serve_forever(gateway))
     except OSError as exc:
         print(f"llm-gateway: ext_proc server: {exc}", file=sys.stderr)
         return 1
@@ -135,11 +124,11 @@ def cmd_new_key(args: argparse.Namespace) -> int:
 
 
 def cmd_render_envoy(args: argparse.Namespace) -> int:
-    settings = _settings()
-    # For any keys: providers without a URL get the real API and the mock, and the
-    # ext_proc server picks by whether it has the key, so the file never goes stale
-    # when keys are added or removed.
-    print(render(settings, router=gateway_router(settings), any_keys=True), end="")
+    # For any policy file and any keys: responses go through ext_proc (a shipped file
+    # must serve whichever policies its deployment names), and providers without a URL
+    # get the real API and the mock, ext_proc picking by whether it holds the key, so
+    # the file never goes stale when keys are added or removed.
+    print(render(_gateway(args), response_body=True, any_keys=True), end="")
     return 0
 
 
@@ -160,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
     parser = argparse.ArgumentParser(prog="llm-gateway", description=__doc__)
+    # Flags only some commands take: every command sees them, unset.
+    parser.set_defaults(policy_config=None, validate_streams=False, port=0)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run mock LLM (if needed), ext_proc and Envoy")
     run.add_argument("--timeout", type=float, default=30.0, help="start-up deadline, seconds")

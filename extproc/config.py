@@ -11,9 +11,10 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
 
-from extproc.apis.kind import ApiKind
+from extproc.core.providers import ProviderApi
 
 DEV_GATEWAY_KEY = "sk-luthien-dev-key"
+DEFAULT_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 
 
 # Settings field -> environment variable (besides GATEWAY_API_KEYS).
@@ -39,6 +40,7 @@ ENV_VARS = {
     "validate_streams": "VALIDATE_STREAMS",
     "response_processing": "RESPONSE_PROCESSING",
     "keys_file": "GATEWAY_KEYS_FILE",
+    "ca_bundle": "CA_BUNDLE",
 }
 
 
@@ -117,6 +119,8 @@ class Settings(BaseModel):
     # alone: Envoy streams them straight to the client). always: every response does,
     # which also repairs truncated upstream streams and rewrites plain-text error pages.
     response_processing: Literal["auto", "always"] = "auto"
+    # The CA file Envoy checks https providers' certificates against.
+    ca_bundle: str = DEFAULT_CA_BUNDLE
 
     @field_validator("upstream_anthropic_url", "upstream_openai_url")
     @classmethod
@@ -161,9 +165,13 @@ class Settings(BaseModel):
             env[var] = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
         return env
 
-    def upstream_url(self, api: ApiKind) -> str | None:
+    def upstream_url(self, api: ProviderApi) -> str | None:
         """The URL override for an API's built-in provider (UPSTREAM_*_URL)."""
-        return self.upstream_anthropic_url if api is ApiKind.ANTHROPIC else self.upstream_openai_url
+        overrides = {
+            ProviderApi.ANTHROPIC: self.upstream_anthropic_url,
+            ProviderApi.OPENAI: self.upstream_openai_url,
+        }
+        return overrides[api]
 
     def provider_key(self, env_name: str) -> SecretStr | None:
         """A provider key these settings hold (the two standard variables)."""

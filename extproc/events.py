@@ -1,8 +1,9 @@
-"""One SSE event as the pipeline and policies see it.
+"""One SSE event as the engines and policies see it.
 
 An event keeps the exact bytes it arrived as. Its JSON payload is parsed only when
 something asks for it, and it is re-serialized only if a policy replaced it, so an
-event that nobody touched leaves the gateway byte for byte as it came in.
+event that nobody touched leaves the gateway byte for byte as it came in. Events the
+engines make are serialized by their API's dialect (`Dialect.event`).
 """
 
 from __future__ import annotations
@@ -11,35 +12,29 @@ from typing import Any
 
 import orjson
 
-from extproc.apis.kind import ApiKind
 from extproc.sse import Frame
 
 _UNPARSED: Any = object()
 
 
 class StreamEvent:
-    __slots__ = ("_payload", "api", "frame", "raw")
+    __slots__ = ("_payload", "frame", "name", "raw")
 
-    def __init__(self, api: ApiKind, frame: Frame | None, raw: bytes) -> None:
-        self.api = api
+    def __init__(self, frame: Frame | None, raw: bytes, name: str | None = None) -> None:
         self.frame = frame
         self.raw = raw
+        # The SSE `event:` field, for APIs that name their events.
+        self.name = name
         self._payload: Any = _UNPARSED
 
     @classmethod
-    def from_frame(cls, api: ApiKind, frame: Frame) -> StreamEvent:
-        return cls(api, frame, frame.raw)
+    def from_frame(cls, frame: Frame) -> StreamEvent:
+        return cls(frame, frame.raw, frame.event)
 
     @classmethod
-    def from_payload(cls, api: ApiKind, payload: dict[str, Any]) -> StreamEvent:
-        """A new event, serialized the way the API writes it."""
-        data = orjson.dumps(payload)
-        if api is ApiKind.ANTHROPIC:
-            name = str(payload.get("type", "message"))
-            raw = b"event: " + name.encode() + b"\ndata: " + data + b"\n\n"
-        else:
-            raw = b"data: " + data + b"\n\n"
-        event = cls(api, None, raw)
+    def made(cls, raw: bytes, payload: Any, name: str | None = None) -> StreamEvent:
+        """An event the gateway wrote, with its payload already known."""
+        event = cls(None, raw, name)
         event._payload = payload
         return event
 
@@ -48,26 +43,12 @@ class StreamEvent:
         return self.frame.data if self.frame is not None else None
 
     @property
-    def name(self) -> str | None:
-        """The SSE `event:` field (Anthropic names every event; OpenAI never does)."""
-        if self.frame is not None:
-            return self.frame.event
-        if self.api is ApiKind.ANTHROPIC and isinstance(self._payload, dict):
-            return str(self._payload.get("type"))
-        return None
-
-    @property
-    def is_done(self) -> bool:
-        """OpenAI's `data: [DONE]` terminator."""
-        return self.frame is not None and self.frame.data == "[DONE]"
-
-    @property
     def payload(self) -> Any:
         """The parsed JSON of `data:`; None when there is none or it is not JSON."""
         if self._payload is _UNPARSED:
             data = self.data
             try:
-                self._payload = None if data is None or data == "[DONE]" else orjson.loads(data)
+                self._payload = None if data is None else orjson.loads(data)
             except orjson.JSONDecodeError:
                 self._payload = None
         return self._payload

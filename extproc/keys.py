@@ -10,8 +10,9 @@ the file holds no secret:
         allowed_models: ["claude-*"]   # optional globs
       - name: claude-code
         key_sha256: 7d1e...
-        passthrough: true              # gateway key in x-gateway-key; the client's own
+        brings_own_key: true           # gateway key in x-gateway-key; the client's own
                                        # x-api-key / Authorization goes to the provider
+                                       # (`passthrough: true`, its former name, still works)
 
 Keys from GATEWAY_API_KEYS keep working for the simple case (default chain, any model).
 Presented keys are hashed and compared in constant time; only caller names are logged.
@@ -19,7 +20,6 @@ Presented keys are hashed and compared in constant time; only caller names are l
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import hmac
 import re
@@ -29,9 +29,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 
-DEFAULT_CHAIN = "default"
+from extproc.policies.base import DEFAULT_CHAIN
+from extproc.policies.matching import matches_any
+
 # Headers a client may carry its gateway key in. In passthrough mode the key travels in
 # x-gateway-key and the other two carry the client's own provider credential.
 GATEWAY_KEY_HEADER = "x-gateway-key"
@@ -50,7 +60,9 @@ class CallerConfig(BaseModel):
     key_sha256: str
     chain: str = DEFAULT_CHAIN
     allowed_models: list[str] | None = None
-    passthrough: bool = False
+    brings_own_key: bool = Field(
+        default=False, validation_alias=AliasChoices("brings_own_key", "passthrough")
+    )
 
     @field_validator("key_sha256", mode="before")
     @classmethod
@@ -75,12 +87,12 @@ class Caller:
     digest: bytes
     chain: str = DEFAULT_CHAIN
     allowed_models: tuple[str, ...] | None = None
-    passthrough: bool = False
+    # Sends the gateway key as x-gateway-key and its own provider credential, which the
+    # gateway forwards instead of injecting its own key.
+    brings_own_key: bool = False
 
     def allows(self, model: str) -> bool:
-        return self.allowed_models is None or any(
-            fnmatch.fnmatchcase(model, pattern) for pattern in self.allowed_models
-        )
+        return self.allowed_models is None or matches_any(model, self.allowed_models)
 
 
 def digest(key: str) -> bytes:
@@ -120,6 +132,19 @@ class KeyRegistry:
             if hmac.compare_digest(presented, caller.digest) and found is None:
                 found = caller
         return found
+
+    def authenticate(self, headers: Mapping[str, str]) -> Caller | str:
+        """The caller a request's headers name, or why there is none (a 401)."""
+        gateway_key = headers.get(GATEWAY_KEY_HEADER, "").strip()
+        caller = self.lookup(gateway_key or presented_key(headers))
+        if caller is None:
+            return "invalid or missing gateway key (send it as x-api-key or Authorization: Bearer)"
+        if caller.brings_own_key and not gateway_key:
+            return (
+                f"this key brings its own provider key: send it as {GATEWAY_KEY_HEADER}, and "
+                "your own provider key as x-api-key or Authorization"
+            )
+        return caller
 
 
 def presented_key(headers: Mapping[str, str]) -> str | None:
@@ -166,7 +191,7 @@ def load_keys(path: str | Path) -> list[Caller]:
             digest=bytes.fromhex(c.key_sha256),
             chain=c.chain,
             allowed_models=tuple(c.allowed_models) if c.allowed_models is not None else None,
-            passthrough=c.passthrough,
+            brings_own_key=c.brings_own_key,
         )
         for c in parsed.callers
     ]

@@ -31,7 +31,7 @@ from typing import Any, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError
 
-from extproc.policies.base import Policy, PolicyChain, PolicyConfig
+from extproc.policies.base import DEFAULT_CHAIN, Chains, Policy, PolicyChain, PolicyConfig
 from extproc.policies.noop import NoOpConfig
 from extproc.routing import ProviderConfig, RouteConfig, check_routing
 
@@ -48,9 +48,7 @@ POLICY_TYPES: dict[str, str] = {
 }
 
 # A registry maps a type name to "module:Class" or (handy in tests) the class itself.
-Registry = Mapping[str, str | type[Policy]]
-
-DEFAULT_CHAIN = "default"
+Registry = Mapping[str, str | type[Policy[Any]]]
 
 PolicyEntries = list[SerializeAsAny[PolicyConfig]]
 
@@ -60,8 +58,8 @@ class ConfigError(ValueError):
     the file, the entry (`policies[2] (tool_filter)`) and the field."""
 
 
-class GatewayConfig(BaseModel):
-    """A validated configuration file. Policy entries are instances of each policy's own
+class PolicyFile(BaseModel):
+    """A validated policy file. Policy entries are instances of each policy's own
     `Config` subclass (use `load_config`, not `model_validate`, to get them)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -74,25 +72,29 @@ class GatewayConfig(BaseModel):
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
     routes: list[RouteConfig] | None = None
 
+    def entries(self) -> list[PolicyConfig]:
+        """Every policy entry of every chain."""
+        return [*self.policies, *(e for chain in self.chains.values() for e in chain)]
+
 
 def _noop_entries() -> list[PolicyConfig]:
     return [NoOpConfig()]
 
 
-def _config_model(cls: type[Policy]) -> type[PolicyConfig]:
+def _config_model(cls: type[Policy[Any]]) -> type[PolicyConfig]:
     model: type[PolicyConfig] = cls.Config
     return model
 
 
-def default_config() -> GatewayConfig:
+def default_config() -> PolicyFile:
     """The configuration without a file: the noop chain."""
-    return GatewayConfig()
+    return PolicyFile()
 
 
 # -- policy classes -------------------------------------------------------------------
 
 
-def resolve_policy_class(type_name: str, registry: Registry | None = None) -> type[Policy]:
+def resolve_policy_class(type_name: str, registry: Registry | None = None) -> type[Policy[Any]]:
     """The policy class for `type_name`, importing its module now. ConfigError (without
     a file name) for an unknown type or a module that cannot be imported."""
     reg = POLICY_TYPES if registry is None else registry
@@ -130,12 +132,18 @@ def build_chain(entries: Iterable[PolicyConfig], registry: Registry | None = Non
     return PolicyChain(policies)
 
 
-def build_chains(config: GatewayConfig, registry: Registry | None = None) -> dict[str, PolicyChain]:
-    """The default chain under "default", then each named chain."""
-    chains = {DEFAULT_CHAIN: build_chain(config.policies, registry)}
-    for name, entries in config.chains.items():
-        chains[name] = build_chain(entries, registry)
-    return chains
+def build_chains(config: PolicyFile, registry: Registry | None = None) -> Chains:
+    """The default chain (`policies`), then each named chain."""
+    named = {name: build_chain(entries, registry) for name, entries in config.chains.items()}
+    return Chains(build_chain(config.policies, registry), named)
+
+
+def reads_responses(config: PolicyFile, registry: Registry | None = None) -> bool:
+    """Whether any chain of the file has a policy that looks at responses, from the
+    policy classes alone (no policy is built)."""
+    return any(
+        resolve_policy_class(entry.type, registry).reads_responses() for entry in config.entries()
+    )
 
 
 # -- loading --------------------------------------------------------------------------
@@ -336,7 +344,7 @@ class _Loader:
                 out[name] = self.entries(entries, ("chains", name))
         return out
 
-    def load(self, doc: dict[str, Any], env: Mapping[str, str]) -> GatewayConfig:
+    def load(self, doc: dict[str, Any], env: Mapping[str, str]) -> PolicyFile:
         problems: list[tuple[Loc, str]] = []
         self.doc = _expand(doc, (), env, problems)
         for loc, message in problems:
@@ -349,9 +357,9 @@ class _Loader:
         if "chains" in fields:
             fields["chains"] = self.chains(fields["chains"])
         try:
-            config = GatewayConfig.model_validate(fields)
+            config = PolicyFile.model_validate(fields)
         except ValidationError as exc:
-            for loc, message in _pydantic_messages(exc, GatewayConfig):
+            for loc, message in _pydantic_messages(exc, PolicyFile):
                 self.add(loc, message)
             raise self.fail() from None
         for problem in check_routing(config.providers, config.routes):
@@ -365,7 +373,7 @@ def load_config(
     path: str | Path,
     registry: Registry | None = None,
     env: Mapping[str, str] | None = None,
-) -> GatewayConfig:
+) -> PolicyFile:
     """Read and validate a YAML configuration file. An empty file gives `default_config()`.
     Raises ConfigError, one line per problem, each starting with the file name."""
     where = str(path)
@@ -393,28 +401,3 @@ def load_config(
         )
     loader = _Loader(where, POLICY_TYPES if registry is None else registry)
     return loader.load(doc, os.environ if env is None else env)
-
-
-__all__ = [
-    "DEFAULT_CHAIN",
-    "POLICY_TYPES",
-    "ConfigError",
-    "GatewayConfig",
-    "build_chain",
-    "build_chains",
-    "default_config",
-    "load_config",
-    "resolve_policy_class",
-]
-
-
-def needs_response_body(config: GatewayConfig, registry: Registry | None = None) -> bool:
-    """Whether any chain looks at responses (so Envoy must send bodies to ext_proc)."""
-    if config.validate_streams:
-        return True
-    entries = [*config.policies, *(e for chain in config.chains.values() for e in chain)]
-    for entry in entries:
-        cls = resolve_policy_class(entry.type, registry)
-        if cls.rewrites_text or cls.gates_tool_calls or cls.observes_events:
-            return True
-    return False

@@ -28,18 +28,18 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from extproc.apis.kind import ApiKind
 from extproc.config import Settings, check_url
+from extproc.contract import EXTPROC_CLUSTER, MOCK_CLUSTER, STREAM_IDLE_TIMEOUT_S
+from extproc.core.providers import ProviderApi
 
 REAL_BASE_URLS = {
-    ApiKind.ANTHROPIC: "https://api.anthropic.com",
-    ApiKind.OPENAI: "https://api.openai.com",
+    ProviderApi.ANTHROPIC: "https://api.anthropic.com",
+    ProviderApi.OPENAI: "https://api.openai.com",
 }
-DEFAULT_KEY_ENV = {ApiKind.ANTHROPIC: "ANTHROPIC_API_KEY", ApiKind.OPENAI: "OPENAI_API_KEY"}
+DEFAULT_KEY_ENV = {ProviderApi.ANTHROPIC: "ANTHROPIC_API_KEY", ProviderApi.OPENAI: "OPENAI_API_KEY"}
 # Envoy cluster names share a namespace with our own: keep them apart and YAML-safe.
 _PROVIDER_NAME = re.compile(r"[a-z][a-z0-9_-]{0,47}")
-MOCK_CLUSTER = "mock"
-_RESERVED_NAMES = frozenset({"extproc", MOCK_CLUSTER})
+_RESERVED_NAMES = frozenset({EXTPROC_CLUSTER, MOCK_CLUSTER})
 _HASHED = re.compile(r".+-[0-9a-f]{8}")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PATTERN = re.compile(r"[A-Za-z0-9._:/@*?\[\]-]{1,200}")
@@ -50,14 +50,14 @@ class ProviderConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    api: ApiKind
+    api: ProviderApi
     base_url: str | None = None
     key_env: str | None = None
     # Reaching the provider: a dead address fails fast instead of holding the client.
     connect_timeout_s: float = Field(default=10.0, ge=0.01, le=300)
     # A stream with no byte either way for this long is dead. Long generations stay
     # alive: models that think for minutes still send pings.
-    idle_timeout_s: float = Field(default=600.0, ge=1, le=86400)
+    idle_timeout_s: float = Field(default=STREAM_IDLE_TIMEOUT_S, ge=1, le=86400)
     # Retries of failures before any byte of the request left (refused or failed
     # connection, a reset before sending): never of a request the provider may have
     # read, which could be a second, billed generation. A kept-alive connection the
@@ -98,8 +98,8 @@ class RouteConfig(BaseModel):
 
 
 DEFAULT_PROVIDERS: dict[str, ProviderConfig] = {
-    "anthropic": ProviderConfig(api=ApiKind.ANTHROPIC),
-    "openai": ProviderConfig(api=ApiKind.OPENAI),
+    "anthropic": ProviderConfig(api=ProviderApi.ANTHROPIC),
+    "openai": ProviderConfig(api=ProviderApi.OPENAI),
 }
 DEFAULT_ROUTES: list[RouteConfig] = [
     RouteConfig(models=["claude-*"], provider="anthropic"),
@@ -145,7 +145,7 @@ class Upstream(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     name: str
-    api: ApiKind
+    api: ProviderApi
     base_url: str
     api_key: SecretStr | None = None
     key_env: str = ""
@@ -156,7 +156,7 @@ class Upstream(BaseModel):
     # No URL configured: the real API with a key, the mock without one.
     keyed_fallback: bool = False
     connect_timeout_s: float = 10.0
-    idle_timeout_s: float = 600.0
+    idle_timeout_s: float = STREAM_IDLE_TIMEOUT_S
     connect_retries: int = 2
 
     @property
@@ -288,7 +288,7 @@ class Router:
             self._cache[model] = match
         return match
 
-    def default_for(self, api: ApiKind) -> Upstream:
+    def default_for(self, api: ProviderApi) -> Upstream:
         """The provider for requests that name no model (`/v1/models`): the built-in one
         of that API while a route uses it, else the first routed provider of that API."""
         builtin = self.upstreams[api.value]

@@ -18,19 +18,11 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ep_grpc
 from envoy.type.v3 import http_status_pb2
 
-from extproc.config import Settings
-from extproc.keys import KeyRegistry
-from extproc.pipeline import BodyOut, Continue, Reject, RequestPipeline
-from extproc.policies.base import PolicyChain
-from extproc.policies.noop import NoOpPolicy
-from extproc.routing import Router
+from extproc.contract import MAX_CONCURRENT_STREAMS, MAX_REPLY_CHUNK, REQUEST_SLACK_BYTES
+from extproc.gateway import Runtime
+from extproc.pipeline import BodyOut, Continue, Immediate, RequestPipeline
 
 log = logging.getLogger("extproc.server")
-
-# Envoy recommends body replies of at most 64 KiB in FULL_DUPLEX_STREAMED mode.
-MAX_REPLY_CHUNK = 64 * 1024
-# gRPC messages carry whole buffered request bodies; leave room for framing.
-GRPC_MESSAGE_SLACK = 1024 * 1024
 
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 
@@ -67,7 +59,7 @@ def _common(out: Continue) -> ep.CommonResponse:
     return common
 
 
-def _immediate(out: Reject) -> ep.ProcessingResponse:
+def _immediate(out: Immediate) -> ep.ProcessingResponse:
     return ep.ProcessingResponse(
         immediate_response=ep.ImmediateResponse(
             status=http_status_pb2.HttpStatus(code=out.status),  # type: ignore[arg-type]
@@ -99,18 +91,9 @@ def _body_replies(out: BodyOut) -> Iterable[ep.ProcessingResponse]:
 
 
 class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
-    def __init__(
-        self,
-        settings: Settings,
-        chains: dict[str, PolicyChain],
-        validate_streams: bool = False,
-        router: Router | None = None,
-    ) -> None:
-        self.settings = settings
-        self.chains = chains
-        self.validate_streams = validate_streams
-        self.keys = KeyRegistry.build(settings.env_keys, settings.keys_file)
-        self.router = router or Router.build(settings)
+    def __init__(self, runtime: Runtime) -> None:
+        # Each request takes the runtime current when it starts and keeps it.
+        self.runtime = runtime
         self.active = 0  # open Process streams, for tests and metrics
 
     async def Process(
@@ -118,9 +101,7 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
         request_iterator: AsyncIterator[ep.ProcessingRequest],
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[ep.ProcessingResponse]:
-        pipeline = RequestPipeline(
-            self.settings, self.keys, self.chains, self.router, self.validate_streams
-        )
+        pipeline = RequestPipeline(self.runtime)
         self.active += 1
         outcome = "ok"
         try:
@@ -132,7 +113,7 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
                 if kind == "request_headers":
                     msg = req.request_headers
                     hout = pipeline.on_request_headers(_headers(msg), msg.end_of_stream)
-                    if isinstance(hout, Reject):
+                    if isinstance(hout, Immediate):
                         outcome = "rejected"
                         yield _immediate(hout)
                         return
@@ -141,7 +122,7 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
                     )
                 elif kind == "request_body":
                     bout = await pipeline.on_request_body(req.request_body.body)
-                    if isinstance(bout, Reject):
+                    if isinstance(bout, Immediate):
                         outcome = "rejected"
                         yield _immediate(bout)
                         return
@@ -153,7 +134,7 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
                 elif kind == "response_headers":
                     msg = req.response_headers
                     rout = pipeline.on_response_headers(_headers(msg), msg.end_of_stream)
-                    if isinstance(rout, Reject):
+                    if isinstance(rout, Immediate):
                         yield _immediate(rout)
                         return
                     yield ep.ProcessingResponse(
@@ -168,7 +149,7 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
                     for reply in _body_replies(await pipeline.on_response_trailers()):
                         yield reply
                     yield ep.ProcessingResponse(response_trailers=ep.TrailersResponse())
-            if outcome == "ok" and not pipeline.finished:
+            if outcome == "ok" and not pipeline.complete:
                 # Envoy closed the stream before the response ended: the client or the
                 # upstream went away.
                 outcome = "incomplete"
@@ -176,7 +157,7 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
             # Envoy cancels the stream when the client goes away, and also right after a
             # response we already ended. Either way the pipeline and all it buffered go
             # with this frame.
-            outcome = "ok" if pipeline.finished else "cancelled"
+            outcome = "ok" if pipeline.complete else "cancelled"
             raise
         except Exception:
             outcome = "error"
@@ -191,28 +172,26 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
 
 
 async def start_server(
-    settings: Settings,
-    chain: PolicyChain | dict[str, PolicyChain] | None = None,
-    address: str | None = None,
-    validate_streams: bool = False,
-    router: Router | None = None,
+    runtime: Runtime, address: str | None = None
 ) -> tuple[grpc.aio.Server, ExternalProcessor, int]:
     """Start serving; returns the server, the servicer and the bound port."""
-    limit = settings.max_request_bytes + GRPC_MESSAGE_SLACK
+    settings = runtime.settings
+    # gRPC messages carry whole buffered request bodies; leave room for framing.
+    limit = settings.max_request_bytes + REQUEST_SLACK_BYTES
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
             # Envoy keeps one HTTP/2 connection with many concurrent streams.
-            ("grpc.max_concurrent_streams", 10000),
+            ("grpc.max_concurrent_streams", MAX_CONCURRENT_STREAMS),
             ("grpc.so_reuseport", 0),
         ]
     )
-    chains = chain if isinstance(chain, dict) else {"default": chain or PolicyChain([NoOpPolicy()])}
-    servicer = ExternalProcessor(settings, chains, validate_streams, router)
+    servicer = ExternalProcessor(runtime)
     ep_grpc.add_ExternalProcessorServicer_to_server(servicer, server)
-    port = server.add_insecure_port(address or f"{settings.extproc_listen}:{settings.extproc_port}")
+    address = address or f"{settings.extproc_listen}:{settings.extproc_port}"
+    port = server.add_insecure_port(address)
     if port == 0:
-        raise OSError(f"cannot listen on {address or settings.extproc_port}: address in use?")
+        raise OSError(f"cannot listen on {address}: address in use?")
     await server.start()
     return server, servicer, port

@@ -18,14 +18,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO
 
 from extproc.config import Settings
 from extproc.envoy_config import render
-from extproc.routing import Router
-
-if TYPE_CHECKING:
-    from extproc.policy_config import GatewayConfig
+from extproc.gateway import Gateway
 
 
 class StackError(RuntimeError):
@@ -118,49 +115,37 @@ def stop_processes(
     files.clear()
 
 
-def gateway_config(settings: Settings, extra_env: dict[str, str] | None = None) -> GatewayConfig:
-    """The policy file of these settings, expanded with the environment the ext_proc
-    child gets (ports included); the default configuration without a file."""
-    from extproc.policy_config import default_config, load_config
-
-    if not settings.policy_config:
-        return default_config()
-    env = {**os.environ, **settings.to_env(), **(extra_env or {})}
-    return load_config(settings.policy_config, env=env)
-
-
-def gateway_router(settings: Settings, extra_env: dict[str, str] | None = None) -> Router:
-    """The providers and model routes the ext_proc server will use."""
-    config = gateway_config(settings, extra_env)
-    env = {**os.environ, **(extra_env or {})}
-    return Router.build(settings, config.providers, config.routes, env=env)
-
-
-def response_body_needed(settings: Settings, extra_env: dict[str, str] | None = None) -> bool:
-    """Whether Envoy must stream responses through ext_proc for these settings: only
-    chains that look at responses get them (see README, "Response processing")."""
-    from extproc.policy_config import needs_response_body
-
-    if settings.validate_streams or settings.response_processing == "always":
-        return True
-    if not settings.policy_config:
-        return False
-    return needs_response_body(gateway_config(settings, extra_env))
-
-
 @dataclass
 class Stack:
-    settings: Settings
+    """The gateway's processes for one configuration. `gateway` must have been loaded
+    with the environment the children get (settings and `extra_env`), as
+    `Stack.load` does."""
+
+    gateway: Gateway
     # Where children write their output: None inherits this process's stdout/stderr.
     log_dir: Path | None = None
     envoy_concurrency: int | None = None
+    # More variables for the children (keys named by a provider's key_env).
     extra_env: dict[str, str] = field(default_factory=dict)
     # Forces Envoy's response body mode (tests of a mismatch); None derives it.
     response_body: bool | None = None
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _files: list[IO[bytes]] = field(default_factory=list)
     config_path: Path | None = None
-    router: Router | None = None
+
+    @classmethod
+    def load(
+        cls, settings: Settings, extra_env: dict[str, str] | None = None, **kw: object
+    ) -> Stack:
+        """The stack for these settings: the configuration loaded once, here, with the
+        environment the ext_proc children will see."""
+        extra = dict(extra_env or {})
+        gateway = Gateway.load(settings, env={**os.environ, **settings.to_env(), **extra})
+        return cls(gateway, extra_env=extra, **kw)  # type: ignore[arg-type]
+
+    @property
+    def settings(self) -> Settings:
+        return self.gateway.settings
 
     @property
     def base_url(self) -> str:
@@ -181,22 +166,9 @@ class Stack:
         self.procs[name] = proc
         return proc
 
-    def routing(self) -> Router:
-        if self.router is None:
-            self.router = gateway_router(self.settings, self.extra_env)
-        return self.router
-
-    def has_passthrough_callers(self) -> bool:
-        """Callers with their own provider credentials reach the real API of a provider
-        the gateway has no key for, so its cluster must exist besides the mock's."""
-        from extproc.keys import KeyRegistry
-
-        registry = KeyRegistry.build(self.settings.env_keys, self.settings.keys_file)
-        return any(c.passthrough for c in registry.callers)
-
     @property
     def needs_mock(self) -> bool:
-        return self.routing().needs_mock
+        return self.gateway.router.needs_mock
 
     def check_ports(self) -> None:
         s = self.settings
@@ -260,10 +232,9 @@ class Stack:
             self.config_path = run_dir / "envoy.yaml"
             self.config_path.write_text(
                 render(
-                    s,
-                    response_body=self.needs_response_body(),
-                    router=self.routing(),
-                    any_keys=self.has_passthrough_callers(),
+                    self.gateway,
+                    response_body=self.response_body,
+                    any_keys=self.gateway.brings_own_key_callers,
                 )
             )
             argv = [
@@ -286,11 +257,6 @@ class Stack:
         except BaseException:
             self.stop()
             raise
-
-    def needs_response_body(self) -> bool:
-        if self.response_body is not None:
-            return self.response_body
-        return response_body_needed(self.settings, self.extra_env)
 
     def dead_child(self) -> str | None:
         for name, proc in self.procs.items():

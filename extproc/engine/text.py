@@ -6,7 +6,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Generic, TypeVar
 
-from extproc.policies.base import TextRewriter
+from extproc.core.rewriting import HoldsGrowingMatches, TextRewriter
 
 E = TypeVar("E")
 
@@ -27,7 +27,7 @@ class RewriteStage:
     def __init__(self, rewriter: TextRewriter) -> None:
         self._rewriter = rewriter
         self._holdback = max(0, rewriter.holdback)
-        self._hold_from = getattr(rewriter, "hold_from", None)
+        self._hold_from = rewriter.hold_from if isinstance(rewriter, HoldsGrowingMatches) else None
         # Text is released in batches of up to this many characters beyond the window,
         # so the window is not rescanned on every small delta.
         self._batch = min(self._holdback, MAX_BATCH)

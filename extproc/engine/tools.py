@@ -8,11 +8,12 @@ from typing import Any, TypeVar
 
 import orjson
 
-from extproc.policies.base import ApiRequest, BlockResponse, BlockToolCall, PolicyChain, ToolCall
+from extproc.core.chain import ResponsePolicies
+from extproc.core.decisions import BlockResponse, BlockToolCall, ToolCall, ToolDecision
+from extproc.core.request import ApiRequest
 
 log = logging.getLogger("extproc.engine")
 
-Decision = BlockToolCall | BlockResponse | None
 T = TypeVar("T")
 POLICY_FAILED = "Tool call '{tool}' was blocked: a gateway policy failed while reviewing it."
 
@@ -32,15 +33,15 @@ class ToolGate:
     """Starts a decision as soon as a call is complete, so parallel calls are judged
     concurrently while the rest of the response still streams in."""
 
-    def __init__(self, chain: PolicyChain, request: ApiRequest) -> None:
+    def __init__(self, chain: ResponsePolicies, request: ApiRequest) -> None:
         self.chain = chain
         self.request = request
-        self.tasks: list[asyncio.Task[Decision]] = []
+        self.tasks: list[asyncio.Task[ToolDecision]] = []
 
     def submit(self, call: ToolCall) -> None:
         self.tasks.append(asyncio.create_task(self._decide(call)))
 
-    async def _decide(self, call: ToolCall) -> Decision:
+    async def _decide(self, call: ToolCall) -> ToolDecision:
         try:
             return await self.chain.decide_tool_call(call, self.request)
         except Exception:
@@ -48,7 +49,7 @@ class ToolGate:
             log.exception("policy failed on tool call %r", call.name)
             return BlockToolCall(POLICY_FAILED.format(tool=call.name))
 
-    async def results(self) -> list[Decision]:
+    async def results(self) -> list[ToolDecision]:
         return list(await asyncio.gather(*self.tasks))
 
     def cancel(self) -> None:
@@ -56,7 +57,7 @@ class ToolGate:
             task.cancel()
 
 
-def split_decisions(items: list[T], decisions: list[Decision]) -> tuple[list[str], list[T]]:
+def split_decisions(items: list[T], decisions: list[ToolDecision]) -> tuple[list[str], list[T]]:
     """The messages to show in place of blocked calls, and the calls let through. A
     BlockResponse wins over everything: its message alone, and no call."""
     stop_all = next((d for d in decisions if isinstance(d, BlockResponse)), None)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import builtins
-from typing import ClassVar, Literal
+from typing import Literal
 
-from extproc.policies.base import ApiRequest, Policy, PolicyConfig, Span, TextRewriter
+from extproc.core.request import ApiRequest
+from extproc.core.rewriting import Span, TextRewriter
+from extproc.policies.base import Policy, PolicyConfig
 
 
 class AllCapsConfig(PolicyConfig):
@@ -23,9 +24,8 @@ class AllCapsRewriter:
         return [Span(start, len(text), upper)] if upper != rest else []
 
 
-class AllCapsPolicy(Policy):
+class AllCapsPolicy(Policy[AllCapsConfig]):
     type = "all_caps"
-    Config: ClassVar[builtins.type[PolicyConfig]] = AllCapsConfig
     rewrites_text = True
 
     _rewriter = AllCapsRewriter()

@@ -1,107 +1,29 @@
 """The seam every policy plugs into.
 
 A policy never sees SSE frames, JSON events or gRPC messages. It sees a normalized view:
-the parsed request, response text as it streams (through a `TextRewriter`), each tool call
-once complete with parsed arguments, and may return decisions. The engine
-(`extproc/engine/`) turns those decisions into a valid stream or body for the API at hand,
-so no policy can break a stream's invariants.
+the parsed request (`ApiRequest`), response text as it streams (through a
+`TextRewriter`), each tool call once complete with parsed arguments, and may return
+decisions (`extproc/core/`). The engine turns those decisions into a valid stream or
+body for the API at hand, so no policy can break a stream's invariants.
 """
 
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+import logging
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, ClassVar, Generic, TypeVar, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict
 
-from extproc.apis.kind import ApiKind
+from extproc.core.decisions import Deny, ToolCall, ToolDecision
+from extproc.core.request import ApiRequest
+from extproc.core.rewriting import TextRewriter
 
+log = logging.getLogger("extproc.policies")
 
-@dataclass(slots=True)
-class ApiRequest:
-    """The parsed request a response belongs to."""
-
-    api: ApiKind
-    path: str
-    model: str
-    stream: bool
-    body: dict[str, Any]
-    # Per-request scratch space for policies.
-    state: dict[str, Any] = field(default_factory=dict)
-    body_changed: bool = False
-
-    def replace_body(self, body: dict[str, Any]) -> None:
-        """The only way to change the request: the engine then re-serializes it."""
-        self.body = body
-        self.body_changed = True
-
-
-# -- decisions -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Reject:
-    """Refuse the request: the client gets `status` (400 or 403) in the API's format."""
-
-    status: int
-    message: str
-
-
-@dataclass(frozen=True, slots=True)
-class BlockToolCall:
-    """Drop this tool call; the client sees `message` as text in its place."""
-
-    message: str
-
-
-@dataclass(frozen=True, slots=True)
-class BlockResponse:
-    """Stop the response here: what was already delivered stays, `message` follows as
-    text, tool calls not yet delivered are dropped, and the response ends normally."""
-
-    message: str
-
-
-@dataclass(frozen=True, slots=True)
-class ToolCall:
-    """A complete tool call the model wants to make."""
-
-    id: str
-    name: str
-    arguments: dict[str, Any]  # parsed JSON object; {} when the model sent none
-    raw_arguments: str  # exactly as the model wrote them
-    index: int  # position among this response's tool calls, from 0
-
-
-@dataclass(frozen=True, slots=True)
-class Span:
-    """Replace text[start:end] with `replacement`."""
-
-    start: int
-    end: int
-    replacement: str
-
-
-class TextRewriter(Protocol):
-    """Rewrites response text as it streams.
-
-    `holdback` is the longest stretch of text one rewrite can cover: the engine keeps that
-    many characters unsent, so a match split across deltas is still caught, while the rest
-    flows on at once. `spans(text, start)` returns sorted, non-overlapping spans that lie
-    in text[start:]; text[:start] is already sent and given only as context (for `\\b`,
-    look-behind...). The same rewriter serves streaming and non-streaming responses, so a
-    policy sees the same content either way.
-
-    A rewriter may also have `hold_from(text, start) -> int | None`: the position of a
-    match that has begun but may still grow past `holdback` (a PEM block between its
-    BEGIN and END lines); the engine then keeps everything from there unsent too.
-    """
-
-    holdback: int
-
-    def spans(self, text: str, start: int) -> Iterable[Span]: ...
+# The chain a policy file's top-level `policies:` defines, and callers get by default.
+DEFAULT_CHAIN = "default"
 
 
 class PolicyConfig(BaseModel):
@@ -115,11 +37,15 @@ class PolicyConfig(BaseModel):
     name: str | None = None
 
 
-class Policy:
+C = TypeVar("C", bound=PolicyConfig)
+
+
+class Policy(Generic[C]):
     """Base class: every hook does nothing. Override only what the policy needs.
 
-    Each policy class has a nested `Config` (a PolicyConfig subclass) and is built as
-    `PolicyClass(config)`.
+    A policy names its config model as its type argument, `class P(Policy[PConfig])`,
+    which makes `self.config` a `PConfig` and `P.Config` that model; it is built as
+    `P(config)` (or `P()` with the config's defaults).
 
     Class attributes tell the engine which streaming behaviour to use, so work is only
     done for what some policy asked for:
@@ -134,42 +60,64 @@ class Policy:
     gates_tool_calls: ClassVar[bool] = False
     observes_events: ClassVar[bool] = False
 
-    def __init__(self, config: PolicyConfig | None = None) -> None:
-        self.config = config if config is not None else self.Config(type=self.type)
+    config: C
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # `Policy[PConfig]` as a base: PConfig is the model the file's entries validate to.
+        for base in cls.__dict__.get("__orig_bases__", ()):
+            args = get_args(base)
+            if get_origin(base) is Policy and args and isinstance(args[0], type):
+                cls.Config = args[0]
+
+    def __init__(self, config: C | None = None) -> None:
+        # The default config is the policy's own model: `C` and `Config` are one class.
+        self.config = config if config is not None else self.Config(type=self.type)  # type: ignore[assignment]
+
+    @classmethod
+    def reads_responses(cls) -> bool:
+        """The one definition: a policy reads responses when it rewrites their text,
+        gates their tool calls or observes their events."""
+        return cls.rewrites_text or cls.gates_tool_calls or cls.observes_events
 
     @property
     def name(self) -> str:
         return self.config.name or self.type
 
-    async def on_request(self, request: ApiRequest) -> Reject | None:
-        """Inspect the request; change it with `request.replace_body`, or reject it."""
+    async def on_request(self, request: ApiRequest) -> Deny | None:
+        """Inspect the request; change it with `request.replace_body`, or deny it."""
         return None
 
     def rewriter(self, request: ApiRequest) -> TextRewriter | None:
         """A rewriter for one text block of this request's response (fresh per block)."""
         return None
 
-    async def on_tool_call(
-        self, call: ToolCall, request: ApiRequest
-    ) -> BlockToolCall | BlockResponse | None:
+    async def on_tool_call(self, call: ToolCall, request: ApiRequest) -> ToolDecision:
         """Decide one complete tool call. None lets it through."""
         return None
 
     def observe(self, event_type: str, payload: Any, request: ApiRequest) -> None:
         """See an upstream event (type and parsed payload); must not block."""
 
+    async def aclose(self) -> None:
+        """Release what the policy holds (HTTP clients...) when the gateway stops."""
+
 
 class PolicyChain:
-    """An ordered list of policies; each one sees what the previous one let through."""
+    """An ordered list of policies; each one sees what the previous one let through.
+    It is what the engines ask about a response (`core.chain.ResponsePolicies`)."""
 
-    def __init__(self, policies: Iterable[Policy]) -> None:
+    def __init__(self, policies: Iterable[Policy[Any]]) -> None:
         self.policies = tuple(policies)
         self.rewriters = tuple(p for p in self.policies if p.rewrites_text)
         self.gates = tuple(p for p in self.policies if p.gates_tool_calls)
         self.observers = tuple(p for p in self.policies if p.observes_events)
-        # Nothing in the chain looks at the response: the engine is skipped entirely
-        # and bytes flow through untouched.
-        self.passthrough = not (self.rewriters or self.gates or self.observers)
+        self.rewrites_text = bool(self.rewriters)
+        self.gates_tool_calls = bool(self.gates)
+        self.observes_events = bool(self.observers)
+        # Whether anything in the chain looks at the response; if not, the engine is
+        # skipped entirely and bytes flow through untouched.
+        self.reads_responses = self.rewrites_text or self.gates_tool_calls or self.observes_events
 
     @property
     def names(self) -> list[str]:
@@ -180,19 +128,64 @@ class PolicyChain:
         found = (p.rewriter(request) for p in self.rewriters)
         return [r for r in found if r is not None]
 
-    async def on_request(self, request: ApiRequest) -> Reject | None:
+    async def on_request(self, request: ApiRequest) -> Deny | None:
         for policy in self.policies:
             verdict = await policy.on_request(request)
             if verdict is not None:
                 return verdict
         return None
 
-    async def decide_tool_call(
-        self, call: ToolCall, request: ApiRequest
-    ) -> BlockToolCall | BlockResponse | None:
+    async def decide_tool_call(self, call: ToolCall, request: ApiRequest) -> ToolDecision:
         """The first policy that blocks decides; later ones never see a blocked call."""
         for policy in self.gates:
             verdict = await policy.on_tool_call(call, request)
             if verdict is not None:
                 return verdict
         return None
+
+    def observe(self, event_type: str, payload: Any, request: ApiRequest) -> None:
+        for policy in self.observers:
+            policy.observe(event_type, payload, request)
+
+
+class Chains(Mapping[str, PolicyChain]):
+    """The named policy chains of a configuration; `default` always exists."""
+
+    def __init__(self, default: PolicyChain, named: Mapping[str, PolicyChain] | None = None):
+        self._chains = {DEFAULT_CHAIN: default, **(named or {})}
+
+    @classmethod
+    def of(cls, *policies: Policy[Any]) -> Chains:
+        """Only a default chain of these policies."""
+        return cls(PolicyChain(policies))
+
+    @property
+    def default(self) -> PolicyChain:
+        return self._chains[DEFAULT_CHAIN]
+
+    @property
+    def reads_responses(self) -> bool:
+        """Whether any chain looks at responses (so Envoy must send them to ext_proc)."""
+        return any(chain.reads_responses for chain in self._chains.values())
+
+    def policies(self) -> list[Policy[Any]]:
+        """Every policy of every chain, once each."""
+        return list({id(p): p for c in self._chains.values() for p in c.policies}.values())
+
+    async def aclose(self) -> None:
+        """Release every policy's resources; one that fails to close does not keep the
+        others open."""
+        for policy in self.policies():
+            try:
+                await policy.aclose()
+            except Exception:
+                log.exception("policy %s failed to close", policy.name)
+
+    def __getitem__(self, name: str) -> PolicyChain:
+        return self._chains[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._chains)
+
+    def __len__(self) -> int:
+        return len(self._chains)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import builtins
 import logging
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 import orjson
 
-from extproc.policies.base import ApiRequest, Policy, PolicyConfig
+from extproc.core.request import ApiRequest
+from extproc.policies.base import Policy, PolicyConfig
 
 log = logging.getLogger("extproc.debug_log")
 
@@ -20,16 +20,15 @@ class DebugLogConfig(PolicyConfig):
     max_body_chars: int = 2000
 
 
-class DebugLogPolicy(Policy):
+class DebugLogPolicy(Policy[DebugLogConfig]):
     type = "debug_log"
-    Config: ClassVar[builtins.type[PolicyConfig]] = DebugLogConfig
     observes_events = True
 
     async def on_request(self, request: ApiRequest) -> None:
-        body = self._body(request.body) if self._bodies else ""
+        body = self._body(request.body) if self.config.log_bodies else ""
         log.info(
             "request api=%s model=%s stream=%s messages=%d%s",
-            request.api.value,
+            request.api,
             request.model,
             request.stream,
             len(request.body.get("messages") or []),
@@ -39,14 +38,10 @@ class DebugLogPolicy(Policy):
 
     def observe(self, event_type: str, payload: Any, request: ApiRequest) -> None:
         size = len(orjson.dumps(payload)) if payload is not None else 0
-        body = self._body(payload) if self._bodies and payload is not None else ""
+        body = self._body(payload) if self.config.log_bodies and payload is not None else ""
         log.info("event model=%s type=%s bytes=%d%s", request.model, event_type, size, body)
 
-    @property
-    def _bodies(self) -> bool:
-        return bool(getattr(self.config, "log_bodies", False))
-
     def _body(self, payload: Any) -> str:
-        limit = int(getattr(self.config, "max_body_chars", 2000))
+        limit = self.config.max_body_chars
         text = orjson.dumps(payload).decode()
         return " body=" + (text if len(text) <= limit else text[:limit] + "...")

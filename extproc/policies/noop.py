@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import builtins
-from typing import ClassVar, Literal
+from typing import Literal
 
 from extproc.policies.base import Policy, PolicyConfig
 
@@ -12,6 +11,5 @@ class NoOpConfig(PolicyConfig):
     type: Literal["noop"] = "noop"
 
 
-class NoOpPolicy(Policy):
+class NoOpPolicy(Policy[NoOpConfig]):
     type = "noop"
-    Config: ClassVar[builtins.type[PolicyConfig]] = NoOpConfig

@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from extproc.policies.string_replacement import Finder, Found, regex_finder
+from extproc.policies.matching import Finder, Found, regex_finder
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,15 +18,16 @@ a wrong checksum are not either; 13-19 plain digits that pass Luhn count as a ca
 
 from __future__ import annotations
 
-import builtins
-from typing import ClassVar, Literal, cast
+from typing import Literal
 
 from pydantic import Field, field_validator
 
-from extproc.apis.request_text import rewrite_texts
-from extproc.policies.base import ApiRequest, Policy, PolicyConfig, Reject, TextRewriter
+from extproc.core.decisions import Deny
+from extproc.core.request import ApiRequest
+from extproc.core.rewriting import TextRewriter
+from extproc.policies.base import Policy, PolicyConfig
+from extproc.policies.matching import FinderRewriter, GrowingFinderRewriter, check_format
 from extproc.policies.pii_patterns import DETECTORS, SECRET_DETECTORS
-from extproc.policies.string_replacement import FinderRewriter, check_format
 
 DetectorName = Literal[
     "email",
@@ -100,20 +101,21 @@ class PiiRedactionConfig(PolicyConfig):
         return HOLDBACK
 
 
-class PiiRedactionPolicy(Policy):
+class PiiRedactionPolicy(Policy[PiiRedactionConfig]):
     type = "pii_redaction"
-    Config: ClassVar[builtins.type[PolicyConfig]] = PiiRedactionConfig
     rewrites_text = True
 
-    def __init__(self, config: PolicyConfig | None = None) -> None:
+    def __init__(self, config: PiiRedactionConfig | None = None) -> None:
         super().__init__(config)
-        cfg = cast(PiiRedactionConfig, self.config)
-        self.settings = cfg
+        cfg = self.config
         enabled = cfg.enabled
-        self._rewriter = FinderRewriter(
-            [d.finder(cfg.replacement.format(kind=d.kind)) for d in DETECTORS if d.name in enabled],
-            cfg.effective_holdback,
-            hold_from=open_pem_block if "private_key" in enabled else None,
+        finders = [
+            d.finder(cfg.replacement.format(kind=d.kind)) for d in DETECTORS if d.name in enabled
+        ]
+        self._rewriter = (
+            GrowingFinderRewriter(finders, cfg.effective_holdback, open_pem_block)
+            if "private_key" in enabled
+            else FinderRewriter(finders, cfg.effective_holdback)
         )
 
     def redact(self, text: str) -> str:
@@ -121,11 +123,9 @@ class PiiRedactionPolicy(Policy):
         return self._rewriter.rewrite(text)
 
     def rewriter(self, request: ApiRequest) -> TextRewriter | None:
-        return self._rewriter if self.settings.redact_responses else None
+        return self._rewriter if self.config.redact_responses else None
 
-    async def on_request(self, request: ApiRequest) -> Reject | None:
-        if self.settings.redact_requests:
-            body = rewrite_texts(request.body, request.api, self._rewriter.rewrite)
-            if body is not None:
-                request.replace_body(body)
+    async def on_request(self, request: ApiRequest) -> Deny | None:
+        if self.config.redact_requests:
+            request.rewrite_texts(self._rewriter.rewrite)
         return None

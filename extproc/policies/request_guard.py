@@ -16,22 +16,15 @@ clamped, so a rejected request is never modified. Messages use `deny_message` wi
 
 from __future__ import annotations
 
-import builtins
 import re
-from fnmatch import fnmatchcase
-from typing import ClassVar, Literal, cast
+from typing import Literal
 
 from pydantic import Field, field_validator
 
-from extproc.apis.kind import ApiKind
-from extproc.apis.request_text import iter_texts
-from extproc.policies.base import ApiRequest, Policy, PolicyConfig, Reject
-from extproc.policies.string_replacement import check_format, compile_regex
-
-TOKEN_FIELDS: dict[ApiKind, tuple[str, ...]] = {
-    ApiKind.ANTHROPIC: ("max_tokens",),
-    ApiKind.OPENAI: ("max_tokens", "max_completion_tokens"),
-}
+from extproc.core.decisions import Deny
+from extproc.core.request import ApiRequest
+from extproc.policies.base import Policy, PolicyConfig
+from extproc.policies.matching import check_format, compile_regex, matches_any
 
 
 class RequestGuardConfig(PolicyConfig):
@@ -55,40 +48,37 @@ class RequestGuardConfig(PolicyConfig):
         return check_format(value, "deny_message", reason="r")
 
 
-class RequestGuardPolicy(Policy):
+class RequestGuardPolicy(Policy[RequestGuardConfig]):
     type = "request_guard"
-    Config: ClassVar[builtins.type[PolicyConfig]] = RequestGuardConfig
 
-    def __init__(self, config: PolicyConfig | None = None) -> None:
+    def __init__(self, config: RequestGuardConfig | None = None) -> None:
         super().__init__(config)
-        cfg = cast(RequestGuardConfig, self.config)
-        self.settings = cfg
-        self._deny = [re.compile(p, re.IGNORECASE) for p in cfg.deny_patterns]
+        self._deny = [re.compile(p, re.IGNORECASE) for p in self.config.deny_patterns]
 
-    def _reject(self, status: int, reason: str) -> Reject:
-        return Reject(status, self.settings.deny_message.format(reason=reason))
+    def _deny_with(self, status: int, reason: str) -> Deny:
+        return Deny(status, self.config.deny_message.format(reason=reason))
 
-    async def on_request(self, request: ApiRequest) -> Reject | None:
-        cfg = self.settings
+    async def on_request(self, request: ApiRequest) -> Deny | None:
+        cfg = self.config
         body = request.body
         if cfg.allowed_models is not None:
             model = request.model or str(body.get("model") or "")
-            if not any(fnmatchcase(model, glob) for glob in cfg.allowed_models):
-                return self._reject(403, f"model '{model}' is not allowed")
+            if not matches_any(model, cfg.allowed_models):
+                return self._deny_with(403, f"model '{model}' is not allowed")
         if self._deny:
-            for text in iter_texts(body, request.api):
+            for text in request.texts():
                 if any(p.search(text) for p in self._deny):
-                    return self._reject(400, "the request contains denied content")
+                    return self._deny_with(400, "the request contains denied content")
         if cfg.max_tokens is not None:
             cap = cfg.max_tokens
             over: dict[str, int] = {}
-            for key in TOKEN_FIELDS[request.api]:
+            for key in request.dialect.max_tokens_fields:
                 value = body.get(key)
                 if isinstance(value, int) and not isinstance(value, bool) and value > cap:
                     over[key] = value
             if over and cfg.max_tokens_mode == "reject":
                 key, value = next(iter(over.items()))
-                return self._reject(400, f"{key} {value} exceeds the limit of {cap}")
+                return self._deny_with(400, f"{key} {value} exceeds the limit of {cap}")
             if over:
                 request.replace_body({**body, **dict.fromkeys(over, cap)})
         return None

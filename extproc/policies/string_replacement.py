@@ -13,135 +13,28 @@ default holdback is the longest pattern for literals and 256 when any pattern is
 Regex replacements may use group references (`\\1`, `\\g<name>`). A pattern that matches
 the empty string is refused; empty matches (of look-around-only patterns) are skipped.
 
-This module also holds the span-finding machinery the PII policy reuses.
 """
 
 from __future__ import annotations
 
-import builtins
 import re
-from collections.abc import Callable, Sequence
-from typing import ClassVar, Literal, cast
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from extproc.apis.request_text import rewrite_texts
-from extproc.policies.base import ApiRequest, Policy, PolicyConfig, Reject, Span, TextRewriter
+from extproc.core.decisions import Deny
+from extproc.core.request import ApiRequest
+from extproc.core.rewriting import TextRewriter
+from extproc.policies.base import Policy, PolicyConfig
+from extproc.policies.matching import (
+    Finder,
+    FinderRewriter,
+    compile_regex,
+    literal_finder,
+    regex_finder,
+)
 
 REGEX_HOLDBACK = 256
-
-# -- span finding (shared with the PII policy) -----------------------------------------
-
-Found = tuple[int, int, str]
-# Finds the leftmost match in `text` that starts at or after `pos`: (start, end,
-# replacement), or None. It may look at text before `pos` (look-behind, `\b`).
-Finder = Callable[[str, int], Found | None]
-
-
-def regex_finder(
-    pattern: re.Pattern[str], replace: Callable[[re.Match[str]], str | None]
-) -> Finder:
-    """A finder over a compiled regex; `replace` returns the replacement text for a
-    match, or None to reject it (validation failed), after which the search goes on
-    from the next character."""
-
-    def find(text: str, pos: int) -> Found | None:
-        while pos <= len(text):
-            match = pattern.search(text, pos)
-            if match is None:
-                return None
-            if match.end() > match.start():
-                replacement = replace(match)
-                if replacement is not None:
-                    return match.start(), match.end(), replacement
-            pos = match.start() + 1
-        return None
-
-    return find
-
-
-def literal_finder(literal: str, replacement: str) -> Finder:
-    def find(text: str, pos: int) -> Found | None:
-        at = text.find(literal, pos)
-        return None if at < 0 else (at, at + len(literal), replacement)
-
-    return find
-
-
-def leftmost_spans(text: str, start: int, finders: Sequence[Finder]) -> list[Span]:
-    """Non-overlapping spans in text[start:], taken left to right: the match that starts
-    first wins, at equal starts the finder listed first. Each finder's next match is
-    cached and only searched again once the scan has passed its start."""
-    spans: list[Span] = []
-    found: list[Found | None] = [find(text, start) for find in finders]
-    pos = start
-    while True:
-        best: Found | None = None
-        for i, candidate in enumerate(found):
-            if candidate is not None and candidate[0] < pos:
-                candidate = found[i] = finders[i](text, pos)
-            if candidate is not None and (best is None or candidate[0] < best[0]):
-                best = candidate
-        if best is None:
-            return spans
-        spans.append(Span(*best))
-        pos = best[1]
-
-
-def apply_spans(text: str, spans: Sequence[Span]) -> str:
-    out: list[str] = []
-    pos = 0
-    for span in spans:
-        out.append(text[pos : span.start])
-        out.append(span.replacement)
-        pos = span.end
-    out.append(text[pos:])
-    return "".join(out)
-
-
-class FinderRewriter:
-    """A TextRewriter over a list of finders. Stateless, so one instance serves every
-    text block; `rewrite` applies it to a whole text (non-streaming, requests)."""
-
-    __slots__ = ("finders", "hold_from", "holdback")
-
-    def __init__(
-        self,
-        finders: Sequence[Finder],
-        holdback: int,
-        hold_from: Callable[[str, int], int | None] | None = None,
-    ) -> None:
-        self.finders = tuple(finders)
-        self.holdback = holdback
-        # Optional: where a match that may still grow begins (see TextRewriter).
-        self.hold_from = hold_from
-
-    def spans(self, text: str, start: int) -> list[Span]:
-        return leftmost_spans(text, start, self.finders)
-
-    def rewrite(self, text: str) -> str:
-        spans = self.spans(text, 0)
-        return apply_spans(text, spans) if spans else text
-
-
-def compile_regex(pattern: str, flags: int = 0) -> re.Pattern[str]:
-    """Compile a config regex, with an error that names it."""
-    try:
-        return re.compile(pattern, flags)
-    except re.error as exc:
-        raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from None
-
-
-def check_format(template: str, field: str, **example: str) -> str:
-    """Check a `str.format` template uses only the given placeholders."""
-    try:
-        template.format(**example)
-    except (KeyError, IndexError, ValueError) as exc:
-        allowed = ", ".join("{" + k + "}" for k in example) or "none"
-        raise ValueError(
-            f"{field} {template!r} is not a valid template ({exc!r}); placeholders: {allowed}"
-        ) from None
-    return template
 
 
 # -- the policy ------------------------------------------------------------------------
@@ -217,17 +110,14 @@ class StringReplacementConfig(PolicyConfig):
         return self
 
 
-class StringReplacementPolicy(Policy):
+class StringReplacementPolicy(Policy[StringReplacementConfig]):
     type = "string_replacement"
-    Config: ClassVar[builtins.type[PolicyConfig]] = StringReplacementConfig
     rewrites_text = True
 
-    def __init__(self, config: PolicyConfig | None = None) -> None:
+    def __init__(self, config: StringReplacementConfig | None = None) -> None:
         super().__init__(config)
-        cfg = cast(StringReplacementConfig, self.config)
-        self.settings = cfg
         self._rewriter = FinderRewriter(
-            [r.finder() for r in cfg.replacements], cfg.effective_holdback
+            [r.finder() for r in self.config.replacements], self.config.effective_holdback
         )
 
     def rewriter(self, request: ApiRequest) -> TextRewriter | None:
@@ -237,26 +127,7 @@ class StringReplacementPolicy(Policy):
         """The whole of one text rewritten."""
         return self._rewriter.rewrite(text)
 
-    async def on_request(self, request: ApiRequest) -> Reject | None:
-        if self.settings.apply_to_request:
-            body = rewrite_texts(request.body, request.api, self._rewriter.rewrite)
-            if body is not None:
-                request.replace_body(body)
+    async def on_request(self, request: ApiRequest) -> Deny | None:
+        if self.config.apply_to_request:
+            request.rewrite_texts(self._rewriter.rewrite)
         return None
-
-
-__all__ = [
-    "REGEX_HOLDBACK",
-    "Finder",
-    "FinderRewriter",
-    "Found",
-    "Replacement",
-    "StringReplacementConfig",
-    "StringReplacementPolicy",
-    "apply_spans",
-    "check_format",
-    "compile_regex",
-    "leftmost_spans",
-    "literal_finder",
-    "regex_finder",
-]

@@ -10,16 +10,16 @@ wrote it. Globs are fnmatch-style and case-sensitive. The client sees `block_mes
 
 from __future__ import annotations
 
-import builtins
 import re
-from fnmatch import fnmatchcase
-from typing import Any, ClassVar, Literal, cast
+from typing import Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from extproc.policies.base import ApiRequest, BlockToolCall, Policy, PolicyConfig, ToolCall
-from extproc.policies.string_replacement import check_format, compile_regex
+from extproc.core.decisions import BlockToolCall, ToolCall
+from extproc.core.request import ApiRequest
+from extproc.policies.base import Policy, PolicyConfig
+from extproc.policies.matching import check_format, compile_regex, matches_any
 
 
 class ArgumentRule(BaseModel):
@@ -62,27 +62,24 @@ def _argument_text(value: Any) -> str:
     return value if isinstance(value, str) else orjson.dumps(value).decode()
 
 
-class ToolFilterPolicy(Policy):
+class ToolFilterPolicy(Policy[ToolFilterConfig]):
     type = "tool_filter"
-    Config: ClassVar[builtins.type[PolicyConfig]] = ToolFilterConfig
     gates_tool_calls = True
 
-    def __init__(self, config: PolicyConfig | None = None) -> None:
+    def __init__(self, config: ToolFilterConfig | None = None) -> None:
         super().__init__(config)
-        cfg = cast(ToolFilterConfig, self.config)
-        self.settings = cfg
-        self._rules = [(rule, re.compile(rule.pattern)) for rule in cfg.argument_rules]
+        self._rules = [(rule, re.compile(rule.pattern)) for rule in self.config.argument_rules]
 
     def reason(self, call: ToolCall) -> str | None:
         """Why the call is blocked, or None when it may go through."""
         name = call.name
-        allow = self.settings.allow
-        if allow is not None and not any(fnmatchcase(name, g) for g in allow):
+        allow = self.config.allow
+        if allow is not None and not matches_any(name, allow):
             return "not on the allow list"
-        if any(fnmatchcase(name, g) for g in self.settings.deny):
+        if matches_any(name, self.config.deny):
             return "on the deny list"
         for rule, pattern in self._rules:
-            if not fnmatchcase(name, rule.tool):
+            if not matches_any(name, (rule.tool,)):
                 continue
             if rule.argument is None:
                 text = call.raw_arguments or orjson.dumps(call.arguments).decode()
@@ -100,4 +97,4 @@ class ToolFilterPolicy(Policy):
             return None
         # The template supplies its own punctuation ("...: {reason}.").
         reason = reason.rstrip(" .")
-        return BlockToolCall(self.settings.block_message.format(tool=call.name, reason=reason))
+        return BlockToolCall(self.config.block_message.format(tool=call.name, reason=reason))

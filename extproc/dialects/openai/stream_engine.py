@@ -14,10 +14,15 @@ from typing import Any
 
 import orjson
 
+from extproc.core.chain import ResponsePolicies
+from extproc.core.decisions import ToolCall
+from extproc.core.request import ApiRequest
 from extproc.engine.text import FaithfulText, TextPipeline
 from extproc.engine.tools import ToolGate, parse_arguments, split_decisions
 from extproc.events import StreamEvent
-from extproc.policies.base import ApiRequest, PolicyChain, ToolCall
+from extproc.sse import Frame
+
+DONE = "[DONE]"
 
 
 @dataclass(slots=True)
@@ -42,23 +47,23 @@ def _data(payload: dict[str, Any]) -> bytes:
 
 
 class OpenAIStreamEngine:
-    def __init__(self, chain: PolicyChain, request: ApiRequest) -> None:
+    def __init__(self, chain: ResponsePolicies, request: ApiRequest) -> None:
         self.chain = chain
         self.request = request
-        self.gated = bool(chain.gates)
+        self.gated = bool(chain.gates_tool_calls)
         self.choices: dict[int, _Choice] = {}
         self.template: dict[str, Any] = {}  # top-level fields of the latest chunk
         self.usage: Any = None
         self.ended = False
         self.gates: list[ToolGate] = []
 
-    async def feed(self, events: list[StreamEvent]) -> bytes:
+    async def feed(self, frames: list[Frame]) -> bytes:
         out: list[bytes] = []
-        for event in events:
-            await self._on_event(event, out)
+        for frame in frames:
+            await self._on_event(StreamEvent.from_frame(frame), out)
         return b"".join(out)
 
-    async def finish(self) -> bytes:
+    async def flush(self) -> bytes:
         out: list[bytes] = []
         await self._finish_all(out)
         return b"".join(out)
@@ -71,12 +76,13 @@ class OpenAIStreamEngine:
 
     async def _on_event(self, event: StreamEvent, out: list[bytes]) -> None:
         payload = event.payload
-        for policy in self.chain.observers:
-            kind = "done" if event.is_done else "chunk" if isinstance(payload, dict) else "other"
-            policy.observe(kind, payload, self.request)
+        is_done = event.data == DONE
+        if self.chain.observes_events:
+            kind = "done" if is_done else "chunk" if isinstance(payload, dict) else "other"
+            self.chain.observe(kind, payload, self.request)
         if self.ended:
             return  # nothing may follow [DONE]
-        if event.is_done:
+        if is_done:
             await self._finish_all(out)
             self.ended = True
             out.append(event.raw)

@@ -14,14 +14,17 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from extproc.apis.kind import ApiKind
+import orjson
+
+from extproc.core.chain import ResponsePolicies
+from extproc.core.decisions import BlockResponse, BlockToolCall, ToolCall, ToolDecision
+from extproc.core.request import ApiRequest
 from extproc.engine.text import FaithfulText, TextPipeline
-from extproc.engine.tools import Decision, ToolGate, parse_arguments
+from extproc.engine.tools import ToolGate, parse_arguments
 from extproc.events import StreamEvent
-from extproc.policies.base import ApiRequest, BlockResponse, BlockToolCall, PolicyChain, ToolCall
+from extproc.sse import Frame
 
 log = logging.getLogger("extproc.engine")
-API = ApiKind.ANTHROPIC
 # Anthropic writes "index" right after "type": a look at the first bytes finds it.
 _INDEX = re.compile(r'"index"\s*:\s*(\d+)')
 
@@ -31,27 +34,30 @@ def peek_index(data: str | None) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def _event(payload: dict[str, Any]) -> StreamEvent:
-    return StreamEvent.from_payload(API, payload)
+def new_event(payload: dict[str, Any]) -> StreamEvent:
+    """An event as the Messages API writes it: named by its type."""
+    name = str(payload.get("type", "message"))
+    raw = b"event: " + name.encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
+    return StreamEvent.made(raw, payload, name)
 
 
 def _text_block(index: int, text: str) -> list[bytes]:
     return [
-        _event(
+        new_event(
             {
                 "type": "content_block_start",
                 "index": index,
                 "content_block": {"type": "text", "text": ""},
             }
         ).raw,
-        _event(
+        new_event(
             {
                 "type": "content_block_delta",
                 "index": index,
                 "delta": {"type": "text_delta", "text": text},
             }
         ).raw,
-        _event({"type": "content_block_stop", "index": index}).raw,
+        new_event({"type": "content_block_stop", "index": index}).raw,
     ]
 
 
@@ -60,7 +66,7 @@ def _with_index(event: StreamEvent, index: int) -> bytes:
     payload = event.payload
     if event.frame is not None and payload.get("index") == index:
         return event.raw
-    return _event({**payload, "index": index}).raw
+    return new_event({**payload, "index": index}).raw
 
 
 @dataclass(slots=True)
@@ -78,10 +84,10 @@ class _Block:
 
 
 class AnthropicStreamEngine:
-    def __init__(self, chain: PolicyChain, request: ApiRequest) -> None:
+    def __init__(self, chain: ResponsePolicies, request: ApiRequest) -> None:
         self.chain = chain
         self.request = request
-        self.gate = ToolGate(chain, request) if chain.gates else None
+        self.gate = ToolGate(chain, request) if chain.gates_tool_calls else None
         self.blocks: dict[int, _Block] = {}
         self.order: list[_Block] = []  # every block, in upstream order
         self.next_index = 0
@@ -94,15 +100,15 @@ class AnthropicStreamEngine:
 
     # -- public -----------------------------------------------------------------------
 
-    async def feed(self, events: list[StreamEvent]) -> bytes:
+    async def feed(self, frames: list[Frame]) -> bytes:
         out: list[bytes] = []
-        for event in events:
-            await self._on_event(event, out)
+        for frame in frames:
+            await self._on_event(StreamEvent.from_frame(frame), out)
         return b"".join(out)
 
-    async def finish(self) -> bytes:
-        """Upstream ended: release what can be released (the pipeline adds a terminator
-        if the upstream's own never came)."""
+    async def flush(self) -> bytes:
+        """Upstream ended: release what can be released (the response handler adds a
+        terminator if the upstream's own never came)."""
         out: list[bytes] = []
         if not self.ended:
             await self._finalize(out)
@@ -119,8 +125,8 @@ class AnthropicStreamEngine:
             return
         payload = event.payload
         etype = event.name or (payload.get("type") if isinstance(payload, dict) else None)
-        for policy in self.chain.observers:
-            policy.observe(str(etype), payload, self.request)
+        if self.chain.observes_events:
+            self.chain.observe(str(etype), payload, self.request)
         if self.ended:
             return  # nothing may follow message_stop or error
         if not isinstance(payload, dict):
@@ -176,7 +182,11 @@ class AnthropicStreamEngine:
     def _forward_delta(self, event: StreamEvent, out: list[bytes]) -> bool:
         """The hot path: a delta of an open, unheld, unrenumbered block when no policy
         reads text goes out as its bytes, without parsing its JSON."""
-        if event.name != "content_block_delta" or self.chain.rewriters or self.chain.observers:
+        if (
+            event.name != "content_block_delta"
+            or self.chain.rewrites_text
+            or self.chain.observes_events
+        ):
             return False
         index = peek_index(event.data)
         block = self.blocks.get(index) if index is not None else None
@@ -199,7 +209,7 @@ class AnthropicStreamEngine:
         self.order.append(block)
         if kind == "tool_use" and self.gate is not None:
             self.holding = True
-        if kind == "text" and self.chain.rewriters:
+        if kind == "text" and self.chain.rewrites_text:
             block.text = FaithfulText(TextPipeline(self.chain.text_rewriters(self.request)))
         if self.holding or self.finalized:
             block.held = True
@@ -259,7 +269,7 @@ class AnthropicStreamEngine:
 
     @staticmethod
     def _text_delta(payload: dict[str, Any], text: str) -> StreamEvent:
-        return _event(
+        return new_event(
             {
                 "type": "content_block_delta",
                 "index": payload.get("index"),
@@ -285,15 +295,15 @@ class AnthropicStreamEngine:
             if block.text is not None:
                 self._send_text(block, block.text.flush(), out)
             if block.held:
-                block.events.append(_event({"type": "content_block_stop", "index": 0}))
+                block.events.append(new_event({"type": "content_block_stop", "index": 0}))
             else:
                 assert block.out_index is not None
-                out.append(_event({"type": "content_block_stop", "index": block.out_index}).raw)
+                out.append(new_event({"type": "content_block_stop", "index": block.out_index}).raw)
             block.closed = True
         held = [b for b in self.order if b.held]
         if not held:
             return
-        decisions: list[Decision] = await self.gate.results() if self.gate is not None else []
+        decisions: list[ToolDecision] = await self.gate.results() if self.gate is not None else []
         stop_all = next((d for d in decisions if isinstance(d, BlockResponse)), None)
         messages = [d.message for d in decisions if isinstance(d, BlockToolCall)]
         allowed: list[_Block] = []
@@ -326,5 +336,5 @@ class AnthropicStreamEngine:
             and self.tool_use_sent == 0
         ):
             # Every tool call was blocked: Claude Code and SDKs expect end_turn then.
-            return _event({**payload, "delta": {**delta, "stop_reason": "end_turn"}}).raw
+            return new_event({**payload, "delta": {**delta, "stop_reason": "end_turn"}}).raw
         return event.raw

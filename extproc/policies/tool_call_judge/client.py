@@ -1,7 +1,7 @@
 """An LLM judge: asks a model how likely a tool call is to do harm.
 
-`JudgeClient.verdict(call, context)` sends one chat request (OpenAI chat completions or
-Anthropic messages) and parses the answer into a `JudgeVerdict`. Everything that goes
+`JudgeClient.verdict(call, context)` sends one request in its API's dialect (OpenAI chat
+completions or Anthropic messages) and parses the answer into a `JudgeVerdict`. Everything that goes
 wrong — timeout, HTTP error, an answer without a verdict — becomes a `JudgeError` whose
 `reason` is short and safe to show to a client: it never holds the key, the request or
 the judge's raw answer.
@@ -21,13 +21,12 @@ from typing import Any, Literal
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from extproc.apis.kind import ApiKind
-from extproc.policies.base import ApiRequest, ToolCall
+from extproc.core.decisions import ToolCall
+from extproc.core.request import ApiRequest
+from extproc.dialects.registry import dialect_named
 
 log = logging.getLogger(__name__)
 
-ANTHROPIC_VERSION = "2023-06-01"
-ANTHROPIC_MAX_TOKENS = 256
 MAX_ARGUMENT_CHARS = 16_000  # longer arguments: head and tail are sent, the middle elided
 MAX_USER_MESSAGE_CHARS = 4_000
 MAX_EXPLANATION_CHARS = 300
@@ -101,44 +100,15 @@ class JudgeVerdict:
 # -- context -------------------------------------------------------------------------
 
 
-def _text_of(content: Any) -> str:
-    """Text of a message content: a string, or a list of text blocks / parts."""
-    if isinstance(content, str):
-        return content
-    if not isinstance(content, list):
-        return ""
-    parts = [
-        block["text"]
-        for block in content
-        if isinstance(block, dict)
-        and block.get("type") in ("text", "input_text")
-        and isinstance(block.get("text"), str)
-    ]
-    return "\n".join(parts)
-
-
 def context_from_request(request: ApiRequest, system_chars: int) -> JudgeContext:
     """The first `system_chars` characters of the system prompt and the text of the last
-    user message that has text (tool results alone are skipped), for both APIs."""
+    user message that has text (tool results alone are skipped), in the request's API."""
     body = request.body if isinstance(request.body, dict) else {}
-    messages = [m for m in body.get("messages") or () if isinstance(m, dict)]
-    if request.api == ApiKind.ANTHROPIC:
-        system = _text_of(body.get("system"))
-    else:
-        system = "\n\n".join(
-            text
-            for m in messages
-            if m.get("role") in ("system", "developer")
-            for text in [_text_of(m.get("content"))]
-            if text
-        )
-    last_user = ""
-    for message in reversed(messages):
-        if message.get("role") == "user":
-            last_user = _text_of(message.get("content"))
-            if last_user.strip():
-                break
-    return JudgeContext(system_prompt=system[: max(0, system_chars)], last_user_message=last_user)
+    system = request.dialect.system_prompt(body)
+    return JudgeContext(
+        system_prompt=system[: max(0, system_chars)],
+        last_user_message=request.dialect.last_user_text(body),
+    )
 
 
 # -- prompt --------------------------------------------------------------------------
@@ -228,16 +198,6 @@ def parse_verdict(answer: str) -> JudgeVerdict:
     raise JudgeError("judge answer had no JSON verdict")
 
 
-def _answer_text(api: str, document: Any) -> str:
-    try:
-        if api == "anthropic":
-            return _text_of(document["content"])
-        content = document["choices"][0]["message"]["content"]
-        return _text_of(content)
-    except (KeyError, IndexError, TypeError):
-        raise JudgeError("judge answer had an unexpected shape") from None
-
-
 # -- client --------------------------------------------------------------------------
 
 
@@ -246,7 +206,7 @@ class JudgeClient:
 
     def __init__(self, config: JudgeConfig) -> None:
         self.config = config
-        headers = {"content-type": "application/json"}
+        self._dialect = dialect_named(config.api)
         key: str | None = None
         if config.api_key_env is not None:
             key = os.environ.get(config.api_key_env)
@@ -254,17 +214,11 @@ class JudgeClient:
                 raise ValueError(
                     f"judge api key: environment variable {config.api_key_env} is not set"
                 )
-        if config.api == "anthropic":
-            headers["anthropic-version"] = ANTHROPIC_VERSION
-            if key:
-                headers["x-api-key"] = key
-            self._path = "/messages"
-        else:
-            if key:
-                headers["authorization"] = f"Bearer {key}"
-            self._path = "/chat/completions"
+        headers = {"content-type": "application/json", **self._dialect.client_headers()}
+        if key:
+            headers.update(self._dialect.credential_headers(key))
         self._key = key
-        self._url = config.base_url + self._path
+        self._url = config.base_url + self._dialect.simple_path
         self._http = httpx.AsyncClient(
             headers=headers,
             timeout=httpx.Timeout(config.timeout_s),
@@ -277,20 +231,7 @@ class JudgeClient:
 
     def _body(self, call: ToolCall, context: JudgeContext) -> dict[str, Any]:
         system, user = build_messages(call, context)
-        if self.config.api == "anthropic":
-            return {
-                "model": self.config.model,
-                "max_tokens": ANTHROPIC_MAX_TOKENS,
-                "system": system,
-                "messages": [{"role": "user", "content": user}],
-            }
-        return {
-            "model": self.config.model,
-            "messages": [
-                {"role": "system", "content": system},
-                {"role": "user", "content": user},
-            ],
-        }
+        return self._dialect.simple_request(self.config.model, system, user)
 
     async def verdict(self, call: ToolCall, context: JudgeContext) -> JudgeVerdict:
         """The judge's verdict on one tool call, within `timeout_s` overall (retries too)."""
@@ -300,7 +241,11 @@ class JudgeClient:
                 document = await self._post(body)
         except (TimeoutError, httpx.TimeoutException):
             raise JudgeError(f"judge timed out after {self.config.timeout_s:g}s") from None
-        return parse_verdict(_answer_text(self.config.api, document))
+        try:
+            answer = self._dialect.reply_text(document)
+        except (KeyError, IndexError, TypeError):
+            raise JudgeError("judge answer had an unexpected shape") from None
+        return parse_verdict(answer)
 
     async def _post(self, body: dict[str, Any]) -> Any:
         attempt = 0

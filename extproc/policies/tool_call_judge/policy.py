@@ -7,16 +7,24 @@ judge cannot answer (timeout, HTTP error, no verdict), `on_judge_error` decides.
 
 from __future__ import annotations
 
-import builtins
 import json
 import logging
 import time
-from typing import ClassVar, Literal
+from typing import Literal
 
 from pydantic import Field, field_validator
 
-from extproc.judge import JudgeClient, JudgeConfig, JudgeContext, JudgeError, context_from_request
-from extproc.policies.base import ApiRequest, BlockToolCall, Policy, PolicyConfig, ToolCall
+from extproc.core.decisions import BlockToolCall, ToolCall
+from extproc.core.request import ApiRequest
+from extproc.policies.base import Policy, PolicyConfig
+from extproc.policies.matching import check_format
+from extproc.policies.tool_call_judge.client import (
+    JudgeClient,
+    JudgeConfig,
+    JudgeContext,
+    JudgeError,
+    context_from_request,
+)
 
 log = logging.getLogger(__name__)
 
@@ -26,15 +34,6 @@ DEFAULT_BLOCK_MESSAGE = (
 DEFAULT_ERROR_BLOCK_MESSAGE = (
     "Tool call '{tool}' was blocked: the safety judge could not review it ({reason})."
 )
-
-
-def _check_template(template: str, **sample: object) -> str:
-    try:
-        template.format(**sample)
-    except (KeyError, IndexError, ValueError) as exc:
-        fields = ", ".join(sample)
-        raise ValueError(f"bad template ({exc!r}); available fields: {fields}") from None
-    return template
 
 
 class ToolCallJudgeConfig(PolicyConfig):
@@ -52,26 +51,25 @@ class ToolCallJudgeConfig(PolicyConfig):
     @field_validator("block_message")
     @classmethod
     def _check_block_message(cls, value: str) -> str:
-        return _check_template(value, tool="t", probability=0.5, explanation="e", arguments="{}")
+        return check_format(
+            value, "block_message", tool="t", probability=0.5, explanation="e", arguments="{}"
+        )
 
     @field_validator("error_block_message")
     @classmethod
     def _check_error_block_message(cls, value: str) -> str:
-        return _check_template(value, tool="t", reason="r", arguments="{}")
+        return check_format(value, "error_block_message", tool="t", reason="r", arguments="{}")
 
 
 def _arguments(call: ToolCall) -> str:
     return call.raw_arguments or json.dumps(call.arguments, ensure_ascii=False)
 
 
-class ToolCallJudgePolicy(Policy):
+class ToolCallJudgePolicy(Policy[ToolCallJudgeConfig]):
     type = "tool_call_judge"
-    Config: ClassVar[builtins.type[PolicyConfig]] = ToolCallJudgeConfig
     gates_tool_calls = True
 
-    config: ToolCallJudgeConfig
-
-    def __init__(self, config: ToolCallJudgeConfig) -> None:
+    def __init__(self, config: ToolCallJudgeConfig) -> None:  # the judge has no default
         super().__init__(config)
         self.judge = JudgeClient(config.judge)
 

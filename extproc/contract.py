@@ -1,0 +1,90 @@
+"""What the ext_proc server and the Envoy bootstrap must agree on, defined once.
+
+The server (`server.py`, `pipeline/`) and the renderer (`envoy_config/`) both import
+these; nothing else spells them. Which error format a path gets is the dialect
+registry's rule (`dialects/registry.py`), rendered into Envoy's local-reply mappers.
+"""
+
+from __future__ import annotations
+
+# -- headers --------------------------------------------------------------------------
+
+# Envoy routes on this header; the gateway always sets it itself (and removes a
+# client's), so a client cannot pick a cluster by sending it.
+UPSTREAM_HEADER = "x-gateway-upstream"
+# Removed by Envoy on the way to a provider: ext_proc must see plain SSE, not gzip, and
+# the routing header stays inside Envoy.
+HEADERS_NOT_FORWARDED = ("accept-encoding", UPSTREAM_HEADER)
+# Envoy's own control headers (x-envoy-retry-on, -max-retries, timeouts,
+# x-envoy-original-path...) are not a client's to send: ext_proc removes them, which
+# Envoy allows with `mutation_rules: {allow_envoy: true}`.
+ENVOY_HEADER_PREFIX = "x-envoy-"
+# Where Envoy keeps the client's path after a provider's prefix_rewrite.
+ORIGINAL_PATH_HEADER = "x-envoy-original-path"
+
+# -- clusters -------------------------------------------------------------------------
+
+EXTPROC_CLUSTER = "extproc"
+MOCK_CLUSTER = "mock"
+# The HTTP filter Envoy hands requests to ext_proc with (the benchmark's passthrough
+# configuration removes it by this name).
+EXTPROC_FILTER = "envoy.filters.http.ext_proc"
+# Answered by Envoy itself, without ext_proc or a key: liveness for load balancers.
+HEALTH_PATH = "/healthz"
+
+# -- sizes and limits -------------------------------------------------------------------
+
+# Envoy recommends body replies of at most 64 KiB in FULL_DUPLEX_STREAMED mode.
+MAX_REPLY_CHUNK = 64 * 1024
+# Room above MAX_REQUEST_BYTES, both in gRPC messages (a buffered request body plus
+# framing) and in Envoy's buffer: Envoy lets a body through that ext_proc then answers
+# with a 413 in the API's format; Envoy's own limit is the backstop for chunked bodies.
+REQUEST_SLACK_BYTES = 1024 * 1024
+# Envoy keeps one HTTP/2 connection to ext_proc with many concurrent streams.
+MAX_CONCURRENT_STREAMS = 10_000
+# A stream with no byte either way for this long is dead (Envoy's HCM default for
+# every request, and each provider route's default). Models that think for minutes
+# still send pings.
+STREAM_IDLE_TIMEOUT_S = 600.0
+# A client connection with no stream open for this long is closed.
+CONNECTION_IDLE_TIMEOUT_S = 3600.0
+# Envoy's connection to the ext_proc server (local, or in the same pod).
+EXTPROC_CONNECT_TIMEOUT_S = 1.0
+
+# -- Envoy's own replies ----------------------------------------------------------------
+
+# The response code details of Envoy's 413 for a body over its buffer limit.
+TOO_LARGE_DETAILS = "request_payload_too_large"
+# Response flags of a request that never got an answer from its provider: connection
+# failure, no healthy host, overflow, retries exhausted, reset, timeout, protocol
+# error, no route, and the like. Envoy answers these itself (a 503 or 504).
+UPSTREAM_FAILURE_FLAGS = ("UF", "UH", "UO", "URX", "UC", "UT", "UPE", "UR", "NR", "LR", "UMSDR")
+# What Envoy retries toward a provider: only failures before any byte of the request
+# left, never a request the provider may have read (a second, billed generation).
+RETRY_ON = "connect-failure,refused-stream,reset-before-request"
+
+# -- texts ----------------------------------------------------------------------------
+
+
+def too_large_message(max_request_bytes: int) -> str:
+    """Why a request body was refused for its size (ext_proc's and Envoy's own 413)."""
+    return f"request body exceeds the gateway limit of {max_request_bytes} bytes"
+
+
+def with_status(text: str, status: int | str) -> str:
+    """An error text as the gateway writes Envoy's and upstreams' errors: with the HTTP
+    status at the end."""
+    return f"{text} (HTTP {status})"
+
+
+# Envoy's catch-all route: ext_proc named a cluster this bootstrap lacks.
+NO_CLUSTER_MESSAGE = (
+    "gateway misconfigured: Envoy has no cluster for the provider the gateway chose; render "
+    "the Envoy config again with the gateway's settings (llm-gateway render-envoy)"
+)
+
+
+def message_timeout_s(policy_timeout_s: float) -> int:
+    """ext_proc's message_timeout in Envoy (headers and the buffered request body):
+    the policies' own bound, in whole seconds."""
+    return max(1, int(policy_timeout_s))

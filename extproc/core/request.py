@@ -1,0 +1,74 @@
+"""The parsed request a response belongs to, and what a policy may ask of its API."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+TextFn = Callable[[str], str]
+
+
+class RequestDialect(Protocol):
+    """The part of an API's dialect a policy may use: the request's visible texts and
+    limits, in that API's own shapes (see `extproc/dialects/`)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def max_tokens_fields(self) -> tuple[str, ...]:
+        """Request fields that cap the output length."""
+        ...
+
+    def texts(self, body: dict[str, Any]) -> Iterator[str]:
+        """Every user-visible text of a request body, in document order."""
+        ...
+
+    def rewrite_texts(self, body: dict[str, Any], fn: TextFn) -> dict[str, Any] | None:
+        """A new body with `fn` applied to every user-visible text, or None when `fn`
+        changed nothing; `body` itself is never modified."""
+        ...
+
+    def system_prompt(self, body: dict[str, Any]) -> str:
+        """The system (and developer) instructions, as one text."""
+        ...
+
+    def last_user_text(self, body: dict[str, Any]) -> str:
+        """The text of the last user message that has text (tool results alone skipped)."""
+        ...
+
+
+@dataclass(slots=True)
+class ApiRequest:
+    """The parsed request a response belongs to."""
+
+    dialect: RequestDialect
+    path: str
+    model: str
+    stream: bool
+    body: dict[str, Any]
+    # Per-request scratch space for policies.
+    state: dict[str, Any] = field(default_factory=dict)
+    body_changed: bool = False
+
+    @property
+    def api(self) -> str:
+        """The API's name (`anthropic`, `openai`), for logs."""
+        return self.dialect.name
+
+    def replace_body(self, body: dict[str, Any]) -> None:
+        """The only way to change the request: the engine then re-serializes it."""
+        self.body = body
+        self.body_changed = True
+
+    def texts(self) -> Iterator[str]:
+        return self.dialect.texts(self.body)
+
+    def rewrite_texts(self, fn: TextFn) -> bool:
+        """Apply `fn` to every user-visible text; whether anything changed."""
+        body = self.dialect.rewrite_texts(self.body, fn)
+        if body is None:
+            return False
+        self.replace_body(body)
+        return True

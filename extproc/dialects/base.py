@@ -1,0 +1,177 @@
+"""The interface every API's dialect implements, and the small types it uses."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, ClassVar, Protocol
+
+import orjson
+
+from extproc.core.chain import ResponsePolicies
+from extproc.core.providers import ProviderApi
+from extproc.core.request import ApiRequest, TextFn
+from extproc.engine.stream import StreamEngine
+from extproc.events import StreamEvent
+from extproc.sse import Frame
+
+
+class StreamValidator(Protocol):
+    """Checks the event grammar of one response stream as the client receives it."""
+
+    def feed(self, frame: Frame) -> None: ...
+
+    def finish(self) -> list[str]:
+        """The violations found (empty: the stream is valid)."""
+        ...
+
+
+class RoutedBy(Enum):
+    BODY_MODEL = "body_model"  # the request body's `model`
+    PATH_MODEL = "path_model"  # the path's last segment (`/v1/models/{id}`), if any
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardedPath:
+    """A path forwarded with the gateway key checked and the provider's key injected,
+    but without body policies (token counting, model lists)."""
+
+    path: str
+    method: str
+    routed_by: RoutedBy
+
+    def matches(self, bare_path: str) -> bool:
+        if bare_path == self.path:
+            return True
+        return self.routed_by is RoutedBy.PATH_MODEL and bare_path.startswith(self.path + "/")
+
+    def path_model(self, bare_path: str) -> str:
+        """The model a PATH_MODEL path names (`/v1/models/{id}`); "" for none."""
+        return bare_path[len(self.path) + 1 :] if bare_path.startswith(self.path + "/") else ""
+
+
+class Dialect(ABC):
+    """One API's wire knowledge. Instances are stateless singletons (`registry.py`);
+    per-request state lives in the engines and validators they make."""
+
+    # -- identity and paths ---------------------------------------------------------
+    # The API's name in logs and config (`judge.api`).
+    name: ClassVar[str]
+    # The provider API this one is native to: where model lists and defaults come from.
+    provider_api: ClassVar[ProviderApi]
+    # The endpoint whose bodies the gateway parses and runs policies on.
+    path: ClassVar[str]
+    # Paths whose errors are written in this API's format (prefixes).
+    path_prefixes: ClassVar[tuple[str, ...]]
+    # Prefixes shared with another API, claimed only with `marker_header` present.
+    shared_prefixes: ClassVar[tuple[str, ...]] = ()
+    # A header this API's clients always send and others never do.
+    marker_header: ClassVar[str | None] = None
+    forwarded: ClassVar[tuple[ForwardedPath, ...]] = ()
+    # Request fields that cap the output length.
+    max_tokens_fields: ClassVar[tuple[str, ...]]
+
+    def forwarded_path(self, bare_path: str) -> ForwardedPath | None:
+        return next((f for f in self.forwarded if f.matches(bare_path)), None)
+
+    # -- requests ---------------------------------------------------------------------
+
+    @abstractmethod
+    def request_problem(self, body: dict[str, Any]) -> tuple[str, str] | None:
+        """What is missing from a policy request body the API requires, as (message,
+        param), beyond a JSON object with a `model` (checked for every API)."""
+
+    @abstractmethod
+    def texts(self, body: dict[str, Any]) -> Iterator[str]: ...
+
+    @abstractmethod
+    def rewrite_texts(self, body: dict[str, Any], fn: TextFn) -> dict[str, Any] | None: ...
+
+    @abstractmethod
+    def system_prompt(self, body: dict[str, Any]) -> str: ...
+
+    @abstractmethod
+    def last_user_text(self, body: dict[str, Any]) -> str: ...
+
+    # -- upstream -------------------------------------------------------------------
+
+    @abstractmethod
+    def wrong_provider(self, model: str, provider: str, api: ProviderApi) -> str | None:
+        """Why a provider of `api` cannot serve this API's requests (a 400), or None."""
+
+    @abstractmethod
+    def credential_headers(self, key: str) -> dict[str, str]:
+        """The provider key, as this API's requests carry it."""
+
+    def added_headers(self, client_headers: Mapping[str, str]) -> dict[str, str]:
+        """Headers the API requires that the client did not send."""
+        return {}
+
+    # -- errors ---------------------------------------------------------------------
+
+    @abstractmethod
+    def error_document(
+        self, status: int, message: str, param: str | None = None, code: str | None = None
+    ) -> dict[str, Any]:
+        """A complete error response body as JSON data; `code` overrides the API's own
+        error code where it has one (Envoy's response-code details)."""
+
+    def error_body(self, status: int, message: str, param: str | None = None) -> bytes:
+        return orjson.dumps(self.error_document(status, message, param))
+
+    @abstractmethod
+    def stream_error(self, message: str, error_type: str = "api_error") -> bytes:
+        """An in-stream error event that also ends the stream validly."""
+
+    # -- streams ----------------------------------------------------------------------
+
+    @abstractmethod
+    def ends_stream(self, frame: Frame) -> bool:
+        """Whether this event is the stream's own terminator."""
+
+    def is_error_payload(self, frame: Frame) -> bool:
+        """An in-stream error that is not itself a terminator."""
+        return False
+
+    def close_after_error(self) -> bytes | None:
+        """What ends a stream after an in-stream error payload; None: nothing does, the
+        stream is incomplete."""
+        return None
+
+    @abstractmethod
+    def event(self, payload: dict[str, Any]) -> StreamEvent:
+        """A new event, serialized the way the API writes it."""
+
+    @abstractmethod
+    def stream_engine(self, chain: ResponsePolicies, request: ApiRequest) -> StreamEngine: ...
+
+    @abstractmethod
+    async def process_message(self, body: Any, chain: ResponsePolicies, request: ApiRequest) -> Any:
+        """A non-streaming response body through the chain; the same object when
+        nothing changed."""
+
+    @abstractmethod
+    def validator(self, request: ApiRequest) -> StreamValidator: ...
+
+    # -- as a client (the judge) --------------------------------------------------------
+
+    # Where a one-turn request goes, after a base URL ending in `/v1`.
+    simple_path: ClassVar[str]
+
+    @abstractmethod
+    def simple_request(self, model: str, system: str, user: str) -> dict[str, Any]:
+        """The body of a one-turn request: a system prompt and one user message."""
+
+    def client_headers(self) -> dict[str, str]:
+        """Headers every request of a client of this API carries."""
+        return self.added_headers({})
+
+    @abstractmethod
+    def reply_text(self, document: Any) -> str:
+        """The text of a non-streaming reply; KeyError, IndexError or TypeError when the
+        document has another shape."""
+
+    def __repr__(self) -> str:
+        return f"<{self.name} dialect>"

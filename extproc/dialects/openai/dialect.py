@@ -1,0 +1,143 @@
+"""OpenAI chat completions' wire knowledge (https://platform.openai.com/docs/api-reference/chat),
+also spoken by Anthropic's OpenAI-compatible endpoint and most self-hosted servers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+
+from extproc.core.chain import ResponsePolicies
+from extproc.core.providers import ProviderApi
+from extproc.core.request import ApiRequest, TextFn
+from extproc.dialects.base import Dialect, ForwardedPath, RoutedBy
+from extproc.dialects.openai import message_engine, request_text
+from extproc.dialects.openai.stream_engine import DONE, OpenAIStreamEngine
+from extproc.dialects.openai.validator import StreamValidator
+from extproc.dialects.request_text import last_user_text, messages_of, text_of
+from extproc.events import StreamEvent
+from extproc.sse import Frame
+
+_TEXT_KINDS = ("text", "input_text")
+_INSTRUCTION_ROLES = ("system", "developer")
+
+# HTTP status -> (OpenAI error type, code).
+_ERROR_TYPES: dict[int, tuple[str, str | None]] = {
+    400: ("invalid_request_error", None),
+    401: ("invalid_request_error", "invalid_api_key"),
+    403: ("permission_error", None),
+    404: ("invalid_request_error", "not_found"),
+    413: ("invalid_request_error", "request_too_large"),
+    415: ("invalid_request_error", "unsupported_media_type"),
+    429: ("rate_limit_exceeded", None),
+    500: ("server_error", None),
+    502: ("server_error", None),
+    503: ("server_error", None),
+    504: ("server_error", None),
+}
+_DONE_EVENT = b"data: " + DONE.encode() + b"\n\n"
+
+
+class OpenAIChatDialect(Dialect):
+    name = "openai"
+    provider_api = ProviderApi.OPENAI
+    path = "/v1/chat/completions"
+    # OpenAI-style clients call /v1/chat/completions, /v1/models, /v1/embeddings...
+    path_prefixes = ("/v1/chat", "/v1/completions", "/v1/embeddings", "/v1/models")
+    forwarded = (ForwardedPath("/v1/models", "GET", RoutedBy.PATH_MODEL),)
+    max_tokens_fields = ("max_tokens", "max_completion_tokens")
+
+    # -- requests -------------------------------------------------------------------
+
+    def request_problem(self, body: dict[str, Any]) -> tuple[str, str] | None:
+        if not isinstance(body.get("messages"), list):
+            return "messages: an array of messages is required", "messages"
+        return None
+
+    def texts(self, body: dict[str, Any]) -> Iterator[str]:
+        return request_text.texts(body)
+
+    def rewrite_texts(self, body: dict[str, Any], fn: TextFn) -> dict[str, Any] | None:
+        return request_text.rewrite_texts(body, fn)
+
+    def system_prompt(self, body: dict[str, Any]) -> str:
+        return "\n\n".join(
+            text
+            for m in messages_of(body)
+            if m.get("role") in _INSTRUCTION_ROLES
+            for text in [text_of(m.get("content"), _TEXT_KINDS)]
+            if text
+        )
+
+    def last_user_text(self, body: dict[str, Any]) -> str:
+        return last_user_text(body, _TEXT_KINDS)
+
+    # -- upstream ---------------------------------------------------------------------
+
+    def wrong_provider(self, model: str, provider: str, api: ProviderApi) -> str | None:
+        return None  # Anthropic serves chat completions too, on its compatible endpoint
+
+    def credential_headers(self, key: str) -> dict[str, str]:
+        return {"authorization": f"Bearer {key}"}
+
+    # -- errors -------------------------------------------------------------------------
+
+    def error_document(
+        self, status: int, message: str, param: str | None = None, code: str | None = None
+    ) -> dict[str, Any]:
+        otype, own_code = _ERROR_TYPES.get(
+            status, ("server_error" if status >= 500 else "invalid_request_error", None)
+        )
+        return {
+            "error": {"message": message, "type": otype, "param": param, "code": code or own_code}
+        }
+
+    def stream_error(self, message: str, error_type: str = "api_error") -> bytes:
+        # An `error` object in a data line; [DONE] follows so clients stop reading.
+        otype = "server_error" if error_type in ("api_error", "overloaded_error") else error_type
+        payload = orjson.dumps(
+            {"error": {"message": message, "type": otype, "param": None, "code": None}}
+        )
+        return b"data: " + payload + b"\n\n" + _DONE_EVENT
+
+    # -- streams ------------------------------------------------------------------------
+
+    def ends_stream(self, frame: Frame) -> bool:
+        return frame.data == DONE
+
+    def is_error_payload(self, frame: Frame) -> bool:
+        return frame.data is not None and frame.data.startswith('{"error"')
+
+    def close_after_error(self) -> bytes | None:
+        return _DONE_EVENT
+
+    def event(self, payload: dict[str, Any]) -> StreamEvent:
+        return StreamEvent.made(b"data: " + orjson.dumps(payload) + b"\n\n", payload)
+
+    def stream_engine(self, chain: ResponsePolicies, request: ApiRequest) -> OpenAIStreamEngine:
+        return OpenAIStreamEngine(chain, request)
+
+    async def process_message(self, body: Any, chain: ResponsePolicies, request: ApiRequest) -> Any:
+        return await message_engine.process_message(body, chain, request)
+
+    def validator(self, request: ApiRequest) -> StreamValidator:
+        options = request.body.get("stream_options")
+        usage = isinstance(options, dict) and options.get("include_usage") is True
+        return StreamValidator(expect_usage=usage)
+
+    # -- as a client --------------------------------------------------------------------
+
+    simple_path = "/chat/completions"
+
+    def simple_request(self, model: str, system: str, user: str) -> dict[str, Any]:
+        return {
+            "model": model,
+            "messages": [
+                {"role": "system", "content": system},
+                {"role": "user", "content": user},
+            ],
+        }
+
+    def reply_text(self, document: Any) -> str:
+        return text_of(document["choices"][0]["message"]["content"], _TEXT_KINDS)

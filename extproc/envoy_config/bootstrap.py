@@ -1,0 +1,200 @@
+"""The Envoy bootstrap, as data: listener, ext_proc filter, routes and clusters.
+
+Every fact the ext_proc server shares with Envoy (header names, limits, timeouts, error
+formats) comes from `extproc.contract` and the dialects, never from a copy here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from extproc.contract import (
+    CONNECTION_IDLE_TIMEOUT_S,
+    EXTPROC_CLUSTER,
+    EXTPROC_CONNECT_TIMEOUT_S,
+    EXTPROC_FILTER,
+    HEALTH_PATH,
+    MAX_CONCURRENT_STREAMS,
+    NO_CLUSTER_MESSAGE,
+    REQUEST_SLACK_BYTES,
+    STREAM_IDLE_TIMEOUT_S,
+    message_timeout_s,
+)
+from extproc.envoy_config import local_replies, providers
+from extproc.gateway import Gateway
+from extproc.routing import Upstream
+
+_TYPES = "type.googleapis.com/envoy.extensions"
+ACCESS_LOG_FORMAT = (
+    '[%START_TIME%] "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%" %RESPONSE_CODE% '
+    "%RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% %BYTES_RECEIVED% %BYTES_SENT% %DURATION%ms "
+    "%UPSTREAM_CLUSTER%\n"
+)
+
+
+def _socket(host: str, port: int) -> dict[str, Any]:
+    return {"socket_address": {"address": host, "port_value": port}}
+
+
+def _ext_proc_filter(gateway: Gateway, response_body: bool) -> dict[str, Any]:
+    return {
+        "name": EXTPROC_FILTER,
+        "typed_config": {
+            "@type": f"{_TYPES}.filters.http.ext_proc.v3.ExternalProcessor",
+            "grpc_service": {"envoy_grpc": {"cluster_name": EXTPROC_CLUSTER}},
+            # Fail closed: a request the policies cannot see does not go through.
+            "failure_mode_allow": False,
+            # The server removes x-envoy-* headers a client sent (Envoy refuses ext_proc
+            # changes to them otherwise).
+            "mutation_rules": {"allow_envoy": True},
+            # Applies to headers and the buffered request body (not to
+            # FULL_DUPLEX_STREAMED chunks, which the server guards itself).
+            "message_timeout": f"{message_timeout_s(gateway.settings.policy_timeout_s)}s",
+            "processing_mode": {
+                "request_header_mode": "SEND",
+                # Without a policy that looks at responses, ext_proc sees none of them:
+                # one round trip less per request, and bodies stream straight through
+                # Envoy. The server checks which mode it gets.
+                "response_header_mode": "SEND" if response_body else "SKIP",
+                "request_body_mode": "BUFFERED",
+                "response_body_mode": "FULL_DUPLEX_STREAMED" if response_body else "NONE",
+                "request_trailer_mode": "SKIP",
+                # FULL_DUPLEX_STREAMED requires trailers to be sent.
+                "response_trailer_mode": "SEND" if response_body else "SKIP",
+            },
+        },
+    }
+
+
+def _routes(upstreams: list[Upstream]) -> list[dict[str, Any]]:
+    health = {
+        "match": {"path": HEALTH_PATH},
+        "direct_response": {"status": 200, "body": {"inline_string": "ok\n"}},
+        "typed_per_filter_config": {
+            EXTPROC_FILTER: {
+                "@type": f"{_TYPES}.filters.http.ext_proc.v3.ExtProcPerRoute",
+                "disabled": True,
+            }
+        },
+    }
+    # ext_proc answers unknown paths itself and names a cluster for every other request:
+    # reaching this route means it named one this config lacks (a config rendered for
+    # other provider URLs). Fail closed, and say so (in format: `local_replies.py`).
+    unrouted = {
+        "match": {"prefix": "/"},
+        "direct_response": {"status": 502, "body": {"inline_string": NO_CLUSTER_MESSAGE}},
+    }
+    return [health, *(providers.route(u) for u in upstreams), unrouted]
+
+
+def _http_connection_manager(
+    gateway: Gateway, upstreams: list[Upstream], response_body: bool
+) -> dict[str, Any]:
+    return {
+        "name": "envoy.filters.network.http_connection_manager",
+        "typed_config": {
+            "@type": f"{_TYPES}.filters.network.http_connection_manager.v3.HttpConnectionManager",
+            "stat_prefix": "gateway",
+            "codec_type": "AUTO",
+            # Keep a caller's x-request-id so one id follows a request through every log.
+            "preserve_external_request_id": True,
+            # Long generations: no overall request timeout, only an idle one.
+            "request_timeout": "0s",
+            "stream_idle_timeout": providers.seconds(STREAM_IDLE_TIMEOUT_S),
+            "common_http_protocol_options": {
+                "idle_timeout": providers.seconds(CONNECTION_IDLE_TIMEOUT_S)
+            },
+            "access_log": [
+                {
+                    "name": "envoy.access_loggers.stdout",
+                    "typed_config": {
+                        "@type": f"{_TYPES}.access_loggers.stream.v3.StdoutAccessLog",
+                        "log_format": {"text_format_source": {"inline_string": ACCESS_LOG_FORMAT}},
+                    },
+                }
+            ],
+            "local_reply_config": {
+                "mappers": local_replies.mappers(gateway.settings.max_request_bytes)
+            },
+            "route_config": {
+                "name": "gateway",
+                "virtual_hosts": [
+                    {"name": "gateway", "domains": ["*"], "routes": _routes(upstreams)}
+                ],
+            },
+            "http_filters": [
+                _ext_proc_filter(gateway, response_body),
+                {
+                    "name": "envoy.filters.http.router",
+                    "typed_config": {"@type": f"{_TYPES}.filters.http.router.v3.Router"},
+                },
+            ],
+        },
+    }
+
+
+def _extproc_cluster(gateway: Gateway) -> dict[str, Any]:
+    s = gateway.settings
+    return {
+        "name": EXTPROC_CLUSTER,
+        # A service name under compose, an address on one host or in a pod.
+        "type": "STATIC" if providers.is_ip(s.extproc_host) else "STRICT_DNS",
+        "dns_lookup_family": "V4_PREFERRED",
+        "connect_timeout": providers.seconds(EXTPROC_CONNECT_TIMEOUT_S),
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": f"{_TYPES}.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {
+                    "http2_protocol_options": {
+                        # Many concurrent requests share one connection to ext_proc.
+                        "max_concurrent_streams": MAX_CONCURRENT_STREAMS,
+                        "initial_stream_window_size": 16 * 1024 * 1024,
+                        "initial_connection_window_size": 32 * 1024 * 1024,
+                    }
+                },
+            }
+        },
+        "load_assignment": {
+            "cluster_name": EXTPROC_CLUSTER,
+            "endpoints": [
+                {
+                    # One ext_proc process per port (EXTPROC_WORKERS): Envoy balances.
+                    "lb_endpoints": [
+                        {"endpoint": {"address": _socket(s.extproc_host, s.extproc_port + i)}}
+                        for i in range(s.extproc_workers)
+                    ]
+                }
+            ],
+        },
+    }
+
+
+def bootstrap(gateway: Gateway, response_body: bool, any_keys: bool) -> dict[str, Any]:
+    """The whole bootstrap. `response_body=False` keeps responses away from ext_proc;
+    `any_keys` renders providers without a URL both as the real API and the mock, so
+    the file holds whichever keys ext_proc has (see `Router.clusters`)."""
+    s = gateway.settings
+    upstreams = gateway.router.clusters(any_keys)
+    return {
+        # The admin interface can reconfigure Envoy: never beyond loopback.
+        "admin": {"address": _socket("127.0.0.1", s.admin_port)},
+        "static_resources": {
+            "listeners": [
+                {
+                    "name": "gateway",
+                    "address": _socket(s.host, s.gateway_port),
+                    # Request bodies are buffered for ext_proc: above the gateway's own
+                    # limit, so ext_proc answers 413 in format when the client sent
+                    # content-length; this is the backstop for chunked bodies.
+                    "per_connection_buffer_limit_bytes": s.max_request_bytes + REQUEST_SLACK_BYTES,
+                    "filter_chains": [
+                        {"filters": [_http_connection_manager(gateway, upstreams, response_body)]}
+                    ],
+                }
+            ],
+            "clusters": [
+                _extproc_cluster(gateway),
+                *(providers.cluster(u, s.ca_bundle) for u in upstreams),
+            ],
+        },
+    }

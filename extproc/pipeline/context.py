@@ -1,0 +1,56 @@
+"""What a request's processing knows once its headers were read, and the checks every
+kind of request shares: the caller's model allowance, the route by model, and the
+headers that send it upstream."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from extproc.dialects.base import Dialect
+from extproc.gateway import Runtime
+from extproc.keys import Caller
+from extproc.pipeline.replies import Continue, Immediate
+from extproc.pipeline.upstream import headers_for, upstream_for_model
+from extproc.policies.base import PolicyChain
+from extproc.routing import Upstream
+
+
+@dataclass(slots=True)
+class RequestContext:
+    runtime: Runtime
+    dialect: Dialect
+    method: str
+    path: str  # without the query string
+    caller: Caller
+    chain: PolicyChain
+    # Headers the API requires upstream that the client did not send.
+    added_headers: dict[str, str]
+    # Envoy streams response bodies through ext_proc (its protocol_config says).
+    envoy_sends_body: bool
+    upstream: Upstream | None = None
+
+    @property
+    def label(self) -> str:
+        """`METHOD path`, for logs."""
+        return f"{self.method} {self.path}"
+
+    def refuse(self, status: int, message: str, param: str | None = None) -> Immediate:
+        """An error answer in the request's API format."""
+        return Immediate(status, self.dialect.error_body(status, message, param))
+
+    def refuse_model(self, model: str) -> Immediate | None:
+        """A 403 when the caller's key may not use `model`."""
+        if not self.caller.allows(model):
+            return self.refuse(403, f"this key may not use model {model[:200]!r}", "model")
+        return None
+
+    def upstream_for(self, model: str) -> Upstream | Immediate:
+        """The upstream serving `model`, or a 400 saying why there is none."""
+        found = upstream_for_model(self.runtime.gateway.router, model, self.dialect)
+        return self.refuse(400, found, "model") if isinstance(found, str) else found
+
+    def route(self, upstream: Upstream) -> Continue:
+        """Send the request to `upstream`: Envoy re-picks the route from our header."""
+        chosen = headers_for(upstream, self.caller, self.dialect, self.added_headers)
+        self.upstream = chosen.upstream
+        return Continue(chosen.set_headers, chosen.remove_headers, clear_route_cache=True)

@@ -1,0 +1,173 @@
+"""The request side of the two kinds of requests the gateway serves, picked once from
+the path, as Envoy AI Gateway's `processorForPath` does:
+
+- `PolicyRequest`: the API's own endpoint (`Dialect.path`): the body is parsed, the
+  request policies run, and the model picks the upstream;
+- `ForwardedRequest`: token counting and model lists (`Dialect.forwarded`): the gateway
+  key checked and the provider's injected, but no body policy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Protocol
+
+import orjson
+
+from extproc.contract import UPSTREAM_HEADER
+from extproc.core.request import ApiRequest
+from extproc.dialects.base import ForwardedPath, RoutedBy
+from extproc.pipeline.context import RequestContext
+from extproc.pipeline.replies import Continue, Immediate
+from extproc.pipeline.upstream import key_headers, upstream_for_listing
+
+log = logging.getLogger("extproc.pipeline")
+
+
+class RequestProcessor(Protocol):
+    # The parsed request, once its body was read; None for requests without policies.
+    request: ApiRequest | None
+
+    def on_headers(self, headers: dict[str, str], end_of_stream: bool) -> Continue | Immediate: ...
+
+    async def on_body(self, body: bytes) -> Continue | Immediate: ...
+
+
+def _hide_key(ctx: RequestContext) -> Continue:
+    """Headers answered, the body next: the gateway key and any routing header a client
+    sent are removed now, the route comes with the body."""
+    return Continue(remove_headers=[*key_headers(ctx.caller, {}), UPSTREAM_HEADER])
+
+
+def _model_of(ctx: RequestContext, body: bytes) -> str | Immediate:
+    """The `model` of a JSON object body, or a 400 saying what is wrong."""
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        return ctx.refuse(400, f"request body is not valid JSON: {exc}")
+    model = parsed.get("model") if isinstance(parsed, dict) else None
+    if not isinstance(model, str) or not model:
+        return ctx.refuse(400, "model: a model name is required", "model")
+    return model
+
+
+class PolicyRequest:
+    def __init__(self, ctx: RequestContext) -> None:
+        self.ctx = ctx
+        self.request: ApiRequest | None = None
+
+    def on_headers(self, headers: dict[str, str], end_of_stream: bool) -> Continue | Immediate:
+        ctx = self.ctx
+        max_bytes = ctx.runtime.settings.max_request_bytes
+        if not ctx.envoy_sends_body and ctx.chain.reads_responses:
+            # Policies that look at responses would be silently skipped: refuse instead.
+            log.error("Envoy does not send response bodies but the policies need them")
+            return ctx.refuse(
+                500,
+                "gateway misconfigured: Envoy's ext_proc response_body_mode is NONE but the "
+                "policy chain needs response bodies; render the Envoy config again",
+            )
+        if ctx.method != "POST":
+            return ctx.refuse(405, f"method {ctx.method} not allowed on {ctx.path}; use POST")
+        ctype = headers.get("content-type", "")
+        if "json" not in ctype.split(";", 1)[0].lower():
+            return ctx.refuse(
+                415, f"content-type must be application/json, got {ctype or 'none'!r}"
+            )
+        length = headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > max_bytes:
+            return ctx.refuse(413, f"request body of {length} bytes exceeds {max_bytes}")
+        if end_of_stream:
+            return ctx.refuse(400, "request body is required")
+        return _hide_key(ctx)
+
+    async def on_body(self, body: bytes) -> Continue | Immediate:
+        ctx = self.ctx
+        max_bytes = ctx.runtime.settings.max_request_bytes
+        if len(body) > max_bytes:
+            return ctx.refuse(413, f"request body of {len(body)} bytes exceeds {max_bytes}")
+        try:
+            parsed = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            return ctx.refuse(400, f"request body is not valid JSON: {exc}")
+        if not isinstance(parsed, dict):
+            return ctx.refuse(400, "request body must be a JSON object")
+        model = parsed.get("model")
+        if not isinstance(model, str) or not model:
+            return ctx.refuse(400, "model: a model name is required", "model")
+        problem = ctx.dialect.request_problem(parsed)
+        if problem is not None:
+            return ctx.refuse(400, *problem)
+        if (refused := ctx.refuse_model(model)) is not None:
+            return refused
+        request = self.request = ApiRequest(
+            dialect=ctx.dialect,
+            path=ctx.path,
+            model=model,
+            stream=parsed.get("stream") is True,
+            body=parsed,
+        )
+        try:
+            async with asyncio.timeout(ctx.runtime.settings.policy_timeout_s):
+                verdict = await ctx.chain.on_request(request)
+        except TimeoutError:
+            return ctx.refuse(504, "request policies did not finish in time")
+        except Exception:
+            # Fail closed: a request no policy could check does not go upstream.
+            log.exception("%s: request policy failed", ctx.label)
+            return ctx.refuse(500, "a gateway policy failed while checking the request")
+        if verdict is not None:
+            log.info("%s: request denied by policy (%d)", ctx.label, verdict.status)
+            return ctx.refuse(verdict.status, verdict.message)
+        # Routed after the policies: their verdicts (a model not allowed) come first, and
+        # the model routed is the one that goes upstream.
+        final = request.body.get("model")
+        if final != model:
+            if not isinstance(final, str) or not final:
+                return ctx.refuse(500, "a gateway policy removed the request's model")
+            if (refused := ctx.refuse_model(final)) is not None:
+                return refused
+        upstream = ctx.upstream_for(final)
+        if isinstance(upstream, Immediate):
+            return upstream
+        out = ctx.route(upstream)
+        if request.body_changed:
+            out.body = orjson.dumps(request.body)
+            out.set_headers["content-length"] = str(len(out.body))
+        return out
+
+
+class ForwardedRequest:
+    request: ApiRequest | None = None
+
+    def __init__(self, ctx: RequestContext, forwarded: ForwardedPath) -> None:
+        self.ctx = ctx
+        self.forwarded = forwarded
+
+    def on_headers(self, headers: dict[str, str], end_of_stream: bool) -> Continue | Immediate:
+        ctx, forwarded = self.ctx, self.forwarded
+        if ctx.method != forwarded.method:
+            bare = ctx.path.rstrip("/")
+            return ctx.refuse(
+                405, f"method {ctx.method} not allowed on {bare}; use {forwarded.method}"
+            )
+        if forwarded.routed_by is RoutedBy.BODY_MODEL:
+            if end_of_stream:
+                return ctx.refuse(400, "request body is required")
+            return _hide_key(ctx)
+        router = ctx.runtime.gateway.router
+        model_id = forwarded.path_model(ctx.path.rstrip("/"))
+        return ctx.route(upstream_for_listing(router, ctx.dialect, model_id))
+
+    async def on_body(self, body: bytes) -> Continue | Immediate:
+        ctx = self.ctx
+        if ctx.upstream is not None:
+            return Continue()  # routed by its path: the body goes on as it is
+        model = _model_of(ctx, body)
+        if isinstance(model, Immediate):
+            return model
+        if (refused := ctx.refuse_model(model)) is not None:
+            return refused
+        upstream = ctx.upstream_for(model)
+        return upstream if isinstance(upstream, Immediate) else ctx.route(upstream)

@@ -1,0 +1,227 @@
+"""One HTTP request's journey through the gateway, free of gRPC and Envoy types.
+
+The server feeds the messages in the order Envoy delivers them (request headers, request
+body, response headers, response body chunks, trailers) and turns each answer into an
+ext_proc reply. The request's progress is one `Phase` (`lifecycle.py`); its request side
+is a processor picked by the path (`processors.py`), its response body a handler picked
+at the response headers (`bodies.py`, `sse_body.py`). Everything a request holds lives
+on its `RequestPipeline`, so dropping the object releases it all.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from extproc.contract import ENVOY_HEADER_PREFIX
+from extproc.dialects.registry import DEFAULT_DIALECT, dialect_for
+from extproc.gateway import Runtime
+from extproc.keys import Caller
+from extproc.pipeline.bodies import (
+    BodyHandler,
+    ErrorRewriteBody,
+    ForwardBody,
+    JsonBody,
+    ResponseMode,
+    error_text,
+    response_mode,
+)
+from extproc.pipeline.context import RequestContext
+from extproc.pipeline.lifecycle import Lifecycle, Phase
+from extproc.pipeline.processors import ForwardedRequest, PolicyRequest, RequestProcessor
+from extproc.pipeline.replies import JSON_HEADERS, BodyOut, Continue, Immediate
+from extproc.pipeline.sse_body import SseBody
+
+log = logging.getLogger("extproc.pipeline")
+
+_FORWARD = ForwardBody()  # stateless: one serves every request
+
+
+class RequestPipeline:
+    def __init__(self, runtime: Runtime, envoy_sends_body: bool = True) -> None:
+        self.runtime = runtime
+        self.lifecycle = Lifecycle()
+        self.started = time.monotonic()
+        self.method = ""
+        self.path = ""
+        self.request_id = ""
+        # Envoy says so in the stream's first message (protocol_config).
+        self.envoy_sends_body = envoy_sends_body
+        # Set once the request's headers were accepted.
+        self.ctx: RequestContext | None = None
+        self.processor: RequestProcessor | None = None
+        self.caller: Caller | None = None
+        self.status = 0
+        self.body: BodyHandler = _FORWARD
+        self.bytes_out = 0
+
+    @property
+    def phase(self) -> Phase:
+        return self.lifecycle.phase
+
+    @property
+    def complete(self) -> bool:
+        """Whether the client has had everything the gateway had to say: the last reply
+        ended the response, or nothing more of it passes through ext_proc."""
+        phase = self.lifecycle.phase
+        return phase is Phase.DONE or (
+            phase is Phase.RESPONSE_HEADERS and not self.envoy_sends_body
+        )
+
+    def _answer(self, out: Immediate) -> Immediate:
+        self.status = out.status
+        self.lifecycle.end()
+        return out
+
+    # -- request side -------------------------------------------------------------
+
+    def on_request_headers(
+        self, headers: dict[str, str], end_of_stream: bool
+    ) -> Continue | Immediate:
+        self.method = headers.get(":method", "")
+        # The query string is dropped here: it can carry credentials (?key=...), and
+        # nothing in the gateway needs it (Envoy forwards the original path upstream).
+        self.path = headers.get(":path", "").split("?", 1)[0]
+        self.request_id = headers.get("x-request-id", "")[:128]
+        dialect = dialect_for(self.path, headers)
+        found = self.runtime.gateway.keys.authenticate(headers)
+        if isinstance(found, str):
+            return self._answer(Immediate(401, dialect.error_body(401, found)))
+        self.caller = found
+        chain = self.runtime.chains.get(found.chain)
+        if chain is None:
+            log.error("caller %s: no policy chain named %r", found.name, found.chain)
+            message = "gateway misconfigured: the caller's policy chain is missing"
+            return self._answer(Immediate(500, dialect.error_body(500, message)))
+        ctx = self.ctx = RequestContext(
+            runtime=self.runtime,
+            dialect=dialect,
+            method=self.method,
+            path=self.path,
+            caller=found,
+            chain=chain,
+            added_headers=dialect.added_headers(headers),
+            envoy_sends_body=self.envoy_sends_body,
+        )
+        bare = self.path.rstrip("/")
+        forwarded = dialect.forwarded_path(bare)
+        if forwarded is not None:
+            self.processor = ForwardedRequest(ctx, forwarded)
+        elif bare == dialect.path:
+            self.processor = PolicyRequest(ctx)
+        else:
+            return self._answer(ctx.refuse(404, f"no such endpoint: {self.method} {self.path}"))
+        out = self.processor.on_headers(headers, end_of_stream)
+        if isinstance(out, Immediate):
+            return self._answer(out)
+        # Envoy's own control headers (x-envoy-retry-on, -max-retries, timeouts,
+        # x-envoy-original-path...) are not the client's to send: Envoy heeds some of
+        # them for requests it deems internal, and they would reach the provider.
+        out.remove_headers += [h for h in headers if h.startswith(ENVOY_HEADER_PREFIX)]
+        self.lifecycle.move(Phase.RESPONSE_HEADERS if end_of_stream else Phase.REQUEST_BODY)
+        return out
+
+    async def on_request_body(self, body: bytes) -> Continue | Immediate:
+        if self.processor is None:
+            # Only a misbehaving Envoy sends a body after we answered the headers.
+            return Continue()
+        out = await self.processor.on_body(body)
+        if isinstance(out, Immediate):
+            return self._answer(out)
+        self.lifecycle.move(Phase.RESPONSE_HEADERS)
+        return out
+
+    # -- response side ------------------------------------------------------------
+
+    def on_response_headers(
+        self, headers: dict[str, str], end_of_stream: bool
+    ) -> Continue | Immediate:
+        status = headers.get(":status", "0")
+        self.status = int(status) if status.isdigit() else 0
+        ctype = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        ctx = self.ctx
+        request = self.processor.request if self.processor is not None else None
+        chain_reads = ctx is not None and ctx.chain.reads_responses
+        mode = response_mode(self.status, ctype, request is not None, chain_reads)
+        dialect = ctx.dialect if ctx is not None else DEFAULT_DIALECT
+        settings = self.runtime.settings
+        if mode is ResponseMode.ERROR_REWRITE and not end_of_stream:
+            if not self.envoy_sends_body:
+                # No body will come to rewrite: answer in format now.
+                message = error_text(self.status, "", settings.max_request_bytes)
+                return self._answer(
+                    Immediate(self.status, dialect.error_body(self.status, message))
+                )
+            self.body = ErrorRewriteBody(dialect, self.status, settings.max_request_bytes)
+            self.lifecycle.move(Phase.RESPONSE_BODY)
+            return Continue(set_headers=dict(JSON_HEADERS))
+        if end_of_stream or not self.envoy_sends_body:
+            self.lifecycle.end()  # no body will follow through ext_proc
+            return Continue()
+        assert ctx is not None
+        label = ctx.label
+        if mode is ResponseMode.SSE and request is not None:
+            self.body = SseBody(
+                dialect,
+                request,
+                ctx.chain,
+                settings.max_sse_frame_bytes,
+                settings.policy_timeout_s,
+                label,
+                validate=self.runtime.gateway.validate_streams,
+            )
+        elif mode is ResponseMode.JSON and request is not None:
+            self.body = JsonBody(
+                dialect,
+                request,
+                ctx.chain,
+                settings.max_response_bytes,
+                settings.policy_timeout_s,
+                label,
+            )
+        self.lifecycle.move(Phase.RESPONSE_BODY)
+        return Continue()
+
+    async def on_response_body(self, chunk: bytes, end_of_stream: bool) -> BodyOut:
+        if self.lifecycle.phase is Phase.DONE:
+            # We already ended the client's stream (after a failure); drop the rest.
+            return BodyOut(b"", False)
+        out = await self.body.feed(chunk, end_of_stream)
+        self.bytes_out += len(out.data)
+        if out.end_of_stream:
+            self.lifecycle.end()
+        return out
+
+    async def on_response_trailers(self) -> BodyOut:
+        """Trailers mark the end of the body when the upstream sends them."""
+        out = await self.on_response_body(b"", True)
+        return BodyOut(out.data, False)
+
+    # -- the end ------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Release what the request holds: pending policy work first."""
+        self.body.close()
+
+    def summary(self) -> dict[str, Any]:
+        """One log line's worth of facts about the request; never headers or bodies."""
+        request = self.processor.request if self.processor is not None else None
+        upstream = self.ctx.upstream if self.ctx is not None else None
+        events = self.body.events_in if isinstance(self.body, SseBody) else 0
+        violations = self.body.violations if isinstance(self.body, SseBody) else None
+        return {
+            "id": self.request_id,
+            "caller": self.caller.name if self.caller else None,
+            "method": self.method,
+            "path": self.path,
+            "model": request.model if request else None,
+            "stream": request.stream if request else None,
+            "upstream": upstream.name if upstream else None,
+            "status": self.status,
+            "mode": self.body.mode.value,
+            "events": events,
+            "bytes_out": self.bytes_out,
+            "ms": round((time.monotonic() - self.started) * 1000, 1),
+            **({"violations": violations} if violations is not None else {}),
+        }

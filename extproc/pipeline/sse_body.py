@@ -1,0 +1,123 @@
+"""A streamed (SSE) response body on its way through the policy chain: framing, the
+dialect's stream engine, and what a stream that ends badly still needs to be valid for
+its API (the dialect says what ends a stream and how an error is written)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+
+from extproc.core.request import ApiRequest
+from extproc.dialects.base import Dialect
+from extproc.engine.stream import ForwardEngine, StreamEngine
+from extproc.pipeline.bodies import ResponseMode
+from extproc.pipeline.replies import BodyOut
+from extproc.policies.base import PolicyChain
+from extproc.sse import FrameTooLarge, SSEFramer
+from extproc.stream_check import OutputValidator
+
+log = logging.getLogger("extproc.pipeline")
+
+
+class SseBody:
+    """One response stream. After a failure it has already ended the stream with an
+    in-format error, and `feed` says so (`end_of_stream`)."""
+
+    mode = ResponseMode.SSE
+
+    def __init__(
+        self,
+        dialect: Dialect,
+        request: ApiRequest,
+        chain: PolicyChain,
+        max_frame_bytes: int,
+        policy_timeout_s: float,
+        label: str,
+        validate: bool = False,
+    ) -> None:
+        self.dialect = dialect
+        self.framer = SSEFramer(max_frame_bytes)
+        # Whether events may be rewritten, added or dropped (else they leave as they came).
+        self.rewrites = chain.reads_responses
+        self.engine: StreamEngine = (
+            dialect.stream_engine(chain, request) if self.rewrites else ForwardEngine()
+        )
+        self.validator = OutputValidator(dialect.validator(request), request) if validate else None
+        self.policy_timeout_s = policy_timeout_s
+        self.label = label  # "METHOD path", for logs
+        self.events_in = 0
+        self.terminated = False  # the stream carried its own terminator
+        self.saw_error_payload = False
+
+    async def feed(self, chunk: bytes, end_of_stream: bool) -> BodyOut:
+        out = await self._feed(chunk, end_of_stream)
+        if self.validator is not None:
+            self.validator.feed(out.data, out.end_of_stream)
+        return out
+
+    async def _feed(self, chunk: bytes, end_of_stream: bool) -> BodyOut:
+        dialect = self.dialect
+        failure: FrameTooLarge | None = None
+        try:
+            frames = self.framer.feed(chunk) if chunk else []
+            if end_of_stream:
+                frames += self.framer.finish()
+        except FrameTooLarge as exc:
+            # Deliver what came complete before the oversized event, then fail.
+            log.warning("%s: %s", self.label, exc)
+            failure, frames, end_of_stream = exc, exc.frames, False
+        for frame in frames:
+            if dialect.ends_stream(frame):
+                self.terminated = True
+            elif dialect.is_error_payload(frame):
+                self.saw_error_payload = True
+        if (
+            end_of_stream
+            and frames
+            and not frames[-1].terminated
+            and (self.rewrites or not self.terminated)
+        ):
+            # The upstream's last event lacks its blank line and something follows it: end
+            # it, so what we add is not read as part of it.
+            frames[-1] = dataclasses.replace(frames[-1], raw=frames[-1].raw + b"\n\n")
+        self.events_in += len(frames)
+        try:
+            async with asyncio.timeout(self.policy_timeout_s):
+                data = await self.engine.feed(frames)
+                if end_of_stream:
+                    data += await self.engine.flush()
+        except TimeoutError:
+            log.error("%s: policy chain timed out", self.label)
+            return self.fail("a gateway policy did not finish in time")
+        except Exception:
+            log.exception("%s: policy chain failed", self.label)
+            return self.fail("a gateway policy failed while processing the response")
+        if failure is not None:
+            failed = self.fail(f"upstream sent an SSE event larger than {failure.limit} bytes")
+            return BodyOut(data + failed.data, True)
+        if end_of_stream and not self.terminated:
+            data += self._terminator()
+        return BodyOut(data, end_of_stream)
+
+    def _terminator(self) -> bytes:
+        """What a stream that ended early still needs to be valid for its format."""
+        closing = self.dialect.close_after_error() if self.saw_error_payload else None
+        if closing is not None:
+            return closing
+        log.warning("%s: upstream stream ended before its terminator", self.label)
+        return self.dialect.stream_error("upstream ended the stream before it was complete")
+
+    def fail(self, message: str) -> BodyOut:
+        """An in-format error event that ends the stream."""
+        self.terminated = True
+        return BodyOut(self.dialect.stream_error(message), True)
+
+    @property
+    def violations(self) -> int | None:
+        return None if self.validator is None else self.validator.count
+
+    def close(self) -> None:
+        """Release pending policy work."""
+        self.engine.close()
+        self.engine = ForwardEngine()
