@@ -16,13 +16,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # README.m[d]: copied when present (pyproject names it), no error when absent.
 COPY pyproject.toml README.m[d] /tmp/src/
 COPY extproc /tmp/src/extproc
-COPY envoy /tmp/src/envoy
-RUN pip install /tmp/src \
-    && mkdir -p /opt/llm-gateway \
-    && cp /tmp/src/envoy/envoy.yaml.tmpl /opt/llm-gateway/ \
-    && rm -rf /tmp/src
-# `python -m extproc render-envoy` in the image renders from this copy of the template.
-ENV ENVOY_TEMPLATE=/opt/llm-gateway/envoy.yaml.tmpl
+RUN pip install /tmp/src && rm -rf /tmp/src
 
 # Numeric uid so Kubernetes' runAsNonRoot can check it.
 RUN useradd --system --uid 10001 --user-group --create-home --shell /usr/sbin/nologin gateway

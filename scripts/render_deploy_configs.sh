@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Regenerate the Envoy bootstraps shipped for deployment from envoy/envoy.yaml.tmpl:
+# Regenerate the Envoy bootstraps shipped for deployment (extproc/envoy_config/):
 #   envoy/envoy.compose.yaml                  (docker compose: services extproc, mock-llm)
 #   deploy/kubernetes/envoy-configmap.yaml    (one pod: Envoy, ext_proc, mock on loopback)
-# Run it after any change to envoy/envoy.yaml.tmpl or extproc/envoy_config.py;
+# Run it after any change to extproc/envoy_config/ or what it renders from;
 # tests/e2e/test_deploy_configs.py fails while these files are out of date.
 #
 # Usage: scripts/render_deploy_configs.sh   (PYTHON=... to choose the interpreter)
@@ -26,12 +26,12 @@ k8s_tmp="$(mktemp)"
 trap 'rm -f "$compose_tmp" "$k8s_tmp"' EXIT
 
 {
-    echo "# Generated: GATEWAY_HOST=0.0.0.0 EXTPROC_HOST=extproc MOCK_LLM_HOST=mock-llm python -m extproc render-envoy (via $SELF); do not edit, rerun $SELF whenever envoy/envoy.yaml.tmpl changes."
+    echo "# Generated: GATEWAY_HOST=0.0.0.0 EXTPROC_HOST=extproc MOCK_LLM_HOST=mock-llm python -m extproc render-envoy (via $SELF); do not edit, rerun $SELF whenever extproc/envoy_config/ changes."
     render GATEWAY_HOST=0.0.0.0 EXTPROC_HOST=extproc MOCK_LLM_HOST=mock-llm
 } >"$compose_tmp"
 
 {
-    echo "# Generated: GATEWAY_HOST=0.0.0.0 python -m extproc render-envoy, wrapped in a ConfigMap (via $SELF); do not edit, rerun $SELF whenever envoy/envoy.yaml.tmpl changes."
+    echo "# Generated: GATEWAY_HOST=0.0.0.0 python -m extproc render-envoy, wrapped in a ConfigMap (via $SELF); do not edit, rerun $SELF whenever extproc/envoy_config/ changes."
     cat <<'EOF'
 apiVersion: v1
 kind: ConfigMap
