@@ -385,13 +385,14 @@ def load_config(
         raise ConfigError(f"{where}: cannot read: {exc}") from None
     try:
         doc = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or str(exc)
-        context = getattr(exc, "context", None)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        detail = f"{problem} ({context})" if context else problem
+        problem = exc.problem or str(exc)
+        detail = f"{problem} ({exc.context})" if exc.context else problem
         raise ConfigError(f"{where}: invalid YAML{at}: {detail}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where}: invalid YAML: {exc}") from None
     if doc is None:
         return default_config()
     if not isinstance(doc, dict):

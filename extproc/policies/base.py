@@ -117,7 +117,7 @@ class PolicyChain:
         self.observes_events = bool(self.observers)
         # Whether anything in the chain looks at the response; if not, the engine is
         # skipped entirely and bytes flow through untouched.
-        self.reads_responses = self.rewrites_text or self.gates_tool_calls or self.observes_events
+        self.reads_responses = any(p.reads_responses() for p in self.policies)
 
     @property
     def names(self) -> list[str]:
@@ -162,11 +162,6 @@ class Chains(Mapping[str, PolicyChain]):
     @property
     def default(self) -> PolicyChain:
         return self._chains[DEFAULT_CHAIN]
-
-    @property
-    def reads_responses(self) -> bool:
-        """Whether any chain looks at responses (so Envoy must send them to ext_proc)."""
-        return any(chain.reads_responses for chain in self._chains.values())
 
     def policies(self) -> list[Policy[Any]]:
         """Every policy of every chain, once each."""
