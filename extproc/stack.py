@@ -135,13 +135,18 @@ class Stack:
 
     @classmethod
     def load(
-        cls, settings: Settings, extra_env: dict[str, str] | None = None, **kw: object
+        cls,
+        settings: Settings,
+        extra_env: dict[str, str] | None = None,
+        log_dir: Path | None = None,
+        envoy_concurrency: int | None = None,
+        response_body: bool | None = None,
     ) -> Stack:
         """The stack for these settings: the configuration loaded once, here, with the
         environment the ext_proc children will see."""
         extra = dict(extra_env or {})
         gateway = Gateway.load(settings, env={**os.environ, **settings.to_env(), **extra})
-        return cls(gateway, extra_env=extra, **kw)  # type: ignore[arg-type]
+        return cls(gateway, log_dir, envoy_concurrency, extra, response_body)
 
     @property
     def settings(self) -> Settings:

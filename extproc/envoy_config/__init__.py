@@ -9,6 +9,7 @@ import yaml
 from extproc.envoy_config.bootstrap import bootstrap
 from extproc.gateway import Gateway
 
+
 class _Dumper(yaml.SafeDumper):
     """Plain YAML for people to read: no anchors for repeated parts, no folded lines,
     strings with a newline in double quotes (`\\n`)."""

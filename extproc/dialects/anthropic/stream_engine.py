@@ -223,7 +223,7 @@ class AnthropicStreamEngine:
     def _on_block_delta(
         self, event: StreamEvent, payload: dict[str, Any], out: list[bytes]
     ) -> None:
-        block = self.blocks.get(payload.get("index"))  # type: ignore[arg-type]
+        block = self._block(payload)
         if block is None or block.closed:
             log.warning("dropped a delta for a block that is not open")
             return
@@ -240,7 +240,7 @@ class AnthropicStreamEngine:
         self._send(block, event, out)
 
     def _on_block_stop(self, event: StreamEvent, payload: dict[str, Any], out: list[bytes]) -> None:
-        block = self.blocks.get(payload.get("index"))  # type: ignore[arg-type]
+        block = self._block(payload)
         if block is None or block.closed:
             log.warning("dropped a stop for a block that is not open")
             return
@@ -261,6 +261,10 @@ class AnthropicStreamEngine:
             self.gate.submit(block.call)
 
     # -- helpers ------------------------------------------------------------------
+
+    def _block(self, payload: dict[str, Any]) -> _Block | None:
+        index = payload.get("index")
+        return self.blocks.get(index) if isinstance(index, int) else None
 
     def _take_index(self) -> int:
         index = self.next_index
