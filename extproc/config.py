@@ -64,6 +64,9 @@ def _valid_host(host: str) -> bool:
 def check_url(value: str) -> str:
     """An upstream base URL: http(s), a plain host, an optional port and path. Errors
     never echo the value: a URL can carry credentials or come from a secret."""
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        # urlsplit silently drops tabs and newlines: check what it would not see.
+        raise ValueError("must not contain control characters")
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https"):
         raise ValueError("must be an http(s) URL such as https://api.example.com")

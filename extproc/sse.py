@@ -120,7 +120,7 @@ class SSEFramer:
         # line arriving in small chunks is scanned once, not once per chunk.
         self._scan = 0
         self._fields = _Fields()
-        self._finished = False
+        self._flushed = False
         self._first_line = True
         self._lf_scan = 0  # fast path: where to resume looking for a blank line
         # At a frame boundary the buffer holds a CR only if the general parser stopped on
@@ -133,8 +133,8 @@ class SSEFramer:
         return len(self._buf)
 
     def feed(self, data: bytes) -> list[Frame]:
-        if self._finished:
-            raise RuntimeError("feed() after finish()")
+        if self._flushed:
+            raise RuntimeError("feed() after flush()")
         if not data:
             return []
         self._buf += data
@@ -167,7 +167,7 @@ class SSEFramer:
                 prefix = raw  # only blank lines: kept as the next frame's prefix
                 continue
             if len(raw) > self._max:
-                self._finished = True
+                self._flushed = True
                 raise FrameTooLarge(len(raw), self._max, frames)
             prefix = b""
             frames.append(frame)
@@ -175,11 +175,11 @@ class SSEFramer:
         self._lf_scan = len(buf)
         return frames
 
-    def finish(self) -> list[Frame]:
+    def flush(self) -> list[Frame]:
         """End of stream: returns the remaining frames, a last unterminated one included."""
-        if self._finished:
+        if self._flushed:
             return []
-        self._finished = True
+        self._flushed = True
         frames = self._parse(final=True)
         if self._buf:
             tail = bytes(self._buf)
@@ -229,7 +229,7 @@ class SSEFramer:
                 if fields.seen:
                     if pos - frame_start > self._max:
                         # The same verdict whether the frame came whole or in pieces.
-                        self._finished = True
+                        self._flushed = True
                         raise FrameTooLarge(pos - frame_start, self._max, frames)
                     frames.append(fields.to_frame(bytes(buf[frame_start:pos])))
                     fields = _Fields()

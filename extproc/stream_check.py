@@ -28,7 +28,7 @@ class OutputValidator:
     def feed(self, data: bytes, end_of_stream: bool) -> None:
         frames = self.framer.feed(data) if data else []
         if end_of_stream:
-            frames += self.framer.finish()
+            frames += self.framer.flush()
         for frame in frames:
             self.validator.feed(frame)
         if end_of_stream:

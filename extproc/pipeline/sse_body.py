@@ -62,7 +62,7 @@ class SseBody:
         try:
             frames = self.framer.feed(chunk) if chunk else []
             if end_of_stream:
-                frames += self.framer.finish()
+                frames += self.framer.flush()
         except FrameTooLarge as exc:
             # Deliver what came complete before the oversized event, then fail.
             log.warning("%s: %s", self.label, exc)

@@ -67,7 +67,12 @@ class Policy(Generic[C]):
         # `Policy[PConfig]` as a base: PConfig is the model the file's entries validate to.
         for base in cls.__dict__.get("__orig_bases__", ()):
             args = get_args(base)
-            if get_origin(base) is Policy and args and isinstance(args[0], type):
+            if (
+                get_origin(base) is Policy
+                and args
+                and isinstance(args[0], type)
+                and issubclass(args[0], PolicyConfig)
+            ):
                 cls.Config = args[0]
 
     def __init__(self, config: C | None = None) -> None:

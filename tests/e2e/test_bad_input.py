@@ -11,7 +11,9 @@ import httpx
 import pytest
 
 from extproc.config import DEV_GATEWAY_KEY
-from tests.e2e.conftest import MAX_REQUEST_BYTES, MAX_SSE_FRAME_BYTES, wait_for
+from tests.helpers.stack import MAX_REQUEST_BYTES, MAX_SSE_FRAME_BYTES
+from tests.helpers.streams import frames
+from tests.helpers.wait import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -154,16 +156,17 @@ def _stream(http: httpx.Client, path: str, body: dict, headers: dict) -> bytes:
 
 def test_upstream_ends_early_gets_error_event(http: httpx.Client) -> None:
     out = _stream(http, "/v1/messages", A_BODY, {"x-mock-truncate-after": "4"})
-    assert out.count(b"event: message_start") == 1
-    assert out.endswith(b"\n\n")
-    last = out.strip().split(b"\n\n")[-1]
-    assert last.startswith(b"event: error\ndata: ")
-    assert json.loads(last.split(b"data: ", 1)[1])["error"]["type"] == "api_error"
+    got = frames(out)
+    assert [f.event for f in got].count("message_start") == 1
+    assert out.endswith(b"\n\n") and got[-1].terminated
+    last = got[-1]
+    assert last.raw.startswith(b"event: error\ndata: ") and last.event == "error"
+    assert json.loads(last.data or "")["error"]["type"] == "api_error"
 
     out = _stream(http, "/v1/chat/completions", O_BODY, {"x-mock-truncate-after": "2"})
-    frames = out.strip().split(b"\n\n")
-    assert frames[-1] == b"data: [DONE]"
-    assert json.loads(frames[-2][6:])["error"]["message"]
+    got = frames(out)
+    assert got[-1].data == "[DONE]" and got[-1].terminated
+    assert json.loads(got[-2].data or "")["error"]["message"]
 
 
 def test_upstream_dies_mid_stream_no_hang(http: httpx.Client) -> None:
@@ -227,10 +230,13 @@ def test_event_over_frame_limit_fails_in_format(
     out = _stream(http, path, body, {"x-mock-script": f"giant-event:{size}", **chunking})
     assert len(out) < 4096  # the oversized event is not forwarded
     assert b"larger than" in out
+    got = frames(out)
     if path == "/v1/messages":
-        assert out.startswith(b"event: error\ndata: ")
+        assert out.startswith(b"event: error\ndata: ") and got[0].event == "error"
+        assert "larger than" in json.loads(got[0].data or "")["error"]["message"]
     else:
-        assert out.endswith(b"data: [DONE]\n\n")
+        assert out.endswith(b"data: [DONE]\n\n") and got[-1].data == "[DONE]"
+        assert "larger than" in json.loads(got[-2].data or "")["error"]["message"]
 
 
 def test_large_event_under_limit_passes(http: httpx.Client) -> None:
@@ -238,6 +244,7 @@ def test_large_event_under_limit_passes(http: httpx.Client) -> None:
     out = _stream(http, "/v1/messages", A_BODY, {"x-mock-script": f"giant-event:{size}"})
     assert out.count(b"x" * 1000) >= (size // 1000) - 1
     assert out.endswith(b'event: message_stop\ndata: {"type":"message_stop"}\n\n')
+    assert max(len(f.raw) for f in frames(out)) >= size  # the large event arrived whole
 
 
 def test_html_error_page_becomes_in_format_error(http: httpx.Client) -> None:

@@ -14,7 +14,7 @@ import pytest
 
 from extproc.config import DEV_GATEWAY_KEY
 from extproc.stack import free_port, port_in_use
-from tests.e2e.conftest import run_cli
+from tests.helpers.stack import run_cli
 
 pytestmark = pytest.mark.e2e
 

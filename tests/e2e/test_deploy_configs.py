@@ -1,8 +1,9 @@
 """The deployment files (docker compose, Kubernetes) against the real Envoy and the renderer.
 
 No container runs here: the Envoy configs go through `envoy --mode validate`, the
-generated files are compared with what the renderer produces today, and the compose
-file and the manifests are checked for consistency with the settings.
+generated files are compared with what scripts/render_deploy_configs.sh (and so the
+renderer) produces today, and the compose file and the manifests are checked for
+consistency with the settings.
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +21,11 @@ import pytest
 import yaml
 from pydantic import SecretStr
 
-from extproc.config import DEV_GATEWAY_KEY, ENV_VARS, Settings
-from extproc.envoy_config import DEFAULT_CA_BUNDLE, render
+from extproc.config import DEFAULT_CA_BUNDLE, DEV_GATEWAY_KEY, ENV_VARS, Settings
+from extproc.envoy_config import render
+from extproc.gateway import Gateway
 from extproc.stack import envoy_binary
-from tests.e2e.conftest import run_cli
+from tests.helpers.stack import run_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -97,6 +101,11 @@ def _compose() -> dict[str, Any]:
     return yaml.safe_load(COMPOSE_FILE.read_text())
 
 
+def _render(settings: Settings, response_body: bool = True, any_keys: bool = False) -> str:
+    """The bootstrap for these settings alone (no variable of this process read)."""
+    return render(Gateway.load(settings, env={}), response_body=response_body, any_keys=any_keys)
+
+
 def _strip_generated_header(text: str, name: str) -> str:
     first, _, rest = text.partition("\n")
     assert first.startswith("# Generated") and REGENERATE in first, (
@@ -119,8 +128,8 @@ def _assert_up_to_date(shipped: str, expected: str, name: str) -> None:
         )[:40]
     )
     pytest.fail(
-        f"{name} is out of date with envoy/envoy.yaml.tmpl / extproc/envoy_config.py: "
-        f"regenerate it with `{REGENERATE}`\n{diff}"
+        f"{name} is out of date with extproc/envoy_config/: "
+        f"regenerate it with `{REGENERATE}` (never edit it by hand)\n{diff}"
     )
 
 
@@ -171,7 +180,7 @@ RENDERED = {
 @pytest.mark.parametrize("values", list(RENDERED.values()), ids=list(RENDERED))
 def test_rendered_config_validates(values: dict[str, Any], tmp_path: Path) -> None:
     path = tmp_path / "envoy.yaml"
-    path.write_text(render(Settings(**values), ca_bundle=_ca_bundle()))
+    path.write_text(_render(Settings(**values, ca_bundle=_ca_bundle())))
     _validate(path)
 
 
@@ -207,33 +216,92 @@ def test_render_envoy_with_a_routing_table_validates(tmp_path: Path) -> None:
     _validate(path)
 
 
-def test_image_renders_from_its_own_copy_of_the_template(tmp_path: Path) -> None:
-    """The image installs the package without the checkout: ENVOY_TEMPLATE points
-    render-envoy at the template the Dockerfile copies."""
+def test_image_installs_only_the_package() -> None:
+    """The image is the installed package and nothing else from the checkout: no Envoy
+    template or other file beside extproc/ is copied (render-envoy needs none)."""
     dockerfile = (ROOT / "Dockerfile").read_text()
-    match = re.search(r"ENV ENVOY_TEMPLATE=(\S+)", dockerfile)
-    assert match, "the Dockerfile sets ENVOY_TEMPLATE"
-    assert f"cp /tmp/src/envoy/envoy.yaml.tmpl {Path(match.group(1)).parent}/" in dockerfile
-    copy = tmp_path / "envoy.yaml.tmpl"
-    copy.write_text("# from the copy\n" + (ROOT / "envoy" / "envoy.yaml.tmpl").read_text())
-    env = {"PATH": os.environ.get("PATH", ""), "ENVOY_TEMPLATE": str(copy)}
-    done = run_cli("render-envoy", env, check=True, cwd=tmp_path)
-    assert done.stdout.startswith("# from the copy\n")
+    copied = [line.split()[1:-1] for line in dockerfile.splitlines() if line.startswith("COPY ")]
+    assert copied == [["pyproject.toml", "README.m[d]"], ["extproc"]], copied
+    assert "pip install /tmp/src && rm -rf /tmp/src" in dockerfile
+    assert "ENVOY_TEMPLATE" not in dockerfile and "envoy/" not in dockerfile
+    assert not (ROOT / "envoy" / "envoy.yaml.tmpl").exists()
+
+
+def test_render_envoy_needs_no_file_outside_the_package(tmp_path: Path) -> None:
+    """A copy of extproc/ alone, as the image installs it, renders the same bootstrap as
+    the checkout."""
+    site = tmp_path / "site"
+    shutil.copytree(
+        ROOT / "extproc", site / "extproc", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    env = {"PATH": os.environ.get("PATH", ""), "CA_BUNDLE": _ca_bundle()}
+    # Imported from the copy (the working directory comes first on sys.path), then run
+    # as `python -m extproc render-envoy`.
+    code = (
+        "import runpy, sys, extproc\n"
+        f"assert extproc.__file__ == {str(site / 'extproc' / '__init__.py')!r}, extproc.__file__\n"
+        "sys.argv = ['llm-gateway', 'render-envoy']\n"
+        "runpy.run_module('extproc', run_name='__main__')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        cwd=site,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout == run_cli("render-envoy", env, check=True).stdout
+    path = tmp_path / "envoy.yaml"
+    path.write_text(done.stdout)
+    _validate(path)
 
 
 # -- (b) the generated files match what the renderer produces today ----------------------
 
 
-def test_compose_envoy_config_is_up_to_date() -> None:
-    shipped = _strip_generated_header(COMPOSE_ENVOY.read_text(), COMPOSE_ENVOY.name)
-    expected = render(COMPOSE_SETTINGS, ca_bundle=DEFAULT_CA_BUNDLE, any_keys=True)
-    _assert_up_to_date(shipped, expected, "envoy/envoy.compose.yaml")
+@pytest.fixture(scope="module")
+def regenerated(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory where scripts/render_deploy_configs.sh has just written both files,
+    run from a copy of the script so the checkout is never touched."""
+    out = tmp_path_factory.mktemp("regenerated")
+    (out / "scripts").mkdir()
+    shutil.copy2(ROOT / REGENERATE, out / REGENERATE)
+    (out / COMPOSE_ENVOY.relative_to(ROOT)).parent.mkdir(parents=True)
+    (out / K8S_CONFIGMAP.relative_to(ROOT)).parent.mkdir(parents=True)
+    (out / "extproc").symlink_to(ROOT / "extproc", target_is_directory=True)
+    # A variable of this shell must not reach the files: the script clears them itself.
+    env = {**os.environ, "PYTHON": sys.executable, "CA_BUNDLE": "/nowhere/ca.pem"}
+    done = subprocess.run(
+        ["bash", str(out / REGENERATE)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return out
 
 
-def test_kubernetes_configmap_is_up_to_date() -> None:
-    _strip_generated_header(K8S_CONFIGMAP.read_text(), K8S_CONFIGMAP.name)
-    expected = render(K8S_SETTINGS, ca_bundle=DEFAULT_CA_BUNDLE, any_keys=True)
-    _assert_up_to_date(_configmap_bootstrap(), expected, "deploy/kubernetes/envoy-configmap.yaml")
+def test_compose_envoy_config_is_up_to_date(regenerated: Path) -> None:
+    name = "envoy/envoy.compose.yaml"
+    shipped = COMPOSE_ENVOY.read_text()
+    _assert_up_to_date(shipped, (regenerated / name).read_text(), name)
+    # What the script renders is the bootstrap of the compose settings.
+    expected = _render(COMPOSE_SETTINGS, any_keys=True)
+    _assert_up_to_date(_strip_generated_header(shipped, COMPOSE_ENVOY.name), expected, name)
+
+
+def test_kubernetes_configmap_is_up_to_date(regenerated: Path) -> None:
+    name = "deploy/kubernetes/envoy-configmap.yaml"
+    shipped = K8S_CONFIGMAP.read_text()
+    _assert_up_to_date(shipped, (regenerated / name).read_text(), name)
+    _strip_generated_header(shipped, K8S_CONFIGMAP.name)
+    expected = _render(K8S_SETTINGS, any_keys=True)
+    _assert_up_to_date(_configmap_bootstrap(), expected, name)
 
 
 # -- (c) docker-compose.yml ------------------------------------------------------------

@@ -11,7 +11,8 @@ import pytest
 
 from extproc.config import DEV_GATEWAY_KEY
 from extproc.stack import Stack
-from tests.e2e.conftest import MAX_REQUEST_BYTES, envoy_stats, running_stack, wait_for
+from tests.helpers.stack import MAX_REQUEST_BYTES, envoy_stats, running_stack
+from tests.helpers.wait import wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -1,5 +1,5 @@
-"""Callers from a keys file: their own chains, allowed models, passthrough credentials,
-and the provider key injected in place of the gateway key."""
+"""Callers from a keys file: their own chains, allowed models, their own provider
+credentials (brings_own_key), and the provider key injected in place of the gateway key."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from pydantic import SecretStr
 from extproc.config import DEV_GATEWAY_KEY
 from extproc.keys import digest
 from extproc.stack import Stack, free_port
-from tests.e2e.conftest import run_cli, running_stack
+from tests.helpers.stack import run_cli, running_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -36,6 +36,8 @@ def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "plain": "",
         "shouter": "chain: caps",
         "gpt-only": "allowed_models: ['gpt-*']",
+        # The field's former name, still accepted as an alias of `brings_own_key: true`
+        # (tests/e2e/test_routing.py uses the current name).
         "own-creds": "passthrough: true",
     }
     (log_dir / "keys.yaml").write_text(
@@ -56,7 +58,7 @@ def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         # The mock plays the real Anthropic API: the gateway injects its own key.
         upstream_anthropic_url=f"http://127.0.0.1:{mock_port}",
         anthropic_api_key=SecretStr(PROVIDER_KEY),
-        # A URL for OpenAI too: with a passthrough caller, a keyless provider without
+        # A URL for OpenAI too: with a caller bringing its own key, a keyless provider without
         # one would get a cluster for the real API (and Envoy would resolve its name).
         upstream_openai_url=f"http://127.0.0.1:{mock_port}",
     ) as st:
@@ -91,7 +93,7 @@ def test_model_not_allowed_is_403(keyed: Stack) -> None:
     assert reply.choices[0].message.content == "hello there"
 
 
-def test_passthrough_caller_brings_its_own_provider_key(keyed: Stack) -> None:
+def test_caller_bringing_its_own_key_sends_its_own_provider_key(keyed: Stack) -> None:
     client = _claude(keyed, CLIENT_KEY, default_headers={"x-gateway-key": KEYS["own-creds"]})
     assert _ask(client) == "hello there"
     headers = _last_request(keyed)["headers"]
@@ -100,7 +102,10 @@ def test_passthrough_caller_brings_its_own_provider_key(keyed: Stack) -> None:
     assert PROVIDER_KEY not in str(headers)
     assert "x-gateway-key" not in headers and KEYS["own-creds"] not in str(headers)
     # The same key in x-api-key is refused: it would be sent to the provider.
-    with pytest.raises(anthropic.AuthenticationError, match="x-gateway-key"):
+    with pytest.raises(
+        anthropic.AuthenticationError,
+        match="this key brings its own provider key: send it as x-gateway-key",
+    ):
         _ask(_claude(keyed, KEYS["own-creds"]))
 
 
@@ -117,7 +122,7 @@ def _oai(st: Stack, key: str, **kw: object) -> openai.OpenAI:
 AUTH_CASES = {
     "unknown-key": ("sk-gw-unknown", {}),
     "dev-key-with-keys-file": (DEV_GATEWAY_KEY, {}),
-    "passthrough-key-as-api-key": (KEYS["own-creds"], {}),
+    "own-key-caller-key-as-api-key": (KEYS["own-creds"], {}),
     "unknown-gateway-key-header": (CLIENT_KEY, {"x-gateway-key": "sk-gw-unknown"}),
 }
 

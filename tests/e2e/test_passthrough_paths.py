@@ -40,6 +40,11 @@ def test_passthrough_paths_need_the_gateway_key(base_url: str) -> None:
     client = anthropic.Anthropic(base_url=base_url, api_key="sk-wrong", max_retries=0)
     with pytest.raises(anthropic.AuthenticationError):
         client.messages.count_tokens(model="claude-sonnet-5-5", messages=MESSAGES)
+    # /v1/models is shared: the SDK's anthropic-version header makes the 401 Anthropic's.
+    with pytest.raises(anthropic.AuthenticationError) as a_err:
+        client.models.list()
+    assert a_err.value.body["type"] == "error"  # type: ignore[index]
+    assert a_err.value.body["error"]["type"] == "authentication_error"  # type: ignore[index]
     oai = openai.OpenAI(base_url=f"{base_url}/v1", api_key="sk-wrong", max_retries=0)
     with pytest.raises(openai.AuthenticationError):
         oai.models.list()

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 
 import pytest
 
 from extproc.mock_llm.scenario import UNICODE_REPLY
 from extproc.stack import Stack
-from tests.e2e.streams import anthropic_text, openai_text, validate_stream
-from tests.e2e.test_policy_common import (
+from tests.helpers.policy_stack import (
     APIS,
     anthropic_body,
     ask,
@@ -21,6 +19,12 @@ from tests.e2e.test_policy_common import (
     policy_stack,
     post,
     post_stream,
+)
+from tests.helpers.streams import (
+    anthropic_text,
+    openai_text,
+    openai_tool_call_deltas,
+    validate_stream,
 )
 
 pytestmark = pytest.mark.e2e
@@ -84,13 +88,7 @@ def test_openai_stream_tool_call_survives_rewritten_text(caps_stack: Stack) -> N
     body = openai_body(TOOL_PROMPT, tools=True, model=TOOL_MODEL)
     raw = post(caps_stack, "/v1/chat/completions", {**body, "stream": True}).content
     assert openai_text(raw) == "I'LL USE THE BASH TOOL."
-    calls = [
-        tc
-        for frame in raw.split(b"\n\n")
-        if frame.startswith(b"data: {")
-        for choice in json.loads(frame[6:])["choices"]
-        for tc in choice["delta"].get("tool_calls") or []
-    ]
+    calls = openai_tool_call_deltas(raw)
     assert calls, "the tool call was dropped"
     assert validate_stream("/v1/chat/completions", {**body, "stream": True}, raw) == []
 

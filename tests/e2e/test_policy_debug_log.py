@@ -8,11 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from extproc.sse import SSEFramer
 from extproc.stack import Stack
-from tests.e2e.conftest import wait_for
-from tests.e2e.streams import validate_stream
-from tests.e2e.test_policy_common import (
+from tests.helpers.policy_stack import (
     APIS,
     anthropic_body,
     ask,
@@ -23,6 +20,8 @@ from tests.e2e.test_policy_common import (
     policy_stack,
     post,
 )
+from tests.helpers.streams import frames, validate_stream
+from tests.helpers.wait import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -60,11 +59,10 @@ def _lines(st: Stack, model: str) -> list[tuple[str, ...]]:
 
 def _event_types(api: str, raw: bytes) -> list[str]:
     """The upstream events as debug_log names them."""
-    framer = SSEFramer()
-    frames = [f for f in [*framer.feed(raw), *framer.finish()] if f.data is not None]
+    events = [f for f in frames(raw) if f.data is not None]
     if api == "anthropic":
-        return [str(f.event) for f in frames]
-    return ["done" if f.data == "[DONE]" else "chunk" for f in frames]
+        return [str(f.event) for f in events]
+    return ["done" if f.data == "[DONE]" else "chunk" for f in events]
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

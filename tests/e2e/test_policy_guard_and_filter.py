@@ -3,7 +3,6 @@ the guard only looks at requests, the filter only at the tool calls of responses
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,7 +11,7 @@ import openai
 import pytest
 
 from extproc.stack import Stack
-from tests.e2e.test_policy_common import (
+from tests.helpers.policy_stack import (
     APIS,
     ask,
     ask_anthropic,
@@ -23,6 +22,7 @@ from tests.e2e.test_policy_common import (
     mock_requests,
     policy_stack,
 )
+from tests.helpers.streams import anthropic_block_starts, openai_tool_call_deltas
 
 pytestmark = pytest.mark.e2e
 
@@ -131,11 +131,7 @@ def test_anthropic_parallel_calls_one_blocked(gf_stack: Stack, stream: bool, cas
     assert res.tool_uses == [("get_weather", {"city": "example city"})]
     assert res.stop_reason == "tool_use"
     if res.raw is not None:
-        starts = [
-            json.loads(line[6:])
-            for line in res.raw.decode().splitlines()
-            if line.startswith("data: ") and '"content_block_start"' in line
-        ]
+        starts = anthropic_block_starts(res.raw)
         assert [s["index"] for s in starts] == [0, 1, 2]
         assert [s["content_block"]["type"] for s in starts] == ["text", "text", "tool_use"]
 
@@ -150,13 +146,7 @@ def test_openai_parallel_calls_one_blocked(gf_stack: Stack, stream: bool, case: 
     assert res.finish_reason == "tool_calls"
     if res.raw is not None:
         # The one call left is re-numbered from 0.
-        indices = [
-            tc["index"]
-            for line in res.raw.decode().splitlines()
-            if line.startswith("data: {")
-            for choice in json.loads(line[6:])["choices"]
-            for tc in choice["delta"].get("tool_calls") or []
-        ]
+        indices = [tc["index"] for tc in openai_tool_call_deltas(res.raw)]
         assert indices and set(indices) == {0}
 
 

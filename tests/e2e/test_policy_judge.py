@@ -14,8 +14,8 @@ import pytest
 
 from extproc.config import DEV_GATEWAY_KEY
 from extproc.stack import Stack
-from tests.e2e.conftest import running_stack
-from tests.e2e.streams import validate_stream
+from tests.helpers.stack import running_stack
+from tests.helpers.streams import anthropic_block_starts, validate_stream
 
 pytestmark = pytest.mark.e2e
 
@@ -165,11 +165,7 @@ def test_anthropic_parallel_calls_one_blocked(judge_stack: Stack, stream: bool) 
     assert msg.content[2].name == "get_weather"  # type: ignore[union-attr]
     assert msg.stop_reason == "tool_use"
     if raw is not None:
-        indices = [
-            json.loads(line[6:])["index"]
-            for line in raw.decode().splitlines()
-            if line.startswith("data: ") and '"content_block_start"' in line
-        ]
+        indices = [start["index"] for start in anthropic_block_starts(raw)]
         assert indices == [0, 1, 2]
 
 

@@ -7,8 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from extproc.stack import Stack
-from tests.e2e.streams import validate_stream
-from tests.e2e.test_policy_common import (
+from tests.helpers.policy_stack import (
     APIS,
     anthropic_body,
     ask,
@@ -18,6 +17,7 @@ from tests.e2e.test_policy_common import (
     policy_stack,
     post,
 )
+from tests.helpers.streams import validate_stream
 
 pytestmark = pytest.mark.e2e
 

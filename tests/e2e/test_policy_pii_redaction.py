@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from extproc.stack import Stack
-from tests.e2e.test_policy_common import (
+from tests.helpers.policy_stack import (
     APIS,
     ask,
     ask_anthropic,

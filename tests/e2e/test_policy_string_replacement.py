@@ -9,8 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from extproc.stack import Stack
-from tests.e2e.streams import anthropic_text, openai_text
-from tests.e2e.test_policy_common import (
+from tests.helpers.policy_stack import (
     APIS,
     anthropic_body,
     ask,
@@ -25,6 +24,7 @@ from tests.e2e.test_policy_common import (
     post,
     post_stream,
 )
+from tests.helpers.streams import anthropic_text, frames, openai_text, openai_tool_call_deltas
 
 pytestmark = pytest.mark.e2e
 
@@ -68,16 +68,14 @@ def sr_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 
 def _deltas(api: str, raw: bytes) -> list[str]:
+    """The text of each delta event, as the mock split it."""
     out = []
-    for frame in raw.decode().split("\n\n"):
-        for line in frame.splitlines():
-            if not line.startswith("data: {"):
-                continue
-            data = json.loads(line[6:])
-            if api == "anthropic":
-                out.append((data.get("delta") or {}).get("text") or "")
-            else:
-                out.extend(c["delta"].get("content") or "" for c in data["choices"])
+    for frame in frames(raw):
+        if api == "anthropic":
+            if frame.event == "content_block_delta" and frame.data:
+                out.append(json.loads(frame.data)["delta"].get("text") or "")
+        elif frame.data and frame.data.startswith("{"):
+            out.extend(c["delta"].get("content") or "" for c in json.loads(frame.data)["choices"])
     return [d for d in out if d]
 
 
@@ -170,13 +168,7 @@ def test_openai_stream_tool_call_survives_rewrite_at_finish(sr_stack: Stack) -> 
     body = openai_body("use bash to run `echo v1.2.3`", tools=True, model=TOOL_MODEL)
     raw = post(sr_stack, "/v1/chat/completions", {**body, "stream": True}).content
     assert openai_text(raw) == "I'll use the shell tool."
-    calls = [
-        tc
-        for frame in raw.split(b"\n\n")
-        if frame.startswith(b"data: {")
-        for choice in json.loads(frame[6:])["choices"]
-        for tc in choice["delta"].get("tool_calls") or []
-    ]
+    calls = openai_tool_call_deltas(raw)
     assert calls, "the tool call was dropped"
 
 

@@ -4,6 +4,7 @@ the provider keys from the gateway's environment (key_env)."""
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,10 +18,13 @@ import pytest
 from pydantic import SecretStr
 
 from extproc.config import DEV_GATEWAY_KEY, Settings
+from extproc.contract import NO_CLUSTER_MESSAGE
+from extproc.gateway import Gateway
 from extproc.keys import digest
 from extproc.routing import Router
 from extproc.stack import Stack, free_port
-from tests.e2e.conftest import envoy_stats, running_stack, wait_for
+from tests.helpers.stack import envoy_stats, running_stack, start_logged
+from tests.helpers.wait import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -117,7 +121,7 @@ routes:
     (log_dir / "keys.yaml").write_text(
         "callers:\n"
         f"  - {{name: app, key_sha256: '{digest(APP_KEY).hex()}'}}\n"
-        f"  - {{name: claude-code, key_sha256: '{digest(CC_KEY).hex()}', passthrough: true}}\n"
+        f"  - {{name: claude-code, key_sha256: '{digest(CC_KEY).hex()}', brings_own_key: true}}\n"
     )
     with running_stack(
         log_dir,
@@ -242,7 +246,7 @@ def test_connect_failures_are_retried_generations_never(
     routed: Stack, providers: dict[str, MockProvider]
 ) -> None:
     admin = f"http://127.0.0.1:{routed.settings.admin_port}"
-    cluster = routed.routing().upstreams["nowhere"].cluster
+    cluster = routed.gateway.router.upstreams["nowhere"].cluster
     before = envoy_stats(admin, f"cluster.{cluster}.upstream_rq_retry$").get(
         f"cluster.{cluster}.upstream_rq_retry", 0
     )
@@ -299,21 +303,35 @@ def test_envoy_config_rendered_for_other_urls_fails_closed(tmp_path: Path) -> No
     }
     rendered_for = Settings(**ports, upstream_openai_url=f"http://127.0.0.1:{free_port()}")
     running = Settings(**ports, openai_api_key=SecretStr(OAI_KEY))
-    stack = Stack(
-        running, log_dir=tmp_path, envoy_concurrency=1, router=Router.build(rendered_for, env={})
+    # ext_proc runs with `running`; Envoy's bootstrap is rendered from the other router.
+    gateway = dataclasses.replace(
+        Gateway.load(running, env={}), router=Router.build(rendered_for, env={})
     )
-    with stack:
+    stack = Stack(gateway, log_dir=tmp_path, envoy_concurrency=1)
+    start_logged(stack)
+    try:
         with pytest.raises(openai.InternalServerError) as err:
             _openai(stack, DEV_GATEWAY_KEY).chat.completions.create(
                 model="gpt-4o-mini", messages=MESSAGE
             )
         assert err.value.status_code == 502
         assert "render the Envoy config again" in err.value.message
+        # Envoy's catch-all answers in the format of the path's API: OpenAI's here.
+        assert err.value.response.json() == {
+            "error": {
+                "message": NO_CLUSTER_MESSAGE,
+                "type": "server_error",
+                "param": None,
+                "code": None,
+            }
+        }
         # The Anthropic side, on the mock in both, still works.
         reply = _claude(stack, DEV_GATEWAY_KEY).messages.create(
             model="claude-sonnet-5-5", max_tokens=20, messages=MESSAGE
         )
         assert reply.content[0].text == "routed fine"  # type: ignore[union-attr]
+    finally:
+        stack.stop()
 
 
 # -- the rest of the API ----------------------------------------------------------------
@@ -340,10 +358,10 @@ def test_count_tokens_and_models_reach_the_right_provider(
     assert _only(providers, "anthropic")["headers"]["x-api-key"] == ANT_KEY
 
 
-# -- passthrough callers ----------------------------------------------------------------
+# -- callers that bring their own provider key -------------------------------------------
 
 
-def test_passthrough_caller_keeps_its_own_credential_on_both_apis(
+def test_caller_bringing_its_own_key_keeps_its_credential_on_both_apis(
     routed: Stack, providers: dict[str, MockProvider]
 ) -> None:
     gateway = {"x-gateway-key": CC_KEY}

@@ -8,7 +8,7 @@ from pathlib import Path
 import anthropic
 import pytest
 
-from tests.e2e.conftest import wait_for
+from tests.helpers.wait import wait_for
 
 pytestmark = pytest.mark.e2e
 

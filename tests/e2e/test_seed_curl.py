@@ -7,13 +7,13 @@ OpenAI-compatible workaround it mentions.
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 
 import pytest
 
 from extproc.stack import Stack
+from tests.helpers.streams import anthropic_text, frames, openai_text, payloads
 
 pytestmark = [
     pytest.mark.e2e,
@@ -53,7 +53,7 @@ def _run(command: str, stack: Stack) -> str:
 
 
 def _events(text: str) -> list[str]:
-    return [line[7:] for line in text.splitlines() if line.startswith("event: ")]
+    return [frame.event for frame in frames(text.encode()) if frame.event is not None]
 
 
 def test_seed_streaming_command_head(stack: Stack) -> None:
@@ -72,19 +72,14 @@ def test_seed_streaming_command_full_sequence(stack: Stack) -> None:
     assert body[-3:] == ["content_block_stop", "message_delta", "message_stop"]
     deltas = [n for n in body[2:-3]]
     assert deltas and set(deltas) == {"content_block_delta"}
-    text = "".join(
-        json.loads(line[6:])["delta"]["text"]
-        for line in out.splitlines()
-        if line.startswith("data: ") and '"text_delta"' in line
-    )
-    assert text == "1, 2, 3"
+    assert anthropic_text(out.encode()) == "1, 2, 3"
 
 
 def test_seed_openai_workaround_command(stack: Stack) -> None:
     out = _run(SEED_OPENAI, stack)
-    datas = [line[6:] for line in out.splitlines() if line.startswith("data: ")]
+    datas = [frame.data for frame in frames(out.encode()) if frame.data is not None]
     assert datas[-1] == "[DONE]"
-    chunks = [json.loads(d) for d in datas[:-1]]
-    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
-    assert text == "1, 2, 3"
+    chunks = payloads(out.encode())
+    assert len(chunks) == len(datas) - 1  # every event but [DONE] is a JSON chunk
+    assert openai_text(out.encode()) == "1, 2, 3"
     assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from extproc.config import DEV_GATEWAY_KEY
-from tests.e2e.streams import validate_stream
+from tests.helpers.streams import frames, validate_stream
 
 pytestmark = pytest.mark.e2e
 
@@ -107,7 +107,7 @@ def test_byte_identical_to_provider(
 
 
 def _event_names(body: bytes) -> list[str]:
-    return [line[7:] for line in body.decode().split("\n") if line.startswith("event: ")]
+    return [frame.event for frame in frames(body) if frame.event is not None]
 
 
 def test_anthropic_event_sequence(http: httpx.Client, base_url: str) -> None:
@@ -131,6 +131,8 @@ def test_openai_stream_ends_with_done(http: httpx.Client, base_url: str) -> None
     resp = _post(http, base_url, path, body, {})
     assert resp.content.endswith(b"data: [DONE]\n\n")
     assert resp.content.count(b"[DONE]") == 1
+    datas = [frame.data for frame in frames(resp.content)]
+    assert datas[-1] == "[DONE]" and datas.count("[DONE]") == 1
 
 
 def test_gateway_key_never_reaches_upstream(

@@ -1,48 +1,85 @@
-"""Checking what a client received: SSE bytes -> invariant violations."""
+"""Checking what a client received: SSE bytes -> invariant violations and text.
+
+Bytes are framed with the project's own SSE framer (any line ending, any chunking) and
+checked by the dialect's own stream validator, the one `validate_streams` runs.
+"""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from extproc.apis import anthropic as anthropic_api
-from extproc.apis import openai as openai_api
-from extproc.sse import SSEFramer
+import orjson
+
+from extproc.dialects.anthropic.validator import StreamValidator as AnthropicValidator
+from extproc.dialects.openai.validator import StreamValidator as OpenAIValidator
+from extproc.sse import Frame, SSEFramer
+
+
+def frames(raw: bytes) -> list[Frame]:
+    """Every SSE event in `raw` (the last one also without its blank line)."""
+    framer = SSEFramer(max_frame_bytes=1 << 30)
+    return [*framer.feed(raw), *framer.flush()]
+
+
+def payloads(raw: bytes) -> list[Any]:
+    """The parsed JSON of every event's data that is JSON (`[DONE]` and comments left
+    out)."""
+    out = []
+    for frame in frames(raw):
+        if frame.data is not None:
+            try:
+                out.append(orjson.loads(frame.data))
+            except orjson.JSONDecodeError:
+                continue
+    return out
 
 
 def validate_stream(path: str, body: dict[str, Any], raw: bytes) -> list[str]:
     """Every invariant of DESIGN.md's stream section, checked on what the client got."""
-    framer = SSEFramer()
-    frames = [*framer.feed(raw), *framer.finish()]
+    validator: AnthropicValidator | OpenAIValidator
     if path == "/v1/messages":
-        validator: Any = anthropic_api.StreamValidator()
-        for f in frames:
-            if f.data is not None:
-                validator.feed(f.event or "", json.loads(f.data))
+        validator = AnthropicValidator()
     else:
         options = body.get("stream_options") or {}
-        validator = openai_api.StreamValidator(expect_usage=bool(options.get("include_usage")))
-        for f in frames:
-            if f.data is not None:
-                validator.feed(f.data)
+        validator = OpenAIValidator(expect_usage=bool(options.get("include_usage")))
+    for frame in frames(raw):
+        validator.feed(frame)
     return list(validator.finish())
 
 
 def anthropic_text(raw: bytes) -> str:
-    framer = SSEFramer()
     out = []
-    for f in [*framer.feed(raw), *framer.finish()]:
-        if f.event == "content_block_delta" and f.data:
-            delta = json.loads(f.data)["delta"]
-            out.append(delta.get("text", ""))
+    for frame in frames(raw):
+        if frame.event == "content_block_delta" and frame.data:
+            out.append(orjson.loads(frame.data)["delta"].get("text", ""))
     return "".join(out)
 
 
 def openai_text(raw: bytes) -> str:
-    framer = SSEFramer()
     out = []
-    for f in [*framer.feed(raw), *framer.finish()]:
-        if f.data and f.data.startswith("{"):
-            for choice in json.loads(f.data).get("choices") or []:
+    for frame in frames(raw):
+        if frame.data and frame.data.startswith("{"):
+            for choice in orjson.loads(frame.data).get("choices") or []:
                 out.append(choice.get("delta", {}).get("content") or "")
     return "".join(out)
+
+
+def anthropic_block_starts(raw: bytes) -> list[dict[str, Any]]:
+    """The payloads of every `content_block_start` event, in order."""
+    return [
+        orjson.loads(frame.data)
+        for frame in frames(raw)
+        if frame.event == "content_block_start" and frame.data
+    ]
+
+
+def openai_tool_call_deltas(raw: bytes) -> list[dict[str, Any]]:
+    """Every entry of every chunk's `delta.tool_calls`, in order (error events and
+    `[DONE]` left out)."""
+    return [
+        call
+        for payload in payloads(raw)
+        if isinstance(payload, dict)
+        for choice in payload.get("choices") or []
+        for call in (choice.get("delta") or {}).get("tool_calls") or []
+    ]

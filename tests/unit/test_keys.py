@@ -8,7 +8,15 @@ import pytest
 from pydantic import SecretStr
 
 from extproc.cli import main
-from extproc.keys import KeyRegistry, KeysError, digest, load_keys, new_key
+from extproc.keys import (
+    Caller,
+    KeyRegistry,
+    KeysError,
+    digest,
+    load_keys,
+    new_key,
+    presented_key,
+)
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -72,3 +80,54 @@ def test_new_key_command(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     key = out.split("shown once): ", 1)[1].split()[0]
     assert f"key_sha256: {digest(key).hex()}" in out and "name: ci" in out
+
+
+def test_brings_own_key_and_its_former_name(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "callers:\n"
+        f"  - {{name: a, key_sha256: '{'a' * 64}', brings_own_key: true}}\n"
+        f"  - {{name: b, key_sha256: '{'b' * 64}', passthrough: true}}\n"
+        f"  - {{name: c, key_sha256: '{'c' * 64}'}}\n",
+    )
+    assert [(c.name, c.brings_own_key) for c in load_keys(path)] == [
+        ("a", True),
+        ("b", True),
+        ("c", False),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("headers", "key"),
+    [
+        ({"x-api-key": " sk-1 "}, "sk-1"),
+        ({"authorization": "Bearer sk-2"}, "sk-2"),
+        ({"authorization": "bearer  sk-3 "}, "sk-3"),
+        ({"x-api-key": "sk-1", "authorization": "Bearer sk-2"}, "sk-1"),
+        ({"authorization": "Basic abc"}, None),
+        ({"authorization": "Bearer "}, None),
+        ({}, None),
+    ],
+)
+def test_presented_key(headers: dict[str, str], key: str | None) -> None:
+    assert presented_key(headers) == key
+
+
+def test_authenticate() -> None:
+    team = Caller(name="team", digest=digest("sk-team"))
+    own = Caller(name="claude-code", digest=digest("sk-cc"), brings_own_key=True)
+    registry = KeyRegistry([team, own])
+    assert registry.authenticate({"x-api-key": "sk-team"}) is team
+    assert registry.authenticate({"authorization": "Bearer sk-team"}) is team
+    # x-gateway-key wins: the other headers may carry a provider credential.
+    assert registry.authenticate({"x-gateway-key": "sk-team", "x-api-key": "sk-ant-x"}) is team
+    missing = "invalid or missing gateway key (send it as x-api-key or Authorization: Bearer)"
+    assert registry.authenticate({}) == missing
+    assert registry.authenticate({"x-api-key": "sk-wrong"}) == missing
+    # A caller that brings its own provider key must send the gateway key apart from it.
+    assert registry.authenticate({"x-gateway-key": "sk-cc", "x-api-key": "sk-ant-own"}) is own
+    refused = registry.authenticate({"x-api-key": "sk-cc"})
+    assert refused == (
+        "this key brings its own provider key: send it as x-gateway-key, and your own "
+        "provider key as x-api-key or Authorization"
+    )

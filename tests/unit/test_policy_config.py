@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, Literal
 
 import pytest
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from extproc.policies.base import Policy, PolicyConfig
+from extproc.policies.all_caps import AllCapsPolicy
+from extproc.policies.base import Chains, Policy, PolicyConfig
 from extproc.policies.noop import NoOpPolicy
 from extproc.policy_config import (
     POLICY_TYPES,
     ConfigError,
-    GatewayConfig,
+    PolicyFile,
+    Registry,
     build_chain,
     build_chains,
     default_config,
     load_config,
+    reads_responses,
+    resolve_policy_class,
 )
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
@@ -39,9 +43,8 @@ class FakeConfig(PolicyConfig):
     judge: Judge | None = None
 
 
-class FakePolicy(Policy):
+class FakePolicy(Policy[FakeConfig]):
     type = "fake"
-    Config: ClassVar[type[PolicyConfig]] = FakeConfig
 
 
 class NeedsConfig(PolicyConfig):
@@ -49,15 +52,23 @@ class NeedsConfig(PolicyConfig):
     limit: int
 
 
-class NeedsPolicy(Policy):
+class NeedsPolicy(Policy[NeedsConfig]):
     type = "needs"
-    Config: ClassVar[type[PolicyConfig]] = NeedsConfig
 
 
-REG = {
+class ReadsPolicy(Policy[PolicyConfig]):
+    type = "reads"
+    observes_events = True
+
+    def observe(self, event_type: str, payload: Any, request: Any) -> None:
+        pass
+
+
+REG: Registry = {
     "noop": POLICY_TYPES["noop"],
     "fake": f"{__name__}:FakePolicy",  # imported lazily, like the real registry
     "needs": NeedsPolicy,  # a class works too
+    "reads": ReadsPolicy,
     "ghost": "extproc.policies.does_not_exist:GhostPolicy",
 }
 
@@ -66,7 +77,7 @@ REG = {
 def load(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
 
-    def load(text: str, env: dict[str, str] | None = None) -> GatewayConfig:
+    def load(text: str, env: dict[str, str] | None = None) -> PolicyFile:
         Path("cfg.yaml").write_text(text)
         return load_config("cfg.yaml", registry=REG, env=env or {})
 
@@ -131,7 +142,7 @@ def test_judge_mock_port_from_env(env: dict[str, str], port: str) -> None:
         ),
         (
             "policies:\n  - type: noop\n  - type: fake\n  - type: pii\n",
-            "policies[2]: unknown policy type 'pii' (known: fake, ghost, needs, noop)",
+            "policies[2]: unknown policy type 'pii' (known: fake, ghost, needs, noop, reads)",
         ),
         (
             "policies:\n  - type: noop\n  - type: fake\n    denyy: [x]\n",
@@ -227,7 +238,8 @@ def test_env_not_expanded_in_keys(load) -> None:
 def test_env_from_os_environ(load, monkeypatch) -> None:
     monkeypatch.setenv("GW_TEST_T", "0.75")
     Path("cfg.yaml").write_text("policies: [{type: fake, threshold: '${GW_TEST_T}'}]\n")
-    assert load_config("cfg.yaml", registry=REG).policies[0].threshold == 0.75
+    entry = load_config("cfg.yaml", registry=REG).policies[0]
+    assert isinstance(entry, FakeConfig) and entry.threshold == 0.75
 
 
 # -- chains ----------------------------------------------------------------------------
@@ -262,4 +274,37 @@ def test_default_config() -> None:
     assert (config.chains, config.validate_streams) == ({}, False)
     chains = build_chains(config)
     assert list(chains) == ["default"] and chains["default"].names == ["noop"]
-    assert chains["default"].passthrough
+    assert isinstance(chains, Chains) and chains.default is chains["default"]
+    assert not chains["default"].reads_responses
+
+
+# -- what the file asks of responses -----------------------------------------------------
+
+
+def test_reads_responses_from_the_policy_classes(load) -> None:
+    assert not reads_responses(default_config())
+    assert not reads_responses(load("policies: [{type: noop}, {type: fake}]\n"), REG)
+    assert reads_responses(load("policies: [{type: noop}, {type: reads}]\n"), REG)
+    assert reads_responses(load("chains: {x: [{type: reads}]}\n"), REG)  # any chain
+    # Stream validation is the gateway's question (Gateway.reads_responses), not the file's.
+    assert not reads_responses(load("policies: [{type: noop}]\nvalidate_streams: true\n"), REG)
+
+
+def test_reads_responses_of_the_real_policies() -> None:
+    assert resolve_policy_class("all_caps") is AllCapsPolicy
+    assert AllCapsPolicy.reads_responses() and not NoOpPolicy.reads_responses()
+    assert reads_responses(PolicyFile.model_validate({"policies": [{"type": "all_caps"}]}))
+
+
+def test_entries_of_every_chain(load) -> None:
+    config = load(
+        "policies: [{type: noop}]\nchains: {a: [{type: fake}], b: [{type: needs, limit: 1}]}\n"
+    )
+    assert [e.type for e in config.entries()] == ["noop", "fake", "needs"]
+
+
+def test_resolve_policy_class_errors() -> None:
+    with pytest.raises(ConfigError, match=r"unknown policy type 'noopp'.*did you mean 'noop'\?"):
+        resolve_policy_class("noopp")
+    with pytest.raises(ConfigError, match="is not a Policy subclass"):
+        resolve_policy_class("x", {"x": "pathlib:Path"})

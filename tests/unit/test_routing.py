@@ -1,36 +1,19 @@
-"""Model routing: the table, provider resolution, config errors, the pipeline's use of it
-and the Envoy clusters it generates."""
+"""Model routing: the table, provider resolution, config errors and the clusters a
+router asks Envoy for. (The pipeline's use of it: tests/unit/pipeline/test_upstream.py;
+the Envoy config: tests/unit/envoy_config/.)"""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
-import yaml
 from pydantic import SecretStr
 
-from extproc.apis.kind import ApiKind
 from extproc.config import Settings
-from extproc.envoy_config import render
-from extproc.keys import Caller, KeyRegistry, digest
-from extproc.pipeline import Continue, Reject, RequestPipeline
-from extproc.policies.base import ApiRequest, Policy, PolicyChain
-from extproc.policies.base import Reject as PolicyReject
-from extproc.policies.noop import NoOpPolicy
+from extproc.core.providers import ProviderApi
 from extproc.policy_config import ConfigError, load_config
-from extproc.routing import ProviderConfig, RouteConfig, Router
-
-KEY = "sk-gw-routing"
-
-
-def router(text: str = "", settings: Settings | None = None, **env: str) -> Router:
-    doc = yaml.safe_load(text) or {}
-    providers = {
-        name: ProviderConfig.model_validate(p) for name, p in doc.get("providers", {}).items()
-    }
-    routes = [RouteConfig.model_validate(r) for r in doc["routes"]] if "routes" in doc else None
-    return Router.build(settings or Settings(), providers, routes, env=env)
+from extproc.routing import Router
+from tests.helpers.pipeline import router_from as router
 
 
 @pytest.mark.parametrize(
@@ -75,14 +58,14 @@ def test_first_matching_route_wins_and_custom_providers_resolve() -> None:
     assert "sk-local-secret" not in repr(local)
     assert r.patterns == ["gpt-4o-mini*", "gpt-*", "llama-*", "claude-*"]
     # /v1/models goes to the built-in provider of the client's API while routes use it...
-    assert r.default_for(ApiKind.OPENAI).name == "openai"
-    assert r.default_for(ApiKind.ANTHROPIC).name == "anthropic"
+    assert r.default_for(ProviderApi.OPENAI).name == "openai"
+    assert r.default_for(ProviderApi.ANTHROPIC).name == "anthropic"
     # ... else to the first routed provider of that API.
     only_local = router(
         "providers: {local: {api: openai, base_url: 'http://10.0.0.9'}}\n"
         "routes: [{models: ['*'], provider: local}]"
     )
-    assert only_local.default_for(ApiKind.OPENAI).name == "local"
+    assert only_local.default_for(ProviderApi.OPENAI).name == "local"
 
 
 def test_builtin_providers_resolve_to_mock_real_api_or_override() -> None:
@@ -204,148 +187,6 @@ def test_config_routes_replace_defaults(tmp_path: Path) -> None:
     assert set(r.upstreams) == {"anthropic", "openai", "local"}
 
 
-# -- the pipeline -------------------------------------------------------------------------
-
-
-def pipeline(r: Router | None = None, **settings: object) -> RequestPipeline:
-    cfg = Settings(gateway_keys=(SecretStr(KEY),), **settings)  # type: ignore[arg-type]
-    return RequestPipeline(
-        cfg,
-        KeyRegistry.build(cfg.env_keys, None),
-        PolicyChain([NoOpPolicy()]),
-        r or Router.build(cfg, env={}),
-    )
-
-
-async def send(p: RequestPipeline, path: str, model: str, **headers: str) -> Continue | Reject:
-    head = {
-        ":method": "POST",
-        ":path": path,
-        "content-type": "application/json",
-        "x-api-key": KEY,
-        **headers,
-    }
-    assert isinstance(p.on_request_headers(head, False), Continue)
-    body = {"model": model, "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
-    return await p.on_request_body(json.dumps(body).encode())
-
-
-async def test_unknown_model_is_a_400_in_each_format() -> None:
-    out = await send(pipeline(), "/v1/messages", "llama-3-70b")
-    assert isinstance(out, Reject) and out.status == 400
-    body = json.loads(out.body)
-    assert body["error"]["type"] == "invalid_request_error"
-    assert "no route matches it" in body["error"]["message"]
-    assert "claude-*" in body["error"]["message"]
-    out = await send(pipeline(), "/v1/chat/completions", "llama-3-70b")
-    assert isinstance(out, Reject) and out.status == 400
-    assert json.loads(out.body)["error"]["param"] == "model"
-
-
-async def test_openai_model_on_messages_endpoint_is_refused() -> None:
-    out = await send(pipeline(), "/v1/messages", "gpt-4o")
-    assert isinstance(out, Reject) and out.status == 400
-    assert "call /v1/chat/completions" in json.loads(out.body)["error"]["message"]
-
-
-async def test_claude_on_chat_completions_goes_to_anthropic_with_bearer_key() -> None:
-    p = pipeline(anthropic_api_key=SecretStr("sk-ant-provider"))
-    out = await send(p, "/v1/chat/completions", "claude-sonnet-5-5")
-    assert isinstance(out, Continue)
-    assert out.set_headers == {
-        "x-gateway-upstream": "anthropic",
-        "authorization": "Bearer sk-ant-provider",  # what Anthropic's OpenAI endpoint takes
-    }
-
-
-async def test_native_anthropic_gets_key_and_version_but_keeps_the_clients_version() -> None:
-    p = pipeline(anthropic_api_key=SecretStr("sk-ant-provider"))
-    out = await send(p, "/v1/messages", "claude-sonnet-5-5")
-    assert isinstance(out, Continue)
-    assert out.set_headers["x-api-key"] == "sk-ant-provider"
-    assert out.set_headers["anthropic-version"] == "2023-06-01"
-    p = pipeline(anthropic_api_key=SecretStr("sk-ant-provider"))
-    out = await send(p, "/v1/messages", "claude-x", **{"anthropic-version": "2099-01-01"})
-    assert isinstance(out, Continue) and "anthropic-version" not in out.set_headers
-
-
-async def test_custom_provider_gets_its_own_key() -> None:
-    r = router(
-        "providers: {local: {api: openai, base_url: 'http://127.0.0.1:1', key_env: LK}}\n"
-        "routes: [{models: ['llama-*'], provider: local}]",
-        LK="sk-local",
-    )
-    out = await send(pipeline(r), "/v1/chat/completions", "llama-3")
-    assert isinstance(out, Continue)
-    cluster = r.upstreams["local"].cluster
-    assert out.set_headers == {"x-gateway-upstream": cluster, "authorization": "Bearer sk-local"}
-    # Named after where it goes: a config rendered for another URL has no such cluster.
-    assert cluster.startswith("local-") and cluster != "local"
-
-
-# -- Envoy --------------------------------------------------------------------------------
-
-
-def test_each_provider_is_a_cluster_with_its_timeouts() -> None:
-    r = router(
-        "providers:\n"
-        "  local: {api: openai, base_url: 'https://llm.internal.example/openai/v1',\n"
-        "          connect_timeout_s: 2.5, idle_timeout_s: 120}\n"
-        "routes: [{models: ['*'], provider: local}]"
-    )
-    doc = yaml.safe_load(render(Settings(), ca_bundle="/ca.pem", router=r))
-    clusters = {c["name"]: c for c in doc["static_resources"]["clusters"]}
-    # No keys: the two built-in providers share the mock's cluster.
-    name = r.upstreams["local"].cluster
-    assert set(clusters) == {"extproc", "mock", name}
-    local = clusters[name]
-    assert local["connect_timeout"] == "2.5s"
-    assert local["type"] == "LOGICAL_DNS"
-    tls = local["transport_socket"]["typed_config"]
-    assert tls["sni"] == "llm.internal.example"
-    listener = doc["static_resources"]["listeners"][0]
-    hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
-    routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
-    (route,) = [r for r in routes if r.get("route", {}).get("cluster") == name]
-    assert route["route"]["idle_timeout"] == "120s"
-    assert route["route"]["timeout"] == "0s"
-    assert route["route"]["prefix_rewrite"] == "/openai/"
-    assert route["match"]["headers"][0]["string_match"] == {"exact": name}
-
-
-def test_config_for_any_keys_does_not_depend_on_the_keys() -> None:
-    """render-envoy's output (compose, Kubernetes) holds the real APIs and the mock, so
-    adding or removing a provider key never needs a new Envoy config."""
-    bare = Settings()
-    keyed = Settings(anthropic_api_key=SecretStr("sk-a"), openai_api_key=SecretStr("sk-o"))
-    rendered = [
-        render(s, ca_bundle="/ca.pem", router=Router.build(s, env={}), any_keys=True)
-        for s in (bare, keyed)
-    ]
-    assert rendered[0] == rendered[1]
-    assert "sk-a" not in rendered[1] and "sk-o" not in rendered[1]
-    doc = yaml.safe_load(rendered[0])
-    clusters = {c["name"] for c in doc["static_resources"]["clusters"]}
-    assert clusters == {"extproc", "anthropic", "openai", "mock"}
-    # A URL override is not key-dependent: no mock variant for it, and its cluster is
-    # named after the URL.
-    override = Settings(upstream_openai_url="http://10.0.0.7:8080")
-    r = Router.build(override, env={})
-    doc = yaml.safe_load(render(override, router=r, any_keys=True))
-    clusters = {c["name"] for c in doc["static_resources"]["clusters"]}
-    assert clusters == {"extproc", "anthropic", r.upstreams["openai"].cluster, "mock"}
-    only_urls = Settings(
-        upstream_openai_url="http://10.0.0.7:8080", upstream_anthropic_url="http://10.0.0.8"
-    )
-    r = Router.build(only_urls, env={})
-    doc = yaml.safe_load(render(only_urls, router=r, any_keys=True))
-    assert {c["name"] for c in doc["static_resources"]["clusters"]} == {
-        "extproc",
-        r.upstreams["anthropic"].cluster,
-        r.upstreams["openai"].cluster,
-    }
-
-
 def test_a_config_rendered_for_other_urls_has_no_cluster_for_this_one() -> None:
     """Rendered with one override, run with another (or with a key instead): the cluster
     ext_proc names is absent, so Envoy fails closed rather than sending keys elsewhere."""
@@ -359,109 +200,55 @@ def test_a_config_rendered_for_other_urls_has_no_cluster_for_this_one() -> None:
         assert chosen not in clusters
 
 
-async def test_passthrough_callers_reach_the_real_api_not_the_mock() -> None:
-    cfg = Settings(gateway_keys=(SecretStr(KEY),))
-    registry = KeyRegistry([Caller(name="claude-code", digest=digest(KEY), passthrough=True)])
-    p = RequestPipeline(cfg, registry, PolicyChain([NoOpPolicy()]), Router.build(cfg, env={}))
-    head = {
-        ":method": "POST",
-        ":path": "/v1/messages",
-        "content-type": "application/json",
-        "x-gateway-key": KEY,
-        "authorization": "Bearer sk-ant-oauth-own",
-    }
-    assert isinstance(p.on_request_headers(head, False), Continue)
-    body = {"model": "claude-x", "max_tokens": 5, "messages": []}
-    out = await p.on_request_body(json.dumps(body).encode())
-    assert isinstance(out, Continue)
-    # The gateway has no Anthropic key, so its own callers get the mock; this caller's
-    # credential goes to the real API, whose cluster render(any_keys=True) provides.
-    assert out.set_headers["x-gateway-upstream"] == "anthropic"
-    assert "authorization" not in out.set_headers and "x-api-key" not in out.set_headers
-    assert p.upstream is not None and p.upstream.base_url == "https://api.anthropic.com"
+@pytest.mark.parametrize(
+    ("url", "prefix"),
+    [
+        ("http://h", ""),
+        ("http://h/v1", ""),
+        ("http://h/v1/", ""),
+        ("https://h/openai/v1", "/openai"),
+        ("https://h/anthropic", "/anthropic"),
+    ],
+)
+def test_path_prefix_drops_a_trailing_v1(url: str, prefix: str) -> None:
+    r = router(f"providers: {{x: {{api: openai, base_url: '{url}'}}}}")
+    assert r.upstreams["x"].path_prefix == prefix
 
 
-def test_https_provider_by_address_checks_an_ip_san() -> None:
-    r = router("providers: {gpu: {api: openai, base_url: 'https://10.1.2.3:8443/v1'}}")
-    doc = yaml.safe_load(render(Settings(), ca_bundle="/ca.pem", router=r))
-    (cluster,) = [c for c in doc["static_resources"]["clusters"] if c["name"].startswith("gpu-")]
-    tls = cluster["transport_socket"]["typed_config"]
-    assert "sni" not in tls
-    sans = tls["common_tls_context"]["validation_context"]["match_typed_subject_alt_names"]
-    assert sans == [{"san_type": "IP_ADDRESS", "matcher": {"exact": "10.1.2.3"}}]
-
-
-def test_only_failures_before_the_request_are_retried() -> None:
-    r = router(
-        "providers:\n"
-        "  a: {api: openai, base_url: 'http://h1', connect_retries: 3}\n"
-        "  b: {api: openai, base_url: 'http://h2', connect_retries: 0}\n"
+def test_clusters_and_the_real_api_of_a_keyless_provider() -> None:
+    r = router("providers: {x: {api: openai, base_url: 'http://h:1'}}")
+    mock = r.upstreams["openai"]
+    assert mock.is_mock and mock.cluster == "mock" and mock.keyed_fallback
+    real = mock.real()
+    assert (real.base_url, real.cluster, real.is_mock) == (
+        "https://api.openai.com",
+        "openai",
+        False,
     )
-    doc = yaml.safe_load(render(Settings(), router=r))
-    hcm = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
-    routes = {
-        x["route"]["cluster"]: x["route"]
-        for x in hcm["typed_config"]["route_config"]["virtual_hosts"][0]["routes"]
-        if "route" in x
-    }
-    policy = routes[r.upstreams["a"].cluster]["retry_policy"]
-    assert policy == {
-        "retry_on": "connect-failure,refused-stream,reset-before-request",
-        "num_retries": 3,
-    }
-    assert "retry_policy" not in routes[r.upstreams["b"].cluster]
-    assert routes["mock"]["retry_policy"]["num_retries"] == 2  # the default
+    configured = r.upstreams["x"]
+    assert configured.real() is configured  # a URL is where it goes, key or not
+    assert [u.cluster for u in r.clusters()] == ["mock", configured.cluster]
+    assert [u.cluster for u in r.clusters(any_keys=True)] == [
+        "anthropic",
+        "mock",
+        "openai",
+        configured.cluster,
+    ]
+    assert "mock LLM" in mock.describe() and real.describe() == "openai -> https://api.openai.com"
 
 
-def test_durations_are_fixed_point() -> None:
-    r = router("providers: {x: {api: openai, base_url: 'http://h', connect_timeout_s: 0.25}}")
-    doc = yaml.safe_load(render(Settings(), router=r))
-    (cluster,) = [c for c in doc["static_resources"]["clusters"] if c["name"].startswith("x-")]
-    assert cluster["connect_timeout"] == "0.25s"
-
-
-async def test_model_detail_goes_to_the_provider_serving_that_model() -> None:
-    r = router(
-        "providers: {local: {api: openai, base_url: 'http://127.0.0.1:1', key_env: LK}}\n"
-        "routes: [{models: ['gpt-*'], provider: openai}, {models: ['llama-*'], provider: local}]",
-        LK="sk-local",
+def test_the_mock_is_needed_while_something_goes_to_it() -> None:
+    keyed = Settings(anthropic_api_key=SecretStr("sk-a"), openai_api_key=SecretStr("sk-o"))
+    assert not router(settings=keyed).needs_mock
+    # A URL naming the mock's own address: the mock playing a real provider.
+    playing = Settings(
+        anthropic_api_key=SecretStr("sk-a"),
+        openai_api_key=SecretStr("sk-o"),
+        upstream_openai_url="http://127.0.0.1:9000/v1",
     )
-    for path, cluster in (
-        ("/v1/models/llama-3", r.upstreams["local"].cluster),
-        ("/v1/models/gpt-4o", "mock"),  # openai, falling back to the mock without a key
-        ("/v1/models", "mock"),
-    ):
-        p = pipeline(r)
-        out = p.on_request_headers({":method": "GET", ":path": path, "x-api-key": KEY}, True)
-        assert isinstance(out, Continue), path
-        assert out.set_headers["x-gateway-upstream"] == cluster, path
+    assert router(settings=playing).needs_mock
 
 
-class _SwapModel(Policy):
-    type = "swap_model"
-
-    def __init__(self, to: object) -> None:
-        super().__init__()
-        self.to = to
-
-    async def on_request(self, request: ApiRequest) -> PolicyReject | None:
-        request.replace_body({**request.body, "model": self.to})
-        return None
-
-
-async def test_a_model_set_by_a_policy_is_checked_and_routed() -> None:
-    cfg = Settings(gateway_keys=(SecretStr(KEY),))
-    for to, status, upstream in (
-        ("gpt-4o", None, "openai"),
-        (None, 500, None),
-        ("llama", 400, None),
-    ):
-        p = RequestPipeline(
-            cfg, KeyRegistry.build(cfg.env_keys, None), PolicyChain([_SwapModel(to)]), router()
-        )
-        out = await send(p, "/v1/chat/completions", "claude-x")
-        if status is None:
-            assert isinstance(out, Continue) and p.upstream is not None
-            assert p.upstream.name == upstream
-        else:
-            assert isinstance(out, Reject) and out.status == status
+def test_keys_never_show_in_a_description() -> None:
+    r = router(settings=Settings(openai_api_key=SecretStr("sk-real-openai")))
+    assert all("sk-real" not in u.describe() + repr(u) for u in r.upstreams.values())

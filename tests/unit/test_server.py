@@ -5,18 +5,23 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import grpc
 import pytest
 from envoy.config.core.v3 import base_pb2
+from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2 as pm
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ep_grpc
-from pydantic import SecretStr
 
-from extproc.config import Settings
-from extproc.server import MAX_REPLY_CHUNK, ExternalProcessor, start_server
+from extproc.contract import MAX_REPLY_CHUNK
+from extproc.gateway import Runtime
+from extproc.policies.base import PolicyChain
+from extproc.server import ExternalProcessor, start_server
+from tests.helpers.pipeline import Touching
+from tests.helpers.runtime import KEY, make_runtime
 
-KEY = "sk-unit"
+Served = tuple[ExternalProcessor, ep_grpc.ExternalProcessorStub]
 
 
 def headers_msg(pairs: dict[str, str], eos: bool = False) -> ep.HttpHeaders:
@@ -53,17 +58,24 @@ def body_msg(data: bytes, eos: bool) -> ep.ProcessingRequest:
     return ep.ProcessingRequest(response_body=ep.HttpBody(body=data, end_of_stream=eos))
 
 
-@pytest.fixture
-async def server() -> AsyncIterator[tuple[ExternalProcessor, ep_grpc.ExternalProcessorStub]]:
-    settings = Settings(gateway_keys=(SecretStr(KEY),))
-    srv, servicer, port = await start_server(settings, address="127.0.0.1:0")
+@asynccontextmanager
+async def serving(runtime: Runtime) -> AsyncIterator[Served]:
+    srv, servicer, port = await start_server(runtime, address="127.0.0.1:0")
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-    yield servicer, ep_grpc.ExternalProcessorStub(channel)
-    await channel.close()
-    await srv.stop(grace=None)
+    try:
+        yield servicer, ep_grpc.ExternalProcessorStub(channel)
+    finally:
+        await channel.close()
+        await srv.stop(grace=None)
 
 
-async def test_replies_in_order_with_streamed_bodies(server) -> None:  # type: ignore[no-untyped-def]
+@pytest.fixture
+async def server() -> AsyncIterator[Served]:
+    async with serving(make_runtime()) as served:
+        yield served
+
+
+async def test_replies_in_order_with_streamed_bodies(server: Served) -> None:
     _, stub = server
     event = b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0}\n\n'
     big = event * (3 * MAX_REPLY_CHUNK // len(event))
@@ -95,7 +107,7 @@ async def test_replies_in_order_with_streamed_bodies(server) -> None:  # type: i
     assert {"x-api-key", "authorization"} <= set(removed)
 
 
-async def test_bad_key_gets_immediate_response(server) -> None:  # type: ignore[no-untyped-def]
+async def test_bad_key_gets_immediate_response(server: Served) -> None:
     _, stub = server
     bad = ep.ProcessingRequest(
         request_headers=headers_msg({":method": "POST", ":path": "/v1/chat/completions"})
@@ -106,9 +118,18 @@ async def test_bad_key_gets_immediate_response(server) -> None:  # type: ignore[
     assert imm.status.code == 401
     assert json.loads(imm.body)["error"]["code"] == "invalid_api_key"
     assert any(h.header.key == "content-type" for h in imm.headers.set_headers)
+    assert imm.details == "gateway_rejected_401"
 
 
-async def test_trailers_flush_and_answer(server) -> None:  # type: ignore[no-untyped-def]
+async def test_refused_body_gets_immediate_response(server: Served) -> None:
+    _, stub = server
+    bad_body = ep.ProcessingRequest(request_body=ep.HttpBody(body=b"{", end_of_stream=True))
+    replies = [r async for r in stub.Process(iter([REQ_HEADERS, bad_body]))]
+    assert [r.WhichOneof("response") for r in replies] == ["request_headers", "immediate_response"]
+    assert replies[1].immediate_response.status.code == 400
+
+
+async def test_trailers_flush_and_answer(server: Served) -> None:
     _, stub = server
     partial = b"event: message_stop\ndata: {}"  # no blank line yet
     messages = [
@@ -124,7 +145,7 @@ async def test_trailers_flush_and_answer(server) -> None:  # type: ignore[no-unt
     assert body.body == partial
 
 
-async def test_cancelled_stream_releases_request(server) -> None:  # type: ignore[no-untyped-def]
+async def test_cancelled_stream_releases_request(server: Served) -> None:
     servicer, stub = server
     queue: asyncio.Queue[ep.ProcessingRequest | None] = asyncio.Queue()
 
@@ -151,3 +172,42 @@ async def test_cancelled_stream_releases_request(server) -> None:  # type: ignor
         while servicer.active:  # noqa: ASYNC110 - a counter, polled under a deadline
             await asyncio.sleep(0.01)
     assert servicer.active == 0
+
+
+async def test_envoy_without_response_bodies_and_a_chain_that_reads_them() -> None:
+    """Envoy says in its first message whether it streams response bodies: a chain that
+    needs them is refused in format rather than skipped."""
+    none = ep.ProtocolConfiguration(response_body_mode=pm.ProcessingMode.NONE)
+    first = ep.ProcessingRequest()
+    first.CopyFrom(REQ_HEADERS)
+    first.protocol_config.CopyFrom(none)
+    async with serving(make_runtime(PolicyChain([Touching()]))) as (_, stub):
+        replies = [r async for r in stub.Process(iter([first]))]
+        assert replies[0].immediate_response.status.code == 500
+        # Envoy streaming bodies: the same chain is served.
+        streamed = ep.ProtocolConfiguration(
+            response_body_mode=pm.ProcessingMode.FULL_DUPLEX_STREAMED
+        )
+        first.protocol_config.CopyFrom(streamed)
+        replies = [r async for r in stub.Process(iter([first]))]
+        assert replies[0].WhichOneof("response") == "request_headers"
+
+
+async def test_plain_text_error_without_a_body_coming_is_answered_at_the_headers() -> None:
+    none = ep.ProtocolConfiguration(response_body_mode=pm.ProcessingMode.NONE)
+    first = ep.ProcessingRequest()
+    first.CopyFrom(REQ_HEADERS)
+    first.protocol_config.CopyFrom(none)
+    error = ep.ProcessingRequest(
+        response_headers=headers_msg({":status": "503", "content-type": "text/plain"})
+    )
+    async with serving(make_runtime()) as (_, stub):
+        replies = [r async for r in stub.Process(iter([first, REQ_BODY, error]))]
+    assert [r.WhichOneof("response") for r in replies] == [
+        "request_headers",
+        "request_body",
+        "immediate_response",
+    ]
+    imm = replies[-1].immediate_response
+    assert imm.status.code == 503
+    assert json.loads(imm.body)["error"]["type"] == "api_error"

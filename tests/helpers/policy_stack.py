@@ -1,4 +1,4 @@
-"""Shared helpers for the test_policy_* modules: no tests live here.
+"""Stacks for the e2e tests of policies (tests/e2e/test_policy_*.py).
 
 Each policy module starts its own module-scoped stack with `policy_stack` (a policy YAML
 with `validate_streams: true`), talks to it through the official SDKs with `ask_anthropic`
@@ -23,8 +23,8 @@ import pytest
 
 from extproc.config import DEV_GATEWAY_KEY
 from extproc.stack import Stack
-from tests.e2e.conftest import running_stack
-from tests.e2e.streams import validate_stream
+from tests.helpers.stack import running_stack
+from tests.helpers.streams import validate_stream
 
 A_MODEL = "claude-sonnet-4-6"
 O_MODEL = "gpt-4o-mini"

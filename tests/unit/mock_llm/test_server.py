@@ -1,15 +1,11 @@
-"""The embedded mock LLM, exercised over real HTTP with the official SDKs and raw httpx."""
+"""The embedded mock LLM's server, exercised over real HTTP with the official SDKs and raw
+httpx."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -20,9 +16,7 @@ import pytest_asyncio
 from aiohttp import web
 
 from extproc.mock_llm import MockConfig, create_app
-from extproc.mock_llm.__main__ import serve
 
-ROOT = Path(__file__).resolve().parents[2]
 MODEL = "claude-sonnet-4-6"
 BASH = {
     "name": "bash",
@@ -368,26 +362,3 @@ async def test_recorded_requests_models_health_and_stall(
         assert {m.id async for m in gpt.models.list()} >= {"gpt-4o"}
         await http.delete("/_mock/requests")
         assert (await http.get("/_mock/requests")).json() == []
-
-
-async def test_cli_listens_stops_and_rejects_taken_port(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "extproc.mock_llm", "--host", "127.0.0.1", "--port", "0",
-        "--chunking", "random:1", env=env, cwd=ROOT, stdout=subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        assert proc.stdout is not None
-        line = (await asyncio.wait_for(proc.stdout.readline(), timeout=8)).decode()
-        assert line.startswith("mock-llm listening on http://127.0.0.1:")
-        url = line.split()[-1]
-        async with httpx.AsyncClient(base_url=url) as http:
-            assert (await http.get("/healthz")).text == "ok"
-        assert await serve("127.0.0.1", int(url.rsplit(":", 1)[1]), MockConfig()) == 1
-        err = capsys.readouterr().err
-        assert "address already in use" in err and len(err.strip().splitlines()) == 1
-    finally:
-        proc.terminate()
-        assert await asyncio.wait_for(proc.wait(), timeout=5) == 0

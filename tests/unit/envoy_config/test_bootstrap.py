@@ -1,0 +1,142 @@
+"""The Envoy bootstrap as data: listener, ext_proc filter, routes and clusters, all from
+the gateway's settings, router and the Envoy contract."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import SecretStr
+
+from extproc.config import Settings
+from extproc.contract import (
+    EXTPROC_FILTER,
+    HEALTH_PATH,
+    MAX_CONCURRENT_STREAMS,
+    NO_CLUSTER_MESSAGE,
+    REQUEST_SLACK_BYTES,
+)
+from extproc.envoy_config import bootstrap, local_replies, render
+from extproc.routing import Router
+from tests.helpers.pipeline import gateway_with, router_from
+
+
+def hcm_of(doc: dict[str, Any]) -> dict[str, Any]:
+    listener = doc["static_resources"]["listeners"][0]
+    config: dict[str, Any] = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    return config
+
+
+def cluster_names(doc: dict[str, Any]) -> set[str]:
+    return {c["name"] for c in doc["static_resources"]["clusters"]}
+
+
+def test_listener_admin_and_limits() -> None:
+    settings = Settings(host="0.0.0.0", gateway_port=8123, admin_port=9911, max_request_bytes=1000)
+    doc = bootstrap(gateway_with(settings=settings), True, False)
+    # The admin interface can reconfigure Envoy: loopback whatever the listener.
+    assert doc["admin"] == {
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": 9911}}
+    }
+    (listener,) = doc["static_resources"]["listeners"]
+    assert listener["address"] == {"socket_address": {"address": "0.0.0.0", "port_value": 8123}}
+    assert listener["per_connection_buffer_limit_bytes"] == 1000 + REQUEST_SLACK_BYTES
+    hcm = hcm_of(doc)
+    assert hcm["request_timeout"] == "0s" and hcm["stream_idle_timeout"] == "600s"
+    assert hcm["preserve_external_request_id"] is True
+    assert hcm["local_reply_config"] == {"mappers": local_replies.mappers(1000)}
+
+
+@pytest.mark.parametrize(("host", "kind"), [("127.0.0.1", "STATIC"), ("extproc", "STRICT_DNS")])
+def test_extproc_cluster_one_endpoint_per_worker(host: str, kind: str) -> None:
+    settings = Settings(extproc_host=host, extproc_port=6000, extproc_workers=3)
+    doc = bootstrap(gateway_with(settings=settings), True, False)
+    (extproc,) = [c for c in doc["static_resources"]["clusters"] if c["name"] == "extproc"]
+    assert extproc["type"] == kind
+    endpoints = extproc["load_assignment"]["endpoints"][0]["lb_endpoints"]
+    assert [e["endpoint"]["address"]["socket_address"] for e in endpoints] == [
+        {"address": host, "port_value": port} for port in (6000, 6001, 6002)
+    ]
+    options = extproc["typed_extension_protocol_options"]
+    http2 = options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+    h2 = http2["explicit_http_config"]["http2_protocol_options"]
+    assert h2["max_concurrent_streams"] == MAX_CONCURRENT_STREAMS
+
+
+@pytest.mark.parametrize("response_body", [True, False])
+def test_ext_proc_filter(response_body: bool) -> None:
+    doc = bootstrap(gateway_with(settings=Settings(policy_timeout_s=2.7)), response_body, False)
+    ext_proc, router = hcm_of(doc)["http_filters"]
+    assert ext_proc["name"] == EXTPROC_FILTER and router["name"] == "envoy.filters.http.router"
+    config = ext_proc["typed_config"]
+    assert config["failure_mode_allow"] is False
+    assert config["mutation_rules"] == {"allow_envoy": True}
+    assert config["message_timeout"] == "2s"
+    assert config["grpc_service"] == {"envoy_grpc": {"cluster_name": "extproc"}}
+    mode = config["processing_mode"]
+    assert (mode["request_header_mode"], mode["request_body_mode"]) == ("SEND", "BUFFERED")
+    assert mode["request_trailer_mode"] == "SKIP"
+    sent = {
+        "response_header_mode": "SEND",
+        "response_body_mode": "FULL_DUPLEX_STREAMED",
+        "response_trailer_mode": "SEND",
+    }
+    skipped = {
+        "response_header_mode": "SKIP",
+        "response_body_mode": "NONE",
+        "response_trailer_mode": "SKIP",
+    }
+    assert {k: mode[k] for k in sent} == (sent if response_body else skipped)
+
+
+def test_routes_health_then_providers_then_the_catch_all() -> None:
+    r = router_from("providers: {x: {api: openai, base_url: 'http://h:1'}}")
+    doc = bootstrap(gateway_with(r), True, False)
+    routes = hcm_of(doc)["route_config"]["virtual_hosts"][0]["routes"]
+    health, *providers, unrouted = routes
+    assert health["match"] == {"path": HEALTH_PATH}
+    assert health["direct_response"]["status"] == 200
+    assert health["typed_per_filter_config"][EXTPROC_FILTER]["disabled"] is True
+    assert [p["route"]["cluster"] for p in providers] == [u.cluster for u in r.clusters()]
+    assert unrouted == {
+        "match": {"prefix": "/"},
+        "direct_response": {"status": 502, "body": {"inline_string": NO_CLUSTER_MESSAGE}},
+    }
+
+
+def test_clusters_are_extproc_and_the_routers() -> None:
+    r = router_from("providers: {x: {api: openai, base_url: 'http://h:1'}}")
+    for any_keys in (False, True):
+        doc = bootstrap(gateway_with(r), True, any_keys)
+        assert cluster_names(doc) == {"extproc", *(u.cluster for u in r.clusters(any_keys))}
+
+
+def test_config_for_any_keys_does_not_depend_on_the_keys() -> None:
+    """render-envoy's output (compose, Kubernetes) holds the real APIs and the mock, so
+    adding or removing a provider key never needs a new Envoy config."""
+    bare = Settings(ca_bundle="/ca.pem")
+    keyed = Settings(
+        anthropic_api_key=SecretStr("sk-a"), openai_api_key=SecretStr("sk-o"), ca_bundle="/ca.pem"
+    )
+    rendered = [render(gateway_with(settings=s), any_keys=True) for s in (bare, keyed)]
+    assert rendered[0] == rendered[1]
+    assert "sk-a" not in rendered[1] and "sk-o" not in rendered[1]
+    doc = yaml.safe_load(rendered[0])
+    assert cluster_names(doc) == {"extproc", "anthropic", "openai", "mock"}
+    # A URL override is not key-dependent: no mock variant for it, and its cluster is
+    # named after the URL.
+    override = Settings(upstream_openai_url="http://10.0.0.7:8080")
+    r = Router.build(override, env={})
+    doc = yaml.safe_load(render(gateway_with(r, override), any_keys=True))
+    assert cluster_names(doc) == {"extproc", "anthropic", r.upstreams["openai"].cluster, "mock"}
+    only_urls = Settings(
+        upstream_openai_url="http://10.0.0.7:8080", upstream_anthropic_url="http://10.0.0.8"
+    )
+    r = Router.build(only_urls, env={})
+    doc = yaml.safe_load(render(gateway_with(r, only_urls), any_keys=True))
+    assert cluster_names(doc) == {
+        "extproc",
+        r.upstreams["anthropic"].cluster,
+        r.upstreams["openai"].cluster,
+    }
