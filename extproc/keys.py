@@ -42,8 +42,8 @@ from pydantic import (
 from extproc.policies.base import DEFAULT_CHAIN
 from extproc.policies.matching import matches_any
 
-# Headers a client may carry its gateway key in. In passthrough mode the key travels in
-# x-gateway-key and the other two carry the client's own provider credential.
+# Headers a client may carry its gateway key in. A caller that brings its own provider
+# key sends the gateway key in x-gateway-key, and the other two carry its credential.
 GATEWAY_KEY_HEADER = "x-gateway-key"
 KEY_HEADERS = ("authorization", "x-api-key")
 _HEX64 = re.compile(r"[0-9a-f]{64}")

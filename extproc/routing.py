@@ -183,7 +183,7 @@ class Upstream(BaseModel):
 
     def real(self) -> Upstream:
         """This provider's real API, for a keyless provider that otherwise falls back to
-        the mock: where a passthrough caller, who brings a real credential, goes."""
+        the mock: where a caller that brings its own (real) credential goes."""
         if not self.keyed_fallback:
             return self
         return self.model_copy(
@@ -313,7 +313,7 @@ class Router:
         """The Envoy clusters to render, one per distinct `cluster`. `any_keys` renders
         providers without a URL both ways, the real API and the mock, so the config
         stays right whichever keys the ext_proc server has when it starts (and lets
-        passthrough callers reach the real API of a provider the gateway holds no key
+        callers with their own key reach the real API of a provider the gateway holds no key
         for)."""
         out: dict[str, Upstream] = {}
         for upstream in self.upstreams.values():

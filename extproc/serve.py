@@ -9,14 +9,13 @@ import signal
 
 from extproc.config import DEV_GATEWAY_KEY
 from extproc.gateway import Gateway
-from extproc.routing import Router
 from extproc.server import start_server
 
 log = logging.getLogger("extproc")
 
 
-def _log_providers(gateway: Gateway, router: Router) -> None:
-    settings = gateway.settings
+def _log_providers(gateway: Gateway) -> None:
+    settings, router = gateway.settings, gateway.router
     dev_key_open = [k.get_secret_value() for k in settings.env_keys] == [DEV_GATEWAY_KEY]
     keyed = [u.name for u in router.upstreams.values() if u.api_key is not None]
     if dev_key_open and keyed:
@@ -56,7 +55,7 @@ async def serve_forever(gateway: Gateway) -> None:
         ", ".join(runtime.chains.default.names),
         " (validating streams)" if gateway.validate_streams else "",
     )
-    _log_providers(gateway, gateway.router)
+    _log_providers(gateway)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

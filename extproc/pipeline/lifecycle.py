@@ -39,7 +39,9 @@ class Lifecycle:
 
     def move(self, to: Phase) -> None:
         if to is not self.phase and to not in MOVES[self.phase]:
-            log.warning("unexpected ext_proc message: %s after %s", to.value, self.phase.value)
+            log.warning(
+                "unexpected ext_proc message order: %s reached from %s", to.value, self.phase.value
+            )
         self.phase = to
 
     def end(self) -> None:

@@ -53,7 +53,7 @@ class RequestPipeline:
         self.processor: RequestProcessor | None = None
         self.caller: Caller | None = None
         self.status = 0
-        self.body: BodyHandler = _FORWARD
+        self.body_handler: BodyHandler = _FORWARD
         self.bytes_out = 0
 
     @property
@@ -137,6 +137,9 @@ class RequestPipeline:
     def on_response_headers(
         self, headers: dict[str, str], end_of_stream: bool
     ) -> Continue | Immediate:
+        # Envoy may answer a request itself before its body was read (a body over its
+        # buffer limit, an idle upload): its reply comes here like a provider's.
+        self.lifecycle.move(Phase.RESPONSE_HEADERS)
         status = headers.get(":status", "0")
         self.status = int(status) if status.isdigit() else 0
         ctype = headers.get("content-type", "").split(";", 1)[0].strip().lower()
@@ -153,7 +156,7 @@ class RequestPipeline:
                 return self._answer(
                     Immediate(self.status, dialect.error_body(self.status, message))
                 )
-            self.body = ErrorRewriteBody(dialect, self.status, settings.max_request_bytes)
+            self.body_handler = ErrorRewriteBody(dialect, self.status, settings.max_request_bytes)
             self.lifecycle.move(Phase.RESPONSE_BODY)
             return Continue(set_headers=dict(JSON_HEADERS))
         if end_of_stream or not self.envoy_sends_body:
@@ -162,7 +165,7 @@ class RequestPipeline:
         assert ctx is not None
         label = ctx.label
         if mode is ResponseMode.SSE and request is not None:
-            self.body = SseBody(
+            self.body_handler = SseBody(
                 dialect,
                 request,
                 ctx.chain,
@@ -172,7 +175,7 @@ class RequestPipeline:
                 validate=self.runtime.gateway.validate_streams,
             )
         elif mode is ResponseMode.JSON and request is not None:
-            self.body = JsonBody(
+            self.body_handler = JsonBody(
                 dialect,
                 request,
                 ctx.chain,
@@ -187,7 +190,7 @@ class RequestPipeline:
         if self.lifecycle.phase is Phase.DONE:
             # We already ended the client's stream (after a failure); drop the rest.
             return BodyOut(b"", False)
-        out = await self.body.feed(chunk, end_of_stream)
+        out = await self.body_handler.feed(chunk, end_of_stream)
         self.bytes_out += len(out.data)
         if out.end_of_stream:
             self.lifecycle.end()
@@ -202,14 +205,15 @@ class RequestPipeline:
 
     def close(self) -> None:
         """Release what the request holds: pending policy work first."""
-        self.body.close()
+        self.body_handler.close()
 
     def summary(self) -> dict[str, Any]:
         """One log line's worth of facts about the request; never headers or bodies."""
         request = self.processor.request if self.processor is not None else None
         upstream = self.ctx.upstream if self.ctx is not None else None
-        events = self.body.events_in if isinstance(self.body, SseBody) else 0
-        violations = self.body.violations if isinstance(self.body, SseBody) else None
+        stream = self.body_handler if isinstance(self.body_handler, SseBody) else None
+        events = stream.events_in if stream is not None else 0
+        violations = stream.violations if stream is not None else None
         return {
             "id": self.request_id,
             "caller": self.caller.name if self.caller else None,
@@ -219,7 +223,7 @@ class RequestPipeline:
             "stream": request.stream if request else None,
             "upstream": upstream.name if upstream else None,
             "status": self.status,
-            "mode": self.body.mode.value,
+            "mode": self.body_handler.mode.value,
             "events": events,
             "bytes_out": self.bytes_out,
             "ms": round((time.monotonic() - self.started) * 1000, 1),

@@ -64,11 +64,13 @@ class Policy(Generic[C]):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        # `Policy[PConfig]` as a base: PConfig is the model the file's entries validate to.
+        # `Policy[PConfig]` (or a generic subclass of Policy, `Base[PConfig]`) as a
+        # base: PConfig is the model the file's entries validate to.
         for base in cls.__dict__.get("__orig_bases__", ()):
-            args = get_args(base)
+            origin, args = get_origin(base), get_args(base)
             if (
-                get_origin(base) is Policy
+                isinstance(origin, type)
+                and issubclass(origin, Policy)
                 and args
                 and isinstance(args[0], type)
                 and issubclass(args[0], PolicyConfig)

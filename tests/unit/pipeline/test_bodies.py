@@ -168,7 +168,7 @@ async def test_json_body_unchanged_keeps_its_bytes_changed_is_reserialized(
 async def test_json_response_goes_through_chain() -> None:
     original = b'{"id": "m", "content": [{"type": "text", "text": "x"}]}'
     p = await started(chain=PolicyChain([Touching()]), ctype="application/json")
-    assert p.body.mode is ResponseMode.JSON
+    assert p.body_handler.mode is ResponseMode.JSON
     assert (await p.on_response_body(original[:10], False)).data == b""
     assert (await p.on_response_body(original[10:], True)).data == original
     p = await started(chain=PolicyChain([Upper()]), ctype="application/json")
@@ -178,7 +178,7 @@ async def test_json_response_goes_through_chain() -> None:
 
 async def test_json_response_of_a_chain_reading_none_is_forwarded() -> None:
     p = await started(chain=PolicyChain([NoOpPolicy()]), ctype="application/json")
-    assert p.body.mode is ResponseMode.FORWARD
+    assert p.body_handler.mode is ResponseMode.FORWARD
 
 
 # -- ErrorRewriteBody ---------------------------------------------------------------------
@@ -216,7 +216,7 @@ async def test_error_status_passes_through_unchanged() -> None:
     p.on_request_headers(request_headers(), False)
     await p.on_request_body(b'{"model":"claude-x","messages":[]}')
     p.on_response_headers({":status": "529", "content-type": "application/json"}, False)
-    assert p.body.mode is ResponseMode.FORWARD
+    assert p.body_handler.mode is ResponseMode.FORWARD
     body = b'{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}'
     assert (await p.on_response_body(body, True)).data == body
 
@@ -249,7 +249,7 @@ async def test_plain_text_error_rewritten_on_forwarded_paths(
     p.on_request_headers({":method": "GET", ":path": path, "x-api-key": KEY, **headers}, True)
     out = p.on_response_headers({":status": "502", "content-type": "text/html"}, False)
     assert isinstance(out, Continue) and out.set_headers == {"content-type": "application/json"}
-    assert p.body.mode is ResponseMode.ERROR_REWRITE
+    assert p.body_handler.mode is ResponseMode.ERROR_REWRITE
     res = await p.on_response_body(b"<h1>Bad Gateway</h1>", True)
     assert res.data == dialect.error_body(502, "<h1>Bad Gateway</h1> (HTTP 502)")
 

@@ -46,11 +46,12 @@ def test_an_unexpected_move_is_logged_and_taken(caplog: pytest.LogCaptureFixture
     life = Lifecycle()
     life.move(P.RESPONSE_BODY)
     assert life.phase is P.RESPONSE_BODY
-    assert "unexpected ext_proc message: response_body after request_headers" in caplog.text
+    expected = "unexpected ext_proc message order: response_body reached from request_headers"
+    assert expected in caplog.text
     life.end()
     life.move(P.REQUEST_BODY)
     assert life.phase is P.REQUEST_BODY
-    assert "unexpected ext_proc message: request_body after done" in caplog.text
+    assert "unexpected ext_proc message order: request_body reached from done" in caplog.text
 
 
 class Recorder:
@@ -154,18 +155,21 @@ async def test_response_headers_without_a_body_coming_end_the_request() -> None:
     assert p.phase is P.DONE
 
 
-async def test_unexpected_message_through_the_pipeline(caplog: pytest.LogCaptureFixture) -> None:
-    """Response headers while the request body is awaited (an Envoy that sends no request
-    body): logged, taken, and the response forwarded unchecked by policies."""
+async def test_envoys_own_reply_while_the_body_is_awaited(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Envoy answers a request itself before its body was read (a chunked body over its
+    buffer limit): the reply's headers come while the request body is awaited. That is a
+    move the table allows, and the reply is rewritten in the API's format."""
     caplog.set_level(logging.WARNING, logger="extproc.pipeline")
     p = make_pipeline()
     p.on_request_headers(request_headers(), False)
     assert p.phase is P.REQUEST_BODY
-    p.on_response_headers({":status": "200", "content-type": "text/event-stream"}, False)
-    assert p.phase is P.RESPONSE_BODY
-    assert "unexpected ext_proc message: response_body after request_body" in caplog.text
-    out = await p.on_response_body(ANTHROPIC_STREAM, True)
-    assert out.data == ANTHROPIC_STREAM and out.end_of_stream and p.phase is P.DONE
+    out = p.on_response_headers({":status": "413", "content-type": "text/plain"}, False)
+    assert isinstance(out, Continue) and p.phase is P.RESPONSE_BODY
+    body = await p.on_response_body(b"Payload Too Large", True)
+    assert b"request_too_large" in body.data and body.end_of_stream and p.phase is P.DONE
+    assert "unexpected" not in caplog.text
 
 
 async def test_body_after_done_is_dropped() -> None:

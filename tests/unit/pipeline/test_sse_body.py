@@ -232,3 +232,21 @@ async def test_events_are_counted() -> None:
     await body.feed(ANTHROPIC_STREAM[:100], False)
     await body.feed(ANTHROPIC_STREAM[100:], True)
     assert body.events_in == 8
+
+
+@pytest.mark.parametrize(
+    ("dialect", "foreign_end"),
+    [
+        (ANTHROPIC, DONE),
+        (OPENAI_CHAT, b'event: message_stop\ndata: {"type":"message_stop"}\n\n'),
+    ],
+    ids=["anthropic-ending-in-done", "openai-ending-in-message_stop"],
+)
+async def test_only_the_apis_own_terminator_ends_its_stream(
+    dialect: Dialect, foreign_end: bytes
+) -> None:
+    """Another API's terminator does not end a stream: the client still gets its own
+    API's error ending, so its SDK does not wait for more."""
+    out = await whole(sse_body(dialect), foreign_end)
+    assert out.startswith(foreign_end)
+    assert out[len(foreign_end) :] == dialect.stream_error(EARLY_END)
