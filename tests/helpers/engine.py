@@ -270,3 +270,16 @@ def message_end(reason: str) -> bytes:
             "usage": {"output_tokens": 3},
         },
     ) + anthropic_event("message_stop", {"type": "message_stop"})
+
+
+class Observer(Policy[PolicyConfig]):
+    """Records every event the engine shows it."""
+
+    observes_events = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[str, Any]] = []
+
+    def observe(self, event_type: str, payload: Any, request: ApiRequest) -> None:
+        self.seen.append((event_type, payload))

@@ -5,29 +5,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from extproc.core.request import ApiRequest
 from extproc.dialects.openai.message_engine import process_message
 from extproc.dialects.registry import OPENAI_CHAT
-from extproc.policies.base import Policy, PolicyChain, PolicyConfig
+from extproc.policies.base import PolicyChain
 from tests.helpers.dialects import api_request, openai_body
-from tests.helpers.engine import SECRET, BlockBash, Redact, StopOnDelete, plan, streams
+from tests.helpers.engine import SECRET, BlockBash, Observer, Redact, StopOnDelete, plan, streams
 
 REQUEST = api_request(openai_body(), OPENAI_CHAT)
 
 
 def completion(text: list[str], tools: list[str]) -> dict[str, Any]:
     return streams(plan(text, tools), OPENAI_CHAT)[1]
-
-
-class Observer(Policy[PolicyConfig]):
-    observes_events = True
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.seen: list[tuple[str, Any]] = []
-
-    def observe(self, event_type: str, payload: Any, request: ApiRequest) -> None:
-        self.seen.append((event_type, payload))
 
 
 async def test_unchanged_completion_is_the_same_object() -> None:
