@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, ClassVar, Protocol
 
@@ -30,26 +31,39 @@ class StreamValidator(Protocol):
 
 class RoutedBy(Enum):
     BODY_MODEL = "body_model"  # the request body's `model`
-    PATH_MODEL = "path_model"  # the path's last segment (`/v1/models/{id}`), if any
+    PATH_MODEL = "path_model"  # the path's tail (`/v1/models/{model}`), if any
+    API_DEFAULT = "api_default"  # the API's default provider (objects stored by id)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class ForwardedPath:
     """A path forwarded with the gateway key checked and the provider's key injected,
-    but without body policies (token counting, model lists)."""
+    but without response policies (token counting, model lists, stored responses).
 
-    path: str
-    method: str
+    `template` is the path, where `{id}` stands for one path segment; a PATH_MODEL path
+    also matches with a model name after it. `request_policies`: the body is a request
+    of the dialect's own shape, and the request policies check it (a model call whose
+    answer is not the API's usual one, like a compaction)."""
+
+    template: str
+    methods: tuple[str, ...]
     routed_by: RoutedBy
+    request_policies: bool = False
+    pattern: re.Pattern[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        regex = re.escape(self.template).replace(re.escape("{id}"), "[^/]+")
+        if self.routed_by is RoutedBy.PATH_MODEL:
+            regex += "(?:/(?P<model>.+))?"
+        object.__setattr__(self, "pattern", re.compile(regex))
 
     def matches(self, bare_path: str) -> bool:
-        if bare_path == self.path:
-            return True
-        return self.routed_by is RoutedBy.PATH_MODEL and bare_path.startswith(self.path + "/")
+        return self.pattern.fullmatch(bare_path) is not None
 
     def path_model(self, bare_path: str) -> str:
-        """The model a PATH_MODEL path names (`/v1/models/{id}`); "" for none."""
-        return bare_path[len(self.path) + 1 :] if bare_path.startswith(self.path + "/") else ""
+        """The model a PATH_MODEL path names (`/v1/models/{model}`); "" for none."""
+        found = self.pattern.fullmatch(bare_path)
+        return (found.group("model") or "") if found and "model" in found.groupdict() else ""
 
 
 class Dialect(ABC):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Protocol
+from typing import Any, Protocol
 
 import orjson
 
@@ -40,16 +40,55 @@ def _hide_key(ctx: RequestContext) -> Continue:
     return Continue(remove_headers=[*key_headers(ctx.caller, {}), UPSTREAM_HEADER])
 
 
-def _model_of(ctx: RequestContext, body: bytes) -> str | Immediate:
-    """The `model` of a JSON object body, or a 400 saying what is wrong."""
+def _parse(ctx: RequestContext, body: bytes) -> tuple[dict[str, Any], str] | Immediate:
+    """A JSON object body within the size limit and its `model`, or a 400/413 saying
+    what is wrong."""
+    max_bytes = ctx.runtime.settings.max_request_bytes
+    if len(body) > max_bytes:
+        return ctx.refuse(413, f"request body of {len(body)} bytes exceeds {max_bytes}")
     try:
         parsed = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         return ctx.refuse(400, f"request body is not valid JSON: {exc}")
-    model = parsed.get("model") if isinstance(parsed, dict) else None
+    if not isinstance(parsed, dict):
+        return ctx.refuse(400, "request body must be a JSON object")
+    model = parsed.get("model")
     if not isinstance(model, str) or not model:
         return ctx.refuse(400, "model: a model name is required", "model")
-    return model
+    return parsed, model
+
+
+async def _checked_and_routed(ctx: RequestContext, request: ApiRequest) -> Continue | Immediate:
+    """The request policies' verdict on `request`, then its route by the model that
+    goes upstream, with the body the policies left."""
+    try:
+        async with asyncio.timeout(ctx.runtime.settings.policy_timeout_s):
+            verdict = await ctx.chain.on_request(request)
+    except TimeoutError:
+        return ctx.refuse(504, "request policies did not finish in time")
+    except Exception:
+        # Fail closed: a request no policy could check does not go upstream.
+        log.exception("%s: request policy failed", ctx.label)
+        return ctx.refuse(500, "a gateway policy failed while checking the request")
+    if verdict is not None:
+        log.info("%s: request denied by policy (%d)", ctx.label, verdict.status)
+        return ctx.refuse(verdict.status, verdict.message)
+    # Routed after the policies: their verdicts (a model not allowed) come first, and
+    # the model routed is the one that goes upstream.
+    final = request.body.get("model")
+    if final != request.model:
+        if not isinstance(final, str) or not final:
+            return ctx.refuse(500, "a gateway policy removed the request's model")
+        if (refused := ctx.refuse_model(final)) is not None:
+            return refused
+    upstream = ctx.upstream_for(final)
+    if isinstance(upstream, Immediate):
+        return upstream
+    out = ctx.route(upstream)
+    if request.body_changed:
+        out.body = orjson.dumps(request.body)
+        out.set_headers["content-length"] = str(len(out.body))
+    return out
 
 
 class PolicyRequest:
@@ -84,58 +123,23 @@ class PolicyRequest:
 
     async def on_body(self, body: bytes) -> Continue | Immediate:
         ctx = self.ctx
-        max_bytes = ctx.runtime.settings.max_request_bytes
-        if len(body) > max_bytes:
-            return ctx.refuse(413, f"request body of {len(body)} bytes exceeds {max_bytes}")
-        try:
-            parsed = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            return ctx.refuse(400, f"request body is not valid JSON: {exc}")
-        if not isinstance(parsed, dict):
-            return ctx.refuse(400, "request body must be a JSON object")
-        model = parsed.get("model")
-        if not isinstance(model, str) or not model:
-            return ctx.refuse(400, "model: a model name is required", "model")
-        problem = ctx.dialect.request_problem(parsed)
+        parsed = _parse(ctx, body)
+        if isinstance(parsed, Immediate):
+            return parsed
+        doc, model = parsed
+        problem = ctx.dialect.request_problem(doc)
         if problem is not None:
             return ctx.refuse(400, *problem)
         if (refused := ctx.refuse_model(model)) is not None:
             return refused
-        request = self.request = ApiRequest(
+        self.request = ApiRequest(
             dialect=ctx.dialect,
             path=ctx.path,
             model=model,
-            stream=parsed.get("stream") is True,
-            body=parsed,
+            stream=doc.get("stream") is True,
+            body=doc,
         )
-        try:
-            async with asyncio.timeout(ctx.runtime.settings.policy_timeout_s):
-                verdict = await ctx.chain.on_request(request)
-        except TimeoutError:
-            return ctx.refuse(504, "request policies did not finish in time")
-        except Exception:
-            # Fail closed: a request no policy could check does not go upstream.
-            log.exception("%s: request policy failed", ctx.label)
-            return ctx.refuse(500, "a gateway policy failed while checking the request")
-        if verdict is not None:
-            log.info("%s: request denied by policy (%d)", ctx.label, verdict.status)
-            return ctx.refuse(verdict.status, verdict.message)
-        # Routed after the policies: their verdicts (a model not allowed) come first, and
-        # the model routed is the one that goes upstream.
-        final = request.body.get("model")
-        if final != model:
-            if not isinstance(final, str) or not final:
-                return ctx.refuse(500, "a gateway policy removed the request's model")
-            if (refused := ctx.refuse_model(final)) is not None:
-                return refused
-        upstream = ctx.upstream_for(final)
-        if isinstance(upstream, Immediate):
-            return upstream
-        out = ctx.route(upstream)
-        if request.body_changed:
-            out.body = orjson.dumps(request.body)
-            out.set_headers["content-length"] = str(len(out.body))
-        return out
+        return await _checked_and_routed(ctx, self.request)
 
 
 class ForwardedRequest:
@@ -147,27 +151,31 @@ class ForwardedRequest:
 
     def on_headers(self, headers: dict[str, str], end_of_stream: bool) -> Continue | Immediate:
         ctx, forwarded = self.ctx, self.forwarded
-        if ctx.method != forwarded.method:
-            bare = ctx.path.rstrip("/")
-            return ctx.refuse(
-                405, f"method {ctx.method} not allowed on {bare}; use {forwarded.method}"
-            )
+        bare = ctx.path.rstrip("/")
+        if ctx.method not in forwarded.methods:
+            allowed = " or ".join(forwarded.methods)
+            return ctx.refuse(405, f"method {ctx.method} not allowed on {bare}; use {allowed}")
         if forwarded.routed_by is RoutedBy.BODY_MODEL:
             if end_of_stream:
                 return ctx.refuse(400, "request body is required")
             return _hide_key(ctx)
         router = ctx.runtime.gateway.router
-        model_id = forwarded.path_model(ctx.path.rstrip("/"))
+        model_id = forwarded.path_model(bare)
         return ctx.route(upstream_for_listing(router, ctx.dialect, model_id))
 
     async def on_body(self, body: bytes) -> Continue | Immediate:
         ctx = self.ctx
         if ctx.upstream is not None:
             return Continue()  # routed by its path: the body goes on as it is
-        model = _model_of(ctx, body)
-        if isinstance(model, Immediate):
-            return model
+        parsed = _parse(ctx, body)
+        if isinstance(parsed, Immediate):
+            return parsed
+        doc, model = parsed
         if (refused := ctx.refuse_model(model)) is not None:
             return refused
+        if self.forwarded.request_policies:
+            # Its answer is not the API's usual one, so only the request is checked.
+            request = ApiRequest(ctx.dialect, ctx.path, model, stream=False, body=doc)
+            return await _checked_and_routed(ctx, request)
         upstream = ctx.upstream_for(model)
         return upstream if isinstance(upstream, Immediate) else ctx.route(upstream)

@@ -56,8 +56,8 @@ class AnthropicDialect(Dialect):
     shared_prefixes = ("/v1/models",)
     marker_header = VERSION_HEADER
     forwarded = (
-        ForwardedPath("/v1/messages/count_tokens", "POST", RoutedBy.BODY_MODEL),
-        ForwardedPath("/v1/models", "GET", RoutedBy.PATH_MODEL),
+        ForwardedPath("/v1/messages/count_tokens", ("POST",), RoutedBy.BODY_MODEL),
+        ForwardedPath("/v1/models", ("GET",), RoutedBy.PATH_MODEL),
     )
     max_tokens_fields = ("max_tokens",)
 

@@ -277,7 +277,7 @@ def test_forwarded_path_with_the_wrong_method_is_405(method: str, path: str, mes
 @pytest.mark.parametrize(
     ("body", "status", "message"),
     [
-        (b"[]", 400, "model: a model name is required"),
+        (b"[]", 400, "request body must be a JSON object"),
         (b'{"model": 3}', 400, "model: a model name is required"),
         (b'{"model": "llama-3"}', 400, "no route matches it"),
     ],

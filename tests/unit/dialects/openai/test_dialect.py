@@ -20,8 +20,8 @@ def test_identity_and_paths() -> None:
     assert OPENAI_CHAT.path == "/v1/chat/completions"
     assert OPENAI_CHAT.max_tokens_fields == ("max_tokens", "max_completion_tokens")
     models = OPENAI_CHAT.forwarded_path("/v1/models/gpt-x")
-    assert models is not None and (models.method, models.routed_by) == (
-        "GET",
+    assert models is not None and (models.methods, models.routed_by) == (
+        ("GET",),
         RoutedBy.PATH_MODEL,
     )
     assert models.path_model("/v1/models") == ""
