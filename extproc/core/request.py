@@ -4,9 +4,28 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Protocol
 
 TextFn = Callable[[str], str]
+
+
+class ToolKind(StrEnum):
+    CLIENT = "client"  # run by the client: its calls come back in the response
+    SERVER = "server"  # run by the provider (web search, code execution...)
+    MCP = "mcp"  # an MCP server the provider itself connects to
+
+
+@dataclass(frozen=True, slots=True)
+class DeclaredTool:
+    """A tool a request offers the model. Server tools and MCP servers run at the
+    provider, so only the request can govern them."""
+
+    kind: ToolKind
+    # The function's name; a server tool's type (`web_search_20250305`); an MCP
+    # server's name or label.
+    name: str
+    server_url: str | None = None  # MCP servers only
 
 
 class RequestDialect(Protocol):
@@ -38,6 +57,10 @@ class RequestDialect(Protocol):
         """The text of the last user message that has text (tool results alone skipped)."""
         ...
 
+    def declared_tools(self, body: dict[str, Any]) -> list[DeclaredTool]:
+        """The tools and MCP servers the request offers the model."""
+        ...
+
 
 @dataclass(slots=True)
 class ApiRequest:
@@ -64,6 +87,9 @@ class ApiRequest:
 
     def texts(self) -> Iterator[str]:
         return self.dialect.texts(self.body)
+
+    def declared_tools(self) -> list[DeclaredTool]:
+        return self.dialect.declared_tools(self.body)
 
     def rewrite_texts(self, fn: TextFn) -> bool:
         """Apply `fn` to every user-visible text; whether anything changed."""

@@ -13,7 +13,7 @@ import orjson
 
 from extproc.core.chain import ResponsePolicies
 from extproc.core.providers import ProviderApi
-from extproc.core.request import ApiRequest, TextFn
+from extproc.core.request import ApiRequest, DeclaredTool, TextFn
 from extproc.engine.stream import StreamEngine
 from extproc.events import StreamEvent
 from extproc.sse import Frame
@@ -108,6 +108,9 @@ class Dialect(ABC):
 
     @abstractmethod
     def last_user_text(self, body: dict[str, Any]) -> str: ...
+
+    @abstractmethod
+    def declared_tools(self, body: dict[str, Any]) -> list[DeclaredTool]: ...
 
     # -- upstream -------------------------------------------------------------------
 

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import orjson
 
+from .responses_format import Rendering, usage
+from .responses_stream import encode, render_stream
+from .scenario import Plan, Usage
+
 SCRIPT_NAMES = ("garbage", "giant-event", "html-error")
 
 
@@ -37,12 +41,26 @@ def garbage(api: str) -> list[bytes]:
             },
         )
         return [start, *junk, _anthropic("message_stop", {"type": "message_stop"})]
+    if api == "responses":
+        # The SDK insists on `response.created` first; the junk sits between it and the end.
+        ctx = _responses_context()
+        created = {"type": "response.created", "sequence_number": 0}
+        created["response"] = ctx.envelope("in_progress", [], None)
+        done = {"type": "response.completed", "sequence_number": 2}
+        done["response"] = ctx.envelope("completed", [], usage(_plan(""), 0))
+        wrong = b'data: {"type": "response.output_text.delta", "sequence_number": 1, '
+        wrong += b'"output_index": "zero"}\n\n'
+        return [*encode([created]), *junk[:3], wrong, *encode([done])]
     return [*junk, b"data: [DONE]\n\n"]
 
 
 def giant_event(api: str, size: int) -> list[bytes]:
     """One event whose data is `size` bytes long."""
     text = "x" * size
+    if api == "responses":
+        # A whole valid answer, as the SDK wants one: its single text delta is the giant
+        # event, and the `.done` events and `response.completed` repeat the text.
+        return render_stream(_plan(text), _responses_context())
     if api == "anthropic":
         return [
             _anthropic(
@@ -63,3 +81,12 @@ def giant_event(api: str, size: int) -> list[bytes]:
         "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}],
     }
     return [b"data: " + orjson.dumps(chunk) + b"\n\n", b"data: [DONE]\n\n"]
+
+
+def _responses_context() -> Rendering:
+    return Rendering.make({"model": "mock"}, "0" * 64, created=0)
+
+
+def _plan(text: str) -> Plan:
+    chunks = (text,) if text else ()
+    return Plan(chunks, (), "end_turn", Usage(1, max(1, len(text) // 4)))

@@ -14,8 +14,9 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from . import anthropic_format, openai_format, scripts
+from . import anthropic_format, openai_format, openai_routes, responses_format, scripts
 from . import judge as mock_judge
+from .responses_stream import render_stream as render_responses_stream
 from .scenario import Plan, plan_response
 
 CREATED = 1735689600  # fixed "created" timestamp so responses are byte-stable
@@ -178,9 +179,9 @@ async def _handle(
     except orjson.JSONDecodeError:
         return _json(fmt.invalid_request("The request body is not valid JSON."), 400, headers)
     problem = fmt.validate(body)
-    if problem is not None:
-        message, param = problem if isinstance(problem, tuple) else (problem, None)
-        return _json(fmt.invalid_request(message, param), 400, headers)
+    if problem is not None:  # a message, or (message, param[, code])
+        args = problem if isinstance(problem, tuple) else (problem,)
+        return _json(fmt.invalid_request(*args), 400, headers)
     inp = fmt.scenario_input(body, seed)
     if mock_judge.is_judge_model(body.get("model")):
         reply = mock_judge.review(inp, fenced=fmt is anthropic_format)
@@ -200,7 +201,7 @@ async def _handle(
 async def _run_script(
     request: web.Request, script: str, fmt: ModuleType, faults: Faults, headers: dict[str, str]
 ) -> web.StreamResponse:
-    api = "anthropic" if fmt is anthropic_format else "openai"
+    api = {anthropic_format: "anthropic", responses_format: "responses"}.get(fmt, "openai")
     name, _, arg = script.partition(":")
     if name == "html-error":
         return web.Response(
@@ -252,12 +253,31 @@ def _render_openai(
     return None, events
 
 
+def _render_responses(
+    plan: Plan, body: dict[str, Any], seed: str, faults: Faults
+) -> tuple[Any, list[bytes] | None]:
+    ctx = responses_format.Rendering.make(body, seed, CREATED)
+    if body.get("stream") is not True:
+        return responses_format.render_response(plan, ctx), None
+    events = render_responses_stream(
+        plan,
+        ctx,
+        line_ending=faults.line_ending,
+        midstream_error=faults.error == "overloaded-midstream",
+    )
+    return None, events
+
+
 async def messages(request: web.Request) -> web.StreamResponse:
     return await _handle(request, anthropic_format, _render_anthropic, "request-id", "req_01")
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     return await _handle(request, openai_format, _render_openai, "x-request-id", "req_")
+
+
+async def responses(request: web.Request) -> web.StreamResponse:
+    return await _handle(request, responses_format, _render_responses, "x-request-id", "req_")
 
 
 async def models(request: web.Request) -> web.Response:
@@ -332,6 +352,8 @@ def create_app(config: MockConfig | None = None) -> web.Application:
     for prefix in ("/v1", ""):  # the OpenAI SDK's base_url usually ends in /v1
         app.router.add_post(prefix + "/chat/completions", chat_completions)
         app.router.add_get(prefix + "/models", models)
+        app.router.add_post(prefix + "/responses", responses)
+        openai_routes.add_routes(app, prefix)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/_mock/requests", get_requests)
     app.router.add_delete("/_mock/requests", clear_requests)

@@ -6,6 +6,12 @@ tool finds its pattern (`re.search`) in the argument: a string argument as is, a
 value as compact JSON, and with `argument: null` the whole arguments JSON as the model
 wrote it. Globs are fnmatch-style and case-sensitive. The client sees `block_message`
 (placeholders `{tool}` and `{reason}`) as text in place of the call.
+
+Tools that run at the provider (server tools such as web search or code execution, and
+MCP servers the provider connects to) never come back as calls to block: `server_tools`
+and `mcp_servers` govern them on the request, which gets a 403 in the API's format
+naming the tool. Server tools match by type (`web_search_20250305`, `code_interpreter`),
+MCP servers by URL or by name (Anthropic's `name`, the Responses API's `server_label`).
 """
 
 from __future__ import annotations
@@ -16,8 +22,8 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from extproc.core.decisions import BlockToolCall, ToolCall
-from extproc.core.request import ApiRequest
+from extproc.core.decisions import BlockToolCall, Deny, ToolCall
+from extproc.core.request import ApiRequest, ToolKind
 from extproc.policies.base import Policy, PolicyConfig
 from extproc.policies.matching import check_format, compile_regex, matches_any
 
@@ -45,11 +51,31 @@ class ArgumentRule(BaseModel):
         return f"argument '{self.argument}' matches a forbidden pattern"
 
 
+class NameRules(BaseModel):
+    """Allow and deny lists of globs; deny wins, and with `allow` set nothing else
+    passes."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    allow: list[str] | None = None
+    deny: list[str] = Field(default_factory=list)
+
+    def reason(self, *names: str) -> str | None:
+        """Why something known by these names is refused, or None."""
+        if any(matches_any(name, self.deny) for name in names):
+            return "on the deny list"
+        if self.allow is not None and not any(matches_any(n, self.allow) for n in names):
+            return "not on the allow list"
+        return None
+
+
 class ToolFilterConfig(PolicyConfig):
     type: Literal["tool_filter"] = "tool_filter"
     allow: list[str] | None = None
     deny: list[str] = Field(default_factory=list)
     argument_rules: list[ArgumentRule] = Field(default_factory=list)
+    server_tools: NameRules | None = None
+    mcp_servers: NameRules | None = None
     block_message: str = "Tool call '{tool}' was blocked by the gateway: {reason}."
 
     @field_validator("block_message")
@@ -89,6 +115,23 @@ class ToolFilterPolicy(Policy[ToolFilterConfig]):
                 continue
             if pattern.search(text):
                 return rule.reason
+        return None
+
+    async def on_request(self, request: ApiRequest) -> Deny | None:
+        servers, mcp = self.config.server_tools, self.config.mcp_servers
+        if servers is None and mcp is None:
+            return None
+        for tool in request.declared_tools():
+            if tool.kind is ToolKind.SERVER and servers is not None:
+                reason = servers.reason(tool.name)
+                if reason is not None:
+                    return Deny(403, f"server tool '{tool.name}' is not allowed here: {reason}")
+            elif tool.kind is ToolKind.MCP and mcp is not None:
+                # The URL may carry a token: matched, never repeated.
+                names = (tool.name, tool.server_url) if tool.server_url else (tool.name,)
+                reason = mcp.reason(*names)
+                if reason is not None:
+                    return Deny(403, f"MCP server '{tool.name}' is not allowed here: {reason}")
         return None
 
     async def on_tool_call(self, call: ToolCall, request: ApiRequest) -> BlockToolCall | None:

@@ -10,7 +10,7 @@ import orjson
 
 from extproc.core.chain import ResponsePolicies
 from extproc.core.providers import ProviderApi
-from extproc.core.request import ApiRequest, TextFn
+from extproc.core.request import ApiRequest, DeclaredTool, TextFn
 from extproc.dialects.anthropic import message_engine, request_text
 from extproc.dialects.anthropic.stream_engine import AnthropicStreamEngine, new_event
 from extproc.dialects.anthropic.validator import StreamValidator
@@ -79,6 +79,9 @@ class AnthropicDialect(Dialect):
 
     def last_user_text(self, body: dict[str, Any]) -> str:
         return last_user_text(body, _TEXT_KINDS)
+
+    def declared_tools(self, body: dict[str, Any]) -> list[DeclaredTool]:
+        return request_text.declared_tools(body)
 
     # -- upstream ---------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from extproc.core.request import TextFn
+from extproc.core.request import DeclaredTool, TextFn, ToolKind
 from extproc.dialects.request_text import messages_of, rewrite_list, rewrite_messages, rewrite_str
 
 
@@ -65,3 +65,35 @@ def _rewrite(content: Any, fn: TextFn, *, nested: bool) -> Any:
         return block
 
     return rewrite_list(content, block_fn)
+
+
+# Anthropic-defined tools the client runs (their calls come back as `tool_use`); every
+# other typed tool runs at Anthropic (web search and fetch, code execution, ...), and an
+# unknown type is taken for one of those: governed on the request, not let through.
+_CLIENT_TOOL_TYPES = ("custom", "bash_", "text_editor_", "computer_", "memory_")
+
+
+def declared_tools(body: dict[str, Any]) -> list[DeclaredTool]:
+    out: list[DeclaredTool] = []
+    tools = body.get("tools")
+    for tool in tools if isinstance(tools, list) else []:
+        if not isinstance(tool, dict):
+            continue
+        kind = tool.get("type")
+        name = str(tool.get("name", ""))
+        if kind is None or (isinstance(kind, str) and kind.startswith(_CLIENT_TOOL_TYPES)):
+            out.append(DeclaredTool(ToolKind.CLIENT, name))
+        else:
+            out.append(DeclaredTool(ToolKind.SERVER, str(kind)))
+    servers = body.get("mcp_servers")
+    for server in servers if isinstance(servers, list) else []:
+        if isinstance(server, dict):
+            url = server.get("url")
+            out.append(
+                DeclaredTool(
+                    ToolKind.MCP,
+                    str(server.get("name", "")),
+                    url if isinstance(url, str) else None,
+                )
+            )
+    return out

@@ -29,6 +29,10 @@ log = logging.getLogger("extproc.engine")
 _INDEX = re.compile(r'"index"\s*:\s*(\d+)')
 
 
+# Tool calls the provider runs itself; they stream as blocks of these types.
+_PROVIDER_RUN = frozenset({"server_tool_use", "mcp_tool_use"})
+
+
 def peek_index(data: str | None) -> int | None:
     match = _INDEX.search(data, 0, 80) if data else None
     return int(match.group(1)) if match else None
@@ -204,6 +208,13 @@ class AnthropicStreamEngine:
             out.append(event.raw)
             return
         kind = str(block_payload.get("type"))
+        if kind in _PROVIDER_RUN:
+            # Already executed at the provider: too late to stop, so only said. The
+            # request's tools are what governs them (tool_filter's server_tools).
+            log.info(
+                "model=%s: the provider ran %s %r", self.request.model, kind,
+                block_payload.get("name"),
+            )  # fmt: skip
         block = _Block(index, kind, start_payload=block_payload)
         self.blocks[index] = block
         self.order.append(block)

@@ -10,9 +10,10 @@ import orjson
 
 from extproc.core.chain import ResponsePolicies
 from extproc.core.providers import ProviderApi
-from extproc.core.request import ApiRequest, TextFn
+from extproc.core.request import ApiRequest, DeclaredTool, TextFn
 from extproc.dialects.base import Dialect, ForwardedPath, RoutedBy
 from extproc.dialects.openai import message_engine, request_text
+from extproc.dialects.openai.errors import error_object, stream_error_type
 from extproc.dialects.openai.stream_engine import DONE, OpenAIStreamEngine
 from extproc.dialects.openai.validator import StreamValidator
 from extproc.dialects.request_text import last_user_text, messages_of, text_of
@@ -22,20 +23,6 @@ from extproc.sse import Frame
 _TEXT_KINDS = ("text", "input_text")
 _INSTRUCTION_ROLES = ("system", "developer")
 
-# HTTP status -> (OpenAI error type, code).
-_ERROR_TYPES: dict[int, tuple[str, str | None]] = {
-    400: ("invalid_request_error", None),
-    401: ("invalid_request_error", "invalid_api_key"),
-    403: ("permission_error", None),
-    404: ("invalid_request_error", "not_found"),
-    413: ("invalid_request_error", "request_too_large"),
-    415: ("invalid_request_error", "unsupported_media_type"),
-    429: ("rate_limit_exceeded", None),
-    500: ("server_error", None),
-    502: ("server_error", None),
-    503: ("server_error", None),
-    504: ("server_error", None),
-}
 _DONE_EVENT = b"data: " + DONE.encode() + b"\n\n"
 
 
@@ -73,6 +60,9 @@ class OpenAIChatDialect(Dialect):
     def last_user_text(self, body: dict[str, Any]) -> str:
         return last_user_text(body, _TEXT_KINDS)
 
+    def declared_tools(self, body: dict[str, Any]) -> list[DeclaredTool]:
+        return request_text.declared_tools(body)
+
     # -- upstream ---------------------------------------------------------------------
 
     def wrong_provider(self, model: str, provider: str, api: ProviderApi) -> str | None:
@@ -86,16 +76,11 @@ class OpenAIChatDialect(Dialect):
     def error_document(
         self, status: int, message: str, param: str | None = None, code: str | None = None
     ) -> dict[str, Any]:
-        otype, own_code = _ERROR_TYPES.get(
-            status, ("server_error" if status >= 500 else "invalid_request_error", None)
-        )
-        return {
-            "error": {"message": message, "type": otype, "param": param, "code": code or own_code}
-        }
+        return {"error": error_object(status, message, param, code)}
 
     def stream_error(self, message: str, error_type: str = "api_error") -> bytes:
         # An `error` object in a data line; [DONE] follows so clients stop reading.
-        otype = "server_error" if error_type in ("api_error", "overloaded_error") else error_type
+        otype = stream_error_type(error_type)
         payload = orjson.dumps(
             {"error": {"message": message, "type": otype, "param": None, "code": None}}
         )

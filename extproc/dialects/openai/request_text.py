@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from extproc.core.request import TextFn
+from extproc.core.request import DeclaredTool, TextFn, ToolKind
 from extproc.dialects.request_text import messages_of, rewrite_list, rewrite_messages, rewrite_str
 
 
@@ -45,3 +45,16 @@ def _rewrite(content: Any, fn: TextFn) -> Any:
         return part
 
     return rewrite_list(content, part_fn)
+
+
+def declared_tools(body: dict[str, Any]) -> list[DeclaredTool]:
+    out: list[DeclaredTool] = []
+    tools = body.get("tools")
+    for tool in tools if isinstance(tools, list) else []:
+        function = tool.get("function") if isinstance(tool, dict) else None
+        name = function.get("name") if isinstance(function, dict) else None
+        out.append(DeclaredTool(ToolKind.CLIENT, str(name or "")))
+    if "web_search_options" in body:
+        # Search models search the web themselves when asked to.
+        out.append(DeclaredTool(ToolKind.SERVER, "web_search"))
+    return out

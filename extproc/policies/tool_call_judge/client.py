@@ -63,7 +63,7 @@ class JudgeConfig(BaseModel):
     model: str = Field(min_length=1)
     api_key_env: str | None = None  # name of the env var that holds the key
     timeout_s: float = Field(default=10, gt=0)
-    api: Literal["openai", "anthropic"] = "openai"
+    api: Literal["openai", "anthropic", "responses"] = "openai"
     max_retries: int = Field(default=1, ge=0, le=5)
 
     @field_validator("base_url")

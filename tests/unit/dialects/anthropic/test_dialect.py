@@ -21,7 +21,10 @@ def test_identity_and_paths() -> None:
     assert ANTHROPIC.path == "/v1/messages" and ANTHROPIC.max_tokens_fields == ("max_tokens",)
     assert repr(ANTHROPIC) == "<anthropic dialect>"
     count = ANTHROPIC.forwarded_path("/v1/messages/count_tokens")
-    assert count is not None and (count.methods, count.routed_by) == (("POST",), RoutedBy.BODY_MODEL)
+    assert count is not None and (count.methods, count.routed_by) == (
+        ("POST",),
+        RoutedBy.BODY_MODEL,
+    )
     models = ANTHROPIC.forwarded_path("/v1/models/claude-x")
     assert models is not None and models.routed_by is RoutedBy.PATH_MODEL
     assert models.path_model("/v1/models/claude-x") == "claude-x"
