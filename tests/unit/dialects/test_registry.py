@@ -10,6 +10,7 @@ from extproc.dialects.registry import (
     DEFAULT_DIALECT,
     DIALECTS,
     OPENAI_CHAT,
+    OPENAI_RESPONSES,
     PATH_RULES,
     dialect_for,
     dialect_named,
@@ -31,6 +32,8 @@ VERSION = {"anthropic-version": "2023-06-01"}
         ("/v1/models", {}, OPENAI_CHAT),
         ("/v1/models/gpt-x", {"x-api-key": "k"}, OPENAI_CHAT),
         ("/v1/chat/completions", {}, OPENAI_CHAT),
+        ("/v1/responses", {}, OPENAI_RESPONSES),
+        ("/v1/responses/resp_1/cancel", VERSION, OPENAI_RESPONSES),
         # The header claims only the shared prefixes.
         ("/v1/chat/completions", VERSION, OPENAI_CHAT),
         ("/v1/completions", {}, OPENAI_CHAT),
@@ -48,7 +51,7 @@ def test_dialect_for(path: str, headers: dict[str, str], expected: Dialect) -> N
 
 def test_default_dialect_and_rules() -> None:
     assert DEFAULT_DIALECT is ANTHROPIC
-    assert DIALECTS == (ANTHROPIC, OPENAI_CHAT)
+    assert DIALECTS == (ANTHROPIC, OPENAI_CHAT, OPENAI_RESPONSES)
     # Header rules come first, so they win over the plain prefix of another API.
     headed = [i for i, rule in enumerate(PATH_RULES) if rule.header is not None]
     plain = [i for i, rule in enumerate(PATH_RULES) if rule.header is None]
@@ -64,6 +67,7 @@ def test_default_dialect_and_rules() -> None:
 def test_dialect_named() -> None:
     assert dialect_named("anthropic") is ANTHROPIC
     assert dialect_named("openai") is OPENAI_CHAT
-    assert dialect_names() == ("anthropic", "openai")
+    assert dialect_named("responses") is OPENAI_RESPONSES
+    assert dialect_names() == ("anthropic", "openai", "responses")
     with pytest.raises(KeyError):
         dialect_named("gemini")

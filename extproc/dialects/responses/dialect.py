@@ -1,0 +1,157 @@
+"""OpenAI's Responses API (`POST /v1/responses`,
+https://platform.openai.com/docs/api-reference/responses): what Codex CLI and the
+OpenAI Agents SDK speak. Native end to end: nothing is translated to chat completions.
+
+Streams are typed events (`event: <type>`), each with a `sequence_number`, and end with
+`response.completed`, `response.incomplete` or `response.failed` (after an `error`
+event when the provider fails mid-way); there is no `[DONE]`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+
+from extproc.core.chain import ResponsePolicies
+from extproc.core.providers import ProviderApi
+from extproc.core.request import ApiRequest, DeclaredTool, TextFn
+from extproc.dialects.base import Dialect, ForwardedPath, RoutedBy
+from extproc.dialects.openai.errors import error_object, stream_error_type
+from extproc.dialects.responses import message_engine, request_text
+from extproc.dialects.responses.models import BUILTIN_TOOL_TYPES
+from extproc.dialects.responses.stream_engine import (
+    TERMINAL_EVENTS,
+    ResponsesStreamEngine,
+    new_event,
+)
+from extproc.dialects.responses.validator import StreamValidator
+from extproc.events import StreamEvent
+from extproc.sse import Frame
+
+# A stream's end when the event is not named: the payload's type says it.
+_END_PAYLOAD = re.compile(
+    r'\{\s*"type"\s*:\s*"(?:response\.completed|response\.incomplete|response\.failed|error)"'
+)
+_END_EVENTS = frozenset({*TERMINAL_EVENTS, "error"})
+_TOOL_TYPES = frozenset({"function", "custom", *BUILTIN_TOOL_TYPES})
+
+
+class OpenAIResponsesDialect(Dialect):
+    name = "responses"
+    provider_api = ProviderApi.OPENAI
+    path = "/v1/responses"
+    path_prefixes = ("/v1/responses",)
+    # First match wins: the fixed names before the id templates.
+    forwarded = (
+        ForwardedPath("/v1/responses/input_tokens", ("POST",), RoutedBy.BODY_MODEL),
+        # A model call that answers with a compacted history, not a response: only
+        # its request is checked.
+        ForwardedPath(
+            "/v1/responses/compact", ("POST",), RoutedBy.BODY_MODEL, request_policies=True
+        ),
+        ForwardedPath("/v1/responses/{id}/cancel", ("POST",), RoutedBy.API_DEFAULT),
+        ForwardedPath("/v1/responses/{id}/input_items", ("GET",), RoutedBy.API_DEFAULT),
+        ForwardedPath("/v1/responses/{id}", ("GET", "DELETE"), RoutedBy.API_DEFAULT),
+    )
+    max_tokens_fields = ("max_output_tokens",)
+
+    # -- requests -------------------------------------------------------------------
+
+    def request_problem(self, body: dict[str, Any]) -> tuple[str, str] | None:
+        value = body.get("input")
+        if value is None and "prompt" not in body:
+            return "input: a string or an array of input items is required", "input"
+        if value is not None and not isinstance(value, str | list):
+            return "input: must be a string or an array of input items", "input"
+        tools = body.get("tools")
+        if tools is not None and not isinstance(tools, list):
+            return "tools: must be an array of tools", "tools"
+        for n, tool in enumerate(tools or []):
+            kind = tool.get("type") if isinstance(tool, dict) else None
+            if kind not in _TOOL_TYPES:
+                # A tool the gateway does not know cannot be governed: refused.
+                return f"tools[{n}].type: unknown tool type {str(kind)[:80]!r}", f"tools[{n}].type"
+        return None
+
+    def texts(self, body: dict[str, Any]) -> Iterator[str]:
+        return request_text.texts(body)
+
+    def rewrite_texts(self, body: dict[str, Any], fn: TextFn) -> dict[str, Any] | None:
+        return request_text.rewrite_texts(body, fn)
+
+    def system_prompt(self, body: dict[str, Any]) -> str:
+        return request_text.system_prompt(body)
+
+    def last_user_text(self, body: dict[str, Any]) -> str:
+        return request_text.last_user_text(body)
+
+    def declared_tools(self, body: dict[str, Any]) -> list[DeclaredTool]:
+        return request_text.declared_tools(body)
+
+    # -- upstream ---------------------------------------------------------------------
+
+    def wrong_provider(self, model: str, provider: str, api: ProviderApi) -> str | None:
+        if api is ProviderApi.OPENAI:
+            return None
+        return (
+            f"model {model[:200]!r} is served by provider {provider!r}, which does not speak "
+            "the Responses API: call /v1/messages or /v1/chat/completions for it"
+        )
+
+    def credential_headers(self, key: str) -> dict[str, str]:
+        return {"authorization": f"Bearer {key}"}
+
+    # -- errors -------------------------------------------------------------------------
+
+    def error_document(
+        self, status: int, message: str, param: str | None = None, code: str | None = None
+    ) -> dict[str, Any]:
+        return {"error": error_object(status, message, param, code)}
+
+    def stream_error(self, message: str, error_type: str = "api_error") -> bytes:
+        # The API nests the error (what the openai SDK raises on); the documented shape
+        # has the fields flat (what other clients read): both are written. It carries
+        # no sequence_number: the stream's numbering is not known here.
+        otype = stream_error_type(error_type)
+        error = {"type": otype, "code": otype, "message": message, "param": None}
+        payload = {"type": "error", "code": otype, "message": message, "param": None}
+        return b"event: error\ndata: " + orjson.dumps({**payload, "error": error}) + b"\n\n"
+
+    # -- streams ------------------------------------------------------------------------
+
+    def ends_stream(self, frame: Frame) -> bool:
+        if frame.event is not None:
+            return frame.event in _END_EVENTS
+        data = frame.data
+        return data is not None and _END_PAYLOAD.match(data) is not None
+
+    def event(self, payload: dict[str, Any]) -> StreamEvent:
+        return new_event(payload)
+
+    def stream_engine(self, chain: ResponsePolicies, request: ApiRequest) -> ResponsesStreamEngine:
+        return ResponsesStreamEngine(chain, request)
+
+    async def process_message(self, body: Any, chain: ResponsePolicies, request: ApiRequest) -> Any:
+        return await message_engine.process_message(body, chain, request)
+
+    def validator(self, request: ApiRequest) -> StreamValidator:
+        return StreamValidator()
+
+    # -- as a client --------------------------------------------------------------------
+
+    simple_path = "/responses"
+
+    def simple_request(self, model: str, system: str, user: str) -> dict[str, Any]:
+        return {"model": model, "instructions": system, "input": user, "store": False}
+
+    def reply_text(self, document: Any) -> str:
+        return "\n".join(
+            part["text"]
+            for item in document["output"]
+            if item.get("type") == "message"
+            for part in item["content"]
+            if part.get("type") == "output_text"
+        )

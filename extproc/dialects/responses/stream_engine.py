@@ -1,0 +1,395 @@
+"""Policy engine for an OpenAI Responses stream.
+
+Events flow through at once, as their original bytes, unless a policy needs them:
+output_text parts go through the chain's rewriters (hold-back window), and the text the
+client was sent then also replaces the upstream's in the part's `.done` events, its
+`output_item.done` and the terminal event's `response.output` (SDKs return that object,
+not the deltas). When a policy gates tool calls, a client tool call item
+(`function_call`, `custom_tool_call`, `local_shell_call`) is held from its
+`output_item.added` until its `output_item.done`, decided, and every later event waits
+behind it; at the terminal event the held items are released in order, a blocked call
+replaced by a message item in its place. The engine renumbers what it must so the
+client's stream stays valid: `sequence_number`s run on by one from the upstream's
+first, and `output_index`es stay contiguous from 0 when an item is dropped. Reasoning
+items (encrypted content) and refusals are never changed.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from extproc.core.chain import ResponsePolicies
+from extproc.core.decisions import BlockResponse, BlockToolCall, ToolCall, ToolDecision
+from extproc.core.request import ApiRequest
+from extproc.dialects.responses import items as itm
+from extproc.engine.text import FaithfulText, TextPipeline
+from extproc.engine.tools import ToolGate
+from extproc.events import StreamEvent
+from extproc.sse import Frame
+
+log = logging.getLogger("extproc.engine")
+
+TERMINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
+ITEM_ADDED = "response.output_item.added"
+ITEM_DONE = "response.output_item.done"
+PART_ADDED = "response.content_part.added"
+PART_DONE = "response.content_part.done"
+TEXT_DELTA = "response.output_text.delta"
+TEXT_DONE = "response.output_text.done"
+# Events that ride along inside a text part without text of their own.
+TEXT_PASSENGERS = frozenset({"response.output_text.annotation.added"})
+TEXT_EVENTS = frozenset({PART_ADDED, PART_DONE, TEXT_DELTA, TEXT_DONE, *TEXT_PASSENGERS})
+# The top-level fields are written near the start; nothing nested carries these names.
+_SEQ = re.compile(rb'"sequence_number"\s*:\s*(-?\d+)')
+_INDEX = re.compile(rb'"output_index"\s*:\s*(\d+)')
+
+
+def new_event(payload: dict[str, Any]) -> StreamEvent:
+    """An event as the Responses API writes it: named by its type."""
+    name = str(payload.get("type", ""))
+    raw = b"event: " + name.encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
+    return StreamEvent.made(raw, payload, name)
+
+
+def _number(pattern: re.Pattern[bytes], raw: bytes) -> re.Match[bytes] | None:
+    return pattern.search(raw)
+
+
+def _replace(raw: bytes, found: re.Match[bytes], value: int) -> bytes:
+    return raw[: found.start(1)] + str(value).encode() + raw[found.end(1) :]
+
+
+@dataclass(slots=True)
+class _Part:
+    """An output_text part going through the rewriters: what the client was sent."""
+
+    text: FaithfulText[tuple[StreamEvent, str]]
+    where: dict[str, Any]  # item_id, output_index, content_index: for new deltas
+    sent: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Call:
+    """A client tool call held from its `added` until decided."""
+
+    index: int  # upstream output_index
+    key: str  # the item's id, from its `added`
+    events: list[StreamEvent]
+    item: dict[str, Any] | None = None  # the done item
+    call: ToolCall | None = None
+
+
+class ResponsesStreamEngine:
+    def __init__(self, chain: ResponsePolicies, request: ApiRequest) -> None:
+        self.chain = chain
+        self.request = request
+        self.gate = ToolGate(chain, request) if chain.gates_tool_calls else None
+        self.next_seq: int | None = None  # taken from the upstream's first event
+        self.index_map: dict[int, int] = {}  # upstream output_index -> the client's
+        self.next_index = 0
+        self.shifted = False  # some output_index differs from the upstream's
+        self.parts: dict[tuple[int, int], _Part] = {}
+        self.calls: dict[int, _Call] = {}  # held, by upstream output_index
+        self.queue: list[StreamEvent | _Call] = []  # what waits behind a held call
+        self.holding = False
+        self.finalized = False
+        # Final texts of rewritten parts and blocked calls' replacements, by item key,
+        # for the `.done` items and the terminal response object.
+        self.texts: dict[str, dict[int, str]] = {}
+        self.replaced: dict[str, dict[str, Any] | None] = {}
+        self.tools_seen = 0
+
+    # -- public -----------------------------------------------------------------------
+
+    async def feed(self, frames: list[Frame]) -> bytes:
+        out: list[bytes] = []
+        for frame in frames:
+            await self._on_event(StreamEvent.from_frame(frame), out)
+        return b"".join(out)
+
+    async def flush(self) -> bytes:
+        """Upstream ended without its terminal event: release what can be (the response
+        handler then ends the stream with an in-format error)."""
+        out: list[bytes] = []
+        await self._finalize(out)
+        return b"".join(out)
+
+    def close(self) -> None:
+        if self.gate is not None:
+            self.gate.cancel()
+
+    # -- events -------------------------------------------------------------------
+
+    async def _on_event(self, event: StreamEvent, out: list[bytes]) -> None:
+        payload = event.payload if event.name is None or self.chain.observes_events else None
+        name = event.name
+        if name is None and isinstance(payload, dict):
+            name = str(payload.get("type"))
+        if self.chain.observes_events:
+            self.chain.observe(str(name), payload, self.request)
+        if name in TERMINAL_EVENTS:
+            await self._finalize(out)
+            self._emit(self._terminal(event), out)
+        elif name == "error":
+            # What came before the error was produced: it goes first.
+            await self._finalize(out)
+            self._emit(event, out)
+        elif name == ITEM_ADDED:
+            self._on_item_added(event, out)
+        else:
+            self._on_item_event(name, event, out)
+
+    def _on_item_added(self, event: StreamEvent, out: list[bytes]) -> None:
+        payload = event.payload
+        item = payload.get("item") if isinstance(payload, dict) else None
+        index = payload.get("output_index") if isinstance(payload, dict) else None
+        if not isinstance(item, dict) or not isinstance(index, int):
+            self._send(event, out)
+            return
+        kind = item.get("type")
+        if kind in itm.PROVIDER_RUN_ITEMS:
+            # Already executed at the provider: too late to stop, so only said. The
+            # request's tools are what governs them (tool_filter's server_tools).
+            log.info("model=%s: the provider ran %s", self.request.model, kind)
+        if kind in itm.GATED_ITEMS and self.gate is not None and not self.finalized:
+            call = self.calls[index] = _Call(index, itm.item_key(item), [event])
+            self.queue.append(call)
+            self.holding = True
+            return
+        self._send(event, out)
+
+    def _on_item_event(self, name: str | None, event: StreamEvent, out: list[bytes]) -> None:
+        if self.calls:
+            held = self.calls.get(self._upstream_index(event) or -1)
+            if held is not None and held.call is None:
+                held.events.append(event)
+                if name == ITEM_DONE:
+                    self._on_call_done(held, event)
+                return
+        if name == ITEM_DONE:
+            self._send(self._item_done(event), out)
+        elif self.chain.rewrites_text and name in TEXT_EVENTS:
+            index = self._upstream_index(event)
+            if index is None:
+                self._send(event, out)
+            else:
+                self._on_text_event(str(name), event, index, out)
+        else:
+            self._send(event, out)
+
+    def _on_call_done(self, call: _Call, event: StreamEvent) -> None:
+        payload = event.payload
+        item = payload.get("item") if isinstance(payload, dict) else None
+        found = itm.tool_call(item, self.tools_seen) if isinstance(item, dict) else None
+        if found is None or self.gate is None:
+            return  # an incomplete call: never reaches the client
+        assert isinstance(item, dict)
+        call.item, call.call = item, found
+        self.tools_seen += 1
+        self.gate.submit(found)
+
+    # -- text -----------------------------------------------------------------------
+
+    def _on_text_event(self, name: str, event: StreamEvent, index: int, out: list[bytes]) -> None:
+        payload = event.payload
+        if not isinstance(payload, dict) or not isinstance(payload.get("content_index"), int):
+            self._send(event, out)
+            return
+        key = (index, payload["content_index"])
+        part = self.parts.get(key)
+        if name == PART_ADDED:
+            added = payload.get("part")
+            if isinstance(added, dict) and added.get("type") == "output_text":
+                rewriters = self.chain.text_rewriters(self.request)
+                where = {k: payload.get(k) for k in ("item_id", "output_index", "content_index")}
+                self.parts[key] = _Part(FaithfulText(TextPipeline(rewriters)), where)
+            self._send(event, out)
+        elif part is None:
+            self._send(event, out)
+        elif name == TEXT_DELTA:
+            delta = payload.get("delta")
+            text = delta if isinstance(delta, str) else ""
+            self._send_text(part, part.text.feed((event, text), text), out)
+        elif name in TEXT_PASSENGERS:
+            self._send_text(part, part.text.feed((event, ""), ""), out)
+        elif name == TEXT_DONE:
+            self._send_text(part, part.text.flush(), out)
+            sent = "".join(part.sent)
+            if sent == payload.get("text"):
+                self._send(event, out)
+            else:
+                item_id = str(payload.get("item_id", ""))
+                self.texts.setdefault(item_id, {})[key[1]] = sent
+                self._send(new_event({**payload, "text": sent, "logprobs": []}), out)
+        elif name == PART_DONE:
+            self._send_text(part, part.text.flush(), out)  # a part whose .done never came
+            del self.parts[key]
+            texts = self.texts.get(str(payload.get("item_id", "")), {})
+            done = payload.get("part")
+            if key[1] in texts and isinstance(done, dict):
+                new_part = {**done, "text": texts[key[1]], "logprobs": []}
+                self._send(new_event({**payload, "part": new_part}), out)
+            else:
+                self._send(event, out)
+        else:
+            self._send(event, out)
+
+    def _send_text(
+        self, part: _Part, pieces: list[tuple[StreamEvent, str] | str], out: list[bytes]
+    ) -> None:
+        for piece in pieces:
+            if isinstance(piece, str):
+                if piece:
+                    part.sent.append(piece)
+                    self._send(new_event(self._delta(part.where, piece)), out)
+            else:
+                event, text = piece
+                part.sent.append(text)
+                self._send(event, out)
+
+    @staticmethod
+    def _delta(where: dict[str, Any], text: str) -> dict[str, Any]:
+        # sequence_number is set when sent.
+        return {"type": TEXT_DELTA, "sequence_number": 0, **where, "delta": text, "logprobs": []}
+
+    def _item_done(self, event: StreamEvent) -> StreamEvent:
+        """A finished item, carrying the text its parts were sent with."""
+        if not self.texts:
+            return event
+        payload = event.payload
+        item = payload.get("item") if isinstance(payload, dict) else None
+        texts = self.texts.get(itm.item_key(item)) if isinstance(item, dict) else None
+        if not texts:
+            return event
+        assert isinstance(item, dict)
+        return new_event({**payload, "item": itm.with_texts(item, texts)})
+
+    # -- the end ----------------------------------------------------------------------
+
+    async def _finalize(self, out: list[bytes]) -> None:
+        """Decide the held calls and release everything held, in upstream order."""
+        if self.finalized:
+            return
+        self.finalized = True
+        for part in list(self.parts.values()):  # text the upstream never finished
+            self._send_text(part, part.text.flush(), out)
+        self.holding = False
+        decisions: list[ToolDecision] = await self.gate.results() if self.gate else []
+        stop_all = next((d for d in decisions if isinstance(d, BlockResponse)), None)
+        queue, self.queue = self.queue, []
+        said = False
+        for entry in queue:
+            if not isinstance(entry, _Call):
+                self._emit(entry, out)
+            elif entry.call is None or entry.item is None:
+                # The upstream never finished it: it never reaches the client.
+                self.replaced[entry.key] = None
+                self._drop(entry.index)
+            elif stop_all is not None:
+                # The first held call's place says why; the others go.
+                key = itm.item_key(entry.item)
+                if not said:
+                    self._emit_block(entry.index, key, stop_all.message, out)
+                    said = True
+                else:
+                    self.replaced[key] = None
+                    self._drop(entry.index)
+            elif (decision := decisions[entry.call.index]) is None:
+                for event in entry.events:
+                    self._emit(event, out)
+            else:
+                assert isinstance(decision, BlockToolCall)
+                self._emit_block(entry.index, itm.item_key(entry.item), decision.message, out)
+        self.calls.clear()
+
+    def _emit_block(self, index: int, key: str, message: str, out: list[bytes]) -> None:
+        """A message item, in full, at a blocked call's place."""
+        started = itm.message_item(key, "", status="in_progress")
+        done = itm.message_item(key, message)
+        self.replaced[key] = done
+        at = {"output_index": index}
+        where = {"item_id": done["id"], **at, "content_index": 0}
+        for payload in (
+            {"type": ITEM_ADDED, **at, "item": started},
+            {"type": PART_ADDED, **where, "part": itm.text_part("")},
+            {"type": TEXT_DELTA, **where, "delta": message, "logprobs": []},
+            {"type": TEXT_DONE, **where, "text": message, "logprobs": []},
+            {"type": PART_DONE, **where, "part": itm.text_part(message)},
+            {"type": ITEM_DONE, **at, "item": done},
+        ):
+            self._emit(
+                new_event({"type": payload.pop("type"), "sequence_number": 0, **payload}), out
+            )
+
+    def _drop(self, index: int) -> None:
+        self.shifted = True
+        self.index_map.pop(index, None)
+
+    def _terminal(self, event: StreamEvent) -> StreamEvent:
+        """The terminal event, its `response.output` made to match what was sent."""
+        if not self.replaced and not self.texts:
+            return event
+        payload = event.payload
+        response = payload.get("response") if isinstance(payload, dict) else None
+        output = response.get("output") if isinstance(response, dict) else None
+        if not isinstance(output, list):
+            return event
+        new = itm.rewrite_output(output, self.replaced, self.texts)
+        if new is None:
+            return event
+        assert isinstance(payload, dict) and isinstance(response, dict)
+        return new_event({**payload, "response": {**response, "output": new}})
+
+    # -- sending ----------------------------------------------------------------------
+
+    def _send(self, event: StreamEvent, out: list[bytes]) -> None:
+        if self.holding:
+            self.queue.append(event)
+        else:
+            self._emit(event, out)
+
+    def _upstream_index(self, event: StreamEvent) -> int | None:
+        if event.frame is None:
+            value = event.payload.get("output_index")
+            return value if isinstance(value, int) else None
+        found = _number(_INDEX, event.raw)
+        return int(found.group(1)) if found else None
+
+    def _emit(self, event: StreamEvent, out: list[bytes]) -> None:
+        """Send one event, numbered in sequence and by the client's output_index."""
+        index = None
+        if event.name == ITEM_ADDED or self.shifted:
+            index = self._upstream_index(event)
+        if index is not None and event.name == ITEM_ADDED:
+            self.index_map[index] = self.next_index
+            self.next_index += 1
+            self.shifted = self.shifted or self.index_map[index] != index
+        if event.frame is None:  # ours: numbered here
+            payload = dict(event.payload)
+            if self.next_seq is None:
+                self.next_seq = 0
+            payload["sequence_number"] = self.next_seq
+            self.next_seq += 1
+            if index is not None:
+                payload["output_index"] = self.index_map.get(index, index)
+            out.append(new_event(payload).raw)
+            return
+        raw = event.raw
+        found = _number(_SEQ, raw)
+        if found is not None:
+            upstream = int(found.group(1))
+            if self.next_seq is None:
+                self.next_seq = upstream
+            if upstream != self.next_seq:
+                raw = _replace(raw, found, self.next_seq)
+            self.next_seq += 1
+        if index is not None and self.index_map.get(index, index) != index:
+            found_index = _number(_INDEX, raw)
+            if found_index is not None:
+                raw = _replace(raw, found_index, self.index_map[index])
+        out.append(raw)
