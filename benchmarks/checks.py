@@ -22,7 +22,8 @@ def _data(event: bytes) -> bytes | None:
 
 
 def stream_text(api_name: str, body: bytes) -> str:
-    """The text the stream carries (Anthropic text deltas / OpenAI content deltas)."""
+    """The text the stream carries (Anthropic text deltas, OpenAI content deltas,
+    Responses output_text deltas)."""
     out: list[str] = []
     for event in _events(body):
         data = _data(event)
@@ -33,6 +34,9 @@ def stream_text(api_name: str, body: bytes) -> str:
             delta = obj.get("delta") if obj.get("type") == "content_block_delta" else None
             if delta is not None and delta.get("type") == "text_delta":
                 out.append(delta["text"])
+        elif api_name == "responses":
+            if obj.get("type") == "response.output_text.delta":
+                out.append(obj["delta"])
         else:
             for choice in obj.get("choices") or ():
                 out.append((choice.get("delta") or {}).get("content") or "")

@@ -111,8 +111,14 @@ def rows(result: dict[str, Any]) -> list[tuple[str, Getter, str]]:
     """(label, getter, baseline config) for every line of the table."""
     plan = result["plan"]
     out: list[tuple[str, Getter, str]] = []
-    for api, concs in (("anthropic", plan["concurrencies"]), ("openai", plan["openai_conc"])):
-        title = "Anthropic" if api == "anthropic" else "OpenAI"
+    titles = {"anthropic": "Anthropic", "openai": "OpenAI", "responses": "Responses"}
+    points = [
+        ("anthropic", plan["concurrencies"]),
+        ("openai", plan["openai_conc"]),
+        ("responses", plan["openai_conc"]),
+    ]
+    for api, concs in points:
+        title = titles[api]
         for c in concs:
             out.append((f"{title} req/s, c={c}", _get("throughput", api, c, "rps"), BASELINE))
         for c in concs:
@@ -123,7 +129,9 @@ def rows(result: dict[str, Any]) -> list[tuple[str, Getter, str]]:
             for q in ("p50", "p99"):
                 getter = _get("latency", "anthropic", c, f"{key}_{q}_ms")
                 out.append((f"{label} {q} ms, c={c} (Anthropic)", getter, BASELINE))
-    for api, c in (("anthropic", plan["cpu_conc"]), ("openai", plan["openai_conc"][0])):
+    cpu_points = [(api, plan["cpu_conc"] if api == "anthropic" else plan["openai_conc"][0])
+                  for api, _ in points]  # fmt: skip
+    for api, c in cpu_points:
         getter = _get("throughput", api, c, "extproc_cpu_s_per_1k_events")
         out.append((f"ext_proc CPU s / 1k events ({api}, c={c}) †", getter, EXTPROC_BASELINE))
     slow = plan["slow_streams"]
@@ -196,7 +204,8 @@ def render(result: dict[str, Any]) -> str:
         f"Envoy workers: gateway {plan['envoy_concurrency']}, upstream "
         f"{plan['upstream_concurrency']}; {plan['duration_s']:g} s per throughput point; "
         f"streams: Anthropic {result['events']['anthropic']} events, "
-        f"OpenAI {result['events']['openai']} events per response.",
+        f"OpenAI {result['events']['openai']}, "
+        f"Responses {result['events'].get('responses', '-')} events per response.",
         "",
         "Ratios in parentheses: to `passthrough` (Envoy without ext_proc) of the same run; "
         "rows marked † have no passthrough figure and compare with `noop`. "

@@ -102,7 +102,12 @@ def bench_config(
         if gw.extproc_pid is not None and cfg.name in plan.leak_configs:
             log(f"{cfg.name}: leak check ({plan.leak_first} then {plan.leak_total} requests)")
             out["leak"] = leak(run, anthropic, plan.leak_first, plan.leak_total, plan.leak_budget_s)
-        for api_name, concs in (("anthropic", plan.concurrencies), ("openai", plan.openai_conc)):
+        points = (
+            ("anthropic", plan.concurrencies),
+            ("openai", plan.openai_conc),
+            ("responses", plan.openai_conc),
+        )
+        for api_name, concs in points:
             for c in concs:
                 profile = None
                 if plan.profile and api_name == "anthropic" and c == plan.cpu_conc:

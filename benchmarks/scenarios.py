@@ -12,7 +12,8 @@ from pathlib import Path
 import orjson
 
 from extproc.config import DEV_GATEWAY_KEY
-from extproc.mock_llm import anthropic_format, openai_format
+from extproc.mock_llm import anthropic_format, openai_format, responses_format
+from extproc.mock_llm.responses_stream import render_stream as render_responses_stream
 from extproc.mock_llm.scenario import Plan, Usage
 
 TEXT_CHUNKS = 200
@@ -58,7 +59,8 @@ def plan(count: int = TEXT_CHUNKS) -> Plan:
 class Api:
     """One API's benchmark traffic: request, upstream answers and how to check them."""
 
-    name: str  # anthropic | openai
+    name: str  # anthropic | openai | responses
+    provider: str  # the provider serving it (the routing header without ext_proc)
     path: str
     request: bytes  # streaming request body
     json_request: bytes  # non-streaming request body
@@ -85,7 +87,7 @@ class Api:
         return {
             "content-type": "application/json",
             "x-api-key": DEV_GATEWAY_KEY,
-            "x-gateway-upstream": self.name,
+            "x-gateway-upstream": self.provider,
         }
 
 
@@ -109,6 +111,7 @@ def anthropic() -> Api:
     message = anthropic_format.render_message(p, msg_id=msg_id, model=model)
     return Api(
         name="anthropic",
+        provider="anthropic",
         path="/v1/messages",
         request=orjson.dumps({**base, "stream": True}),
         json_request=orjson.dumps(base),
@@ -136,6 +139,7 @@ def openai() -> Api:
     completion = openai_format.render_completion(p, cid=cid, model=model, created=created)
     return Api(
         name="openai",
+        provider="openai",
         path="/v1/chat/completions",
         request=orjson.dumps({**base, "stream": True}),
         json_request=orjson.dumps(base),
@@ -146,8 +150,40 @@ def openai() -> Api:
     )
 
 
+def responses() -> Api:
+    p = plan()
+    base = {
+        "model": "gpt-4o",
+        "max_output_tokens": 4096,
+        "instructions": "You are a concise technical writer.",
+        "input": [{"role": "user", "content": _PROMPT}],
+        "store": False,
+    }
+    stream_ctx = responses_format.Rendering.make(
+        {**base, "stream": True}, "b" * 64, 1735689600, "resp_68d930bench"
+    )
+    events = render_responses_stream(p, stream_ctx)
+    json_ctx = responses_format.Rendering.make(base, "b" * 64, 1735689600, "resp_68d930bench")
+    document = responses_format.render_response(p, json_ctx)
+    # The terminal event's tail (usage, metadata): text policies rewrite its `output`,
+    # never this.
+    tail = events[-1][-48:]
+    assert MATCH_WORD.encode() not in tail
+    return Api(
+        name="responses",
+        provider="openai",
+        path="/v1/responses",
+        request=orjson.dumps({**base, "stream": True}),
+        json_request=orjson.dumps(base),
+        stream_events=tuple(events),
+        json_body=orjson.dumps(document),
+        terminator=tail,
+        text=p.text,
+    )
+
+
 def apis() -> dict[str, Api]:
-    return {"anthropic": anthropic(), "openai": openai()}
+    return {"anthropic": anthropic(), "openai": openai(), "responses": responses()}
 
 
 # -- slow streams (memory): the embedded mock LLM answers, one event every few ms -------
