@@ -11,14 +11,16 @@ from dataclasses import dataclass
 
 from extproc.dialects.anthropic.dialect import AnthropicDialect
 from extproc.dialects.base import Dialect
+from extproc.dialects.embeddings.dialect import OpenAIEmbeddingsDialect
 from extproc.dialects.openai.dialect import OpenAIChatDialect
 from extproc.dialects.responses.dialect import OpenAIResponsesDialect
 
 ANTHROPIC: Dialect = AnthropicDialect()
 OPENAI_CHAT: Dialect = OpenAIChatDialect()
 OPENAI_RESPONSES: Dialect = OpenAIResponsesDialect()
+OPENAI_EMBEDDINGS: Dialect = OpenAIEmbeddingsDialect()
 
-DIALECTS: tuple[Dialect, ...] = (ANTHROPIC, OPENAI_CHAT, OPENAI_RESPONSES)
+DIALECTS: tuple[Dialect, ...] = (ANTHROPIC, OPENAI_CHAT, OPENAI_RESPONSES, OPENAI_EMBEDDINGS)
 # Paths no rule claims get this API's error format, which both SDKs at least surface
 # as a readable message.
 DEFAULT_DIALECT: Dialect = ANTHROPIC

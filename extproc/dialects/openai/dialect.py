@@ -30,8 +30,8 @@ class OpenAIChatDialect(Dialect):
     name = "openai"
     provider_api = ProviderApi.OPENAI
     path = "/v1/chat/completions"
-    # OpenAI-style clients call /v1/chat/completions, /v1/models, /v1/embeddings...
-    path_prefixes = ("/v1/chat", "/v1/completions", "/v1/embeddings", "/v1/models")
+    # OpenAI-style clients call /v1/chat/completions, /v1/models, /v1/completions...
+    path_prefixes = ("/v1/chat", "/v1/completions", "/v1/models")
     forwarded = (ForwardedPath("/v1/models", ("GET",), RoutedBy.PATH_MODEL),)
     max_tokens_fields = ("max_tokens", "max_completion_tokens")
 

@@ -1,6 +1,54 @@
-"""Placeholder until the typed models land."""
+"""Typed models of OpenAI's Responses API: content parts, output items, tools and the
+``response`` object. The request is in `models_request.py`, the stream events (and
+``parse_event``) in `models_events.py`.
 
-BUILTIN_TOOL_TYPES = frozenset(
+They serve the stream validator (`validator.py`) and the tests that check what clients
+receive; the live path never builds them (it forwards original bytes and edits JSON
+where a policy changed something).
+
+Lenient about *unknown* things, strict about *known* ones, as the other dialects:
+
+- every model keeps unknown fields (``extra="allow"``) and they survive a round trip;
+- an unknown item, part or tool ``type`` parses into a generic model;
+- a known type is validated in strict mode (no ``"1"`` -> ``1`` coercion, which would
+  silently rewrite a payload). Required fields are the ones the ``openai`` SDK requires,
+  except where real traffic omits them (noted at the field).
+
+Serialization dumps with ``exclude_unset=True`` (absent stays absent, ``null`` stays
+``null``) and in the key order the payload came in: the API's order differs between
+objects and versions (``id, type, status`` in one item, ``type, id`` in another), and a
+re-serialized event must be the provider's bytes. Fields set later go last. Enum-like
+fields (``status``, ``role``, ``object``...) are plain strings so that a new value from
+the API does not fail parsing; numbers the API sends as floats are ``int | float`` so
+that ``1759064129`` does not come back as ``1759064129.0``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any, Literal, Self
+
+import orjson
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
+    SerializerFunctionWrapHandler,
+    Tag,
+    ValidationError,
+    model_serializer,
+    model_validator,
+)
+
+OTHER = "__other__"
+
+# Tool types the API itself defines (today's SDK `ToolParam`), beside the client's own
+# `function` and `custom` tools. Some run on OpenAI's side (web_search, mcp...), some are
+# run by the client although the API defines their calls (computer, local_shell, shell,
+# apply_patch).
+BUILTIN_TOOL_TYPES: frozenset[str] = frozenset(
     {
         "web_search",
         "web_search_2025_08_26",
@@ -9,14 +57,485 @@ BUILTIN_TOOL_TYPES = frozenset(
         "file_search",
         "code_interpreter",
         "image_generation",
-        "computer_use_preview",
         "computer",
-        "mcp",
+        "computer_use_preview",
         "local_shell",
         "shell",
         "apply_patch",
-        "namespace",
+        "mcp",
         "tool_search",
         "programmatic_tool_calling",
     }
 )
+# Every tool type a request may declare: `namespace` groups function and custom tools.
+TOOL_TYPES: frozenset[str] = frozenset({"function", "custom", "namespace", *BUILTIN_TOOL_TYPES})
+
+
+class Model(BaseModel):
+    """Base of every Responses model: extra fields kept, strict, key order kept."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+    _keys: tuple[str, ...] = PrivateAttr(default=())
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _remember_key_order(cls, data: Any, handler: ModelWrapValidatorHandler[Self]) -> Self:
+        model = handler(data)
+        if isinstance(data, dict):
+            model._keys = tuple(data)
+        return model
+
+    def model_post_init(self, context: Any, /) -> None:
+        # A `type` filled in from its default (programmatic construction) must still be
+        # serialized under exclude_unset; a parsed payload always has it set anyway.
+        if "type" in type(self).model_fields and getattr(self, "type", None) is not None:
+            self.__pydantic_fields_set__.add("type")
+
+    @model_serializer(mode="wrap")
+    def _in_key_order(self, handler: SerializerFunctionWrapHandler) -> Any:
+        out = handler(self)
+        if not self._keys or not isinstance(out, dict):
+            return out
+        ordered = {key: out[key] for key in self._keys if key in out}
+        ordered.update(out)  # keys already there keep their place; new ones go last
+        return ordered
+
+
+def discriminator(known: frozenset[str]) -> Discriminator:
+    """Dispatch on ``type``; anything else (unknown, absent, not a str) is ``OTHER``."""
+
+    def tag(value: Any) -> str:
+        kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+        return kind if isinstance(kind, str) and kind in known else OTHER
+
+    return Discriminator(tag)
+
+
+def _tags(*classes: type[Model]) -> frozenset[str]:
+    return frozenset(str(cls.model_fields["type"].default) for cls in classes)
+
+
+# --- content parts --------------------------------------------------------------------
+# One union serves message content (input and output), content_part events, reasoning
+# summaries and reasoning content: which type may stand where is the validator's concern.
+
+
+class OutputText(Model):
+    type: Literal["output_text"] = "output_text"
+    text: str
+    # Required by the SDK on output, but Codex replays assistant text without them.
+    annotations: list[Any] | None = None
+    logprobs: list[Any] | None = None
+
+
+class Refusal(Model):
+    type: Literal["refusal"] = "refusal"
+    refusal: str
+
+
+class ReasoningText(Model):
+    type: Literal["reasoning_text"] = "reasoning_text"
+    text: str
+
+
+class SummaryText(Model):
+    type: Literal["summary_text"] = "summary_text"
+    text: str
+
+
+class InputText(Model):
+    type: Literal["input_text"] = "input_text"
+    text: str
+
+
+class InputImage(Model):
+    type: Literal["input_image"] = "input_image"
+    detail: str | None = None  # required by the SDK; the API defaults it (Codex omits it)
+    image_url: str | None = None
+    file_id: str | None = None
+
+
+class InputFile(Model):
+    type: Literal["input_file"] = "input_file"
+    file_id: str | None = None
+    file_url: str | None = None
+    file_data: str | None = None
+    filename: str | None = None
+
+
+class GenericPart(Model):
+    """Any other part type (input_audio, ...); keeps all fields."""
+
+    type: str
+
+
+_PARTS = (OutputText, Refusal, ReasoningText, SummaryText, InputText, InputImage, InputFile)
+ContentPart = Annotated[
+    Annotated[OutputText, Tag("output_text")]
+    | Annotated[Refusal, Tag("refusal")]
+    | Annotated[ReasoningText, Tag("reasoning_text")]
+    | Annotated[SummaryText, Tag("summary_text")]
+    | Annotated[InputText, Tag("input_text")]
+    | Annotated[InputImage, Tag("input_image")]
+    | Annotated[InputFile, Tag("input_file")]
+    | Annotated[GenericPart, Tag(OTHER)],
+    discriminator(_tags(*_PARTS)),
+]
+
+
+def part_text(part: Any) -> str | None:
+    """The text a person reads in a part (a refusal's too); None for other parts."""
+    if isinstance(part, OutputText | ReasoningText | SummaryText | InputText):
+        return part.text
+    if isinstance(part, Refusal):
+        return part.refusal
+    return None
+
+
+# --- output items ---------------------------------------------------------------------
+
+
+class OutputMessage(Model):
+    id: str
+    type: Literal["message"] = "message"
+    status: str
+    role: str
+    content: list[ContentPart]
+
+
+class FunctionCall(Model):
+    id: str | None = None  # "fc_..."; absent in replayed input
+    type: Literal["function_call"] = "function_call"
+    status: str | None = None
+    arguments: str  # a JSON text, streamed in pieces
+    call_id: str
+    name: str
+
+
+class CustomToolCall(Model):
+    id: str | None = None
+    type: Literal["custom_tool_call"] = "custom_tool_call"
+    status: str | None = None
+    input: str
+    call_id: str
+    name: str
+
+
+class ReasoningItem(Model):
+    id: str
+    type: Literal["reasoning"] = "reasoning"
+    summary: list[ContentPart]
+    content: list[ContentPart] | None = None
+    encrypted_content: str | None = None
+    status: str | None = None
+
+
+class WebSearchCall(Model):
+    id: str
+    type: Literal["web_search_call"] = "web_search_call"
+    status: str
+    action: dict[str, Any] | None = None  # required by the SDK; its query comes at done
+
+
+class FileSearchCall(Model):
+    id: str
+    type: Literal["file_search_call"] = "file_search_call"
+    status: str
+    queries: list[str]
+    results: list[Any] | None = None
+
+
+class CodeInterpreterCall(Model):
+    id: str
+    type: Literal["code_interpreter_call"] = "code_interpreter_call"
+    status: str
+    container_id: str
+    code: str | None = None
+    outputs: list[Any] | None = None
+
+
+class ImageGenerationCall(Model):
+    id: str
+    type: Literal["image_generation_call"] = "image_generation_call"
+    status: str
+    result: str | None = None
+
+
+class McpCall(Model):
+    id: str
+    type: Literal["mcp_call"] = "mcp_call"
+    status: str | None = None
+    server_label: str
+    name: str
+    arguments: str
+    output: str | None = None
+    error: Any = None  # a string in older streams, an object in today's SDK
+
+
+class McpListTools(Model):
+    id: str
+    type: Literal["mcp_list_tools"] = "mcp_list_tools"
+    server_label: str
+    tools: list[dict[str, Any]]
+    error: Any = None
+
+
+class McpApprovalRequest(Model):
+    id: str
+    type: Literal["mcp_approval_request"] = "mcp_approval_request"
+    server_label: str
+    name: str
+    arguments: str
+
+
+class ComputerCall(Model):
+    id: str
+    type: Literal["computer_call"] = "computer_call"
+    status: str
+    call_id: str
+    pending_safety_checks: list[Any]
+
+
+class LocalShellCall(Model):
+    id: str
+    type: Literal["local_shell_call"] = "local_shell_call"
+    status: str
+    call_id: str
+    action: dict[str, Any]
+
+
+class GenericItem(Model):
+    """Any other item type (shell_call, apply_patch_call, compaction, ...)."""
+
+    type: str
+
+
+OUTPUT_ITEM_CLASSES: tuple[type[Model], ...] = (
+    OutputMessage,
+    FunctionCall,
+    CustomToolCall,
+    ReasoningItem,
+    WebSearchCall,
+    FileSearchCall,
+    CodeInterpreterCall,
+    ImageGenerationCall,
+    McpCall,
+    McpListTools,
+    McpApprovalRequest,
+    ComputerCall,
+    LocalShellCall,
+)
+OutputItem = Annotated[
+    Annotated[OutputMessage, Tag("message")]
+    | Annotated[FunctionCall, Tag("function_call")]
+    | Annotated[CustomToolCall, Tag("custom_tool_call")]
+    | Annotated[ReasoningItem, Tag("reasoning")]
+    | Annotated[WebSearchCall, Tag("web_search_call")]
+    | Annotated[FileSearchCall, Tag("file_search_call")]
+    | Annotated[CodeInterpreterCall, Tag("code_interpreter_call")]
+    | Annotated[ImageGenerationCall, Tag("image_generation_call")]
+    | Annotated[McpCall, Tag("mcp_call")]
+    | Annotated[McpListTools, Tag("mcp_list_tools")]
+    | Annotated[McpApprovalRequest, Tag("mcp_approval_request")]
+    | Annotated[ComputerCall, Tag("computer_call")]
+    | Annotated[LocalShellCall, Tag("local_shell_call")]
+    | Annotated[GenericItem, Tag(OTHER)],
+    discriminator(_tags(*OUTPUT_ITEM_CLASSES)),
+]
+
+# --- tools and settings (in the request, echoed in the response) ----------------------
+
+
+class FunctionTool(Model):
+    type: Literal["function"] = "function"
+    name: str
+    description: str | None = None
+    # Both required by the SDK (nullable); the API accepts a tool without them.
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class CustomTool(Model):
+    type: Literal["custom"] = "custom"
+    name: str
+    description: str | None = None
+    format: dict[str, Any] | None = None  # {type: text} or {type: grammar, syntax, definition}
+
+
+class NamespaceTool(Model):
+    type: Literal["namespace"] = "namespace"
+    name: str
+    description: str | None = None
+    tools: list[Tool]
+
+
+class McpTool(Model):
+    type: Literal["mcp"] = "mcp"
+    server_label: str
+    server_url: str | None = None
+    connector_id: str | None = None
+    server_description: str | None = None
+    authorization: str | None = None
+    headers: dict[str, str] | None = None
+    allowed_tools: list[str] | dict[str, Any] | None = None
+    require_approval: str | dict[str, Any] | None = None
+
+
+class BuiltinTool(Model):
+    """Any other type of `BUILTIN_TOOL_TYPES`; its settings are kept as extra fields."""
+
+    type: str
+
+
+class GenericTool(Model):
+    """A tool type this gateway does not know (the dialect refuses those in requests)."""
+
+    type: str
+
+
+def _tool_tag(value: Any) -> str:
+    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    if kind in ("function", "custom", "namespace", "mcp"):
+        return str(kind)
+    return "builtin" if kind in BUILTIN_TOOL_TYPES else OTHER
+
+
+Tool = Annotated[
+    Annotated[FunctionTool, Tag("function")]
+    | Annotated[CustomTool, Tag("custom")]
+    | Annotated[NamespaceTool, Tag("namespace")]
+    | Annotated[McpTool, Tag("mcp")]
+    | Annotated[BuiltinTool, Tag("builtin")]
+    | Annotated[GenericTool, Tag(OTHER)],
+    Discriminator(_tool_tag),
+]
+NamespaceTool.model_rebuild()
+
+
+class ToolChoice(Model):
+    """The object forms: {type: function|custom, name}, {type: mcp, server_label, name?},
+    {type: allowed_tools, mode, tools}, {type: <built-in>}."""
+
+    type: str
+    name: str | None = None
+    server_label: str | None = None
+    mode: str | None = None
+    tools: list[dict[str, Any]] | None = None
+
+
+class Reasoning(Model):
+    effort: str | None = None
+    summary: str | None = None
+    generate_summary: str | None = None  # deprecated spelling of summary
+
+
+class TextFormat(Model):
+    type: str  # text | json_object | json_schema; `schema` stays an extra field
+    name: str | None = None
+    description: str | None = None
+    strict: bool | None = None
+
+
+class TextConfig(Model):
+    format: TextFormat | None = None
+    verbosity: str | None = None
+
+
+# --- the response object --------------------------------------------------------------
+
+
+class ResponseError(Model):
+    code: str | None = None
+    message: str
+
+
+class IncompleteDetails(Model):
+    reason: str | None = None
+
+
+class TokenDetails(Model):
+    # The SDK requires `cache_write_tokens`; the API sends only `cached_tokens` (2025).
+    cached_tokens: int | None = None
+    reasoning_tokens: int | None = None
+
+
+class Usage(Model):
+    input_tokens: int
+    input_tokens_details: TokenDetails | None = None
+    output_tokens: int
+    output_tokens_details: TokenDetails | None = None
+    total_tokens: int
+
+
+class Response(Model):
+    """The ``response`` object: the non-streaming body and every lifecycle event's."""
+
+    id: str
+    object: str  # "response"
+    created_at: int | float
+    status: str | None = None
+    background: bool | None = None
+    error: ResponseError | None = None
+    incomplete_details: IncompleteDetails | None = None
+    instructions: str | list[Any] | None = None
+    max_output_tokens: int | None = None
+    max_tool_calls: int | None = None
+    model: str
+    output: list[OutputItem]
+    parallel_tool_calls: bool
+    previous_response_id: str | None = None
+    reasoning: Reasoning | None = None
+    service_tier: str | None = None
+    store: bool | None = None
+    temperature: int | float | None = None
+    text: TextConfig | None = None
+    tool_choice: str | ToolChoice
+    tools: list[Tool]
+    top_logprobs: int | None = None
+    top_p: int | float | None = None
+    truncation: str | None = None
+    usage: Usage | None = None
+    user: str | None = None
+    metadata: dict[str, str] | None = None
+
+
+# --- parse / serialize ----------------------------------------------------------------
+
+
+def require_dict(payload: Any, what: str) -> dict[str, Any]:
+    if not isinstance(payload, dict):
+        raise ValueError(f"Responses {what} must be a JSON object, got {type(payload).__name__}")
+    return payload
+
+
+def parse_response(payload: dict[str, Any]) -> Response:
+    """Parse a non-streaming response body; raises ValueError if it is not valid."""
+    try:
+        return Response.model_validate(require_dict(payload, "response"))
+    except ValidationError as exc:
+        raise ValueError(f"invalid response object: {exc}") from exc
+
+
+def dump(model: BaseModel) -> bytes:
+    """Compact JSON, as the API writes it."""
+    return orjson.dumps(model.model_dump(mode="json", exclude_unset=True))
+
+
+def serialize_response(response: Response) -> bytes:
+    return dump(response)
+
+
+def item_identity(item: Any) -> tuple[str, str | None, str | None]:
+    """(type, id, call_id): what the SDK's accumulator requires to stay the same for one
+    output index from `output_item.added` through `.done` to the terminal response."""
+    kind = getattr(item, "type", None)
+    ident = getattr(item, "id", None)
+    call = getattr(item, "call_id", None)
+    return (
+        str(kind),
+        ident if isinstance(ident, str) else None,
+        call if isinstance(call, str) else None,
+    )
+
+
+ItemFn = Callable[[Any], Any]

@@ -10,6 +10,7 @@ from extproc.dialects.registry import (
     DEFAULT_DIALECT,
     DIALECTS,
     OPENAI_CHAT,
+    OPENAI_EMBEDDINGS,
     OPENAI_RESPONSES,
     PATH_RULES,
     dialect_for,
@@ -37,8 +38,8 @@ VERSION = {"anthropic-version": "2023-06-01"}
         # The header claims only the shared prefixes.
         ("/v1/chat/completions", VERSION, OPENAI_CHAT),
         ("/v1/completions", {}, OPENAI_CHAT),
-        ("/v1/embeddings", {}, OPENAI_CHAT),
-        ("/v1/embeddings", VERSION, OPENAI_CHAT),
+        ("/v1/embeddings", {}, OPENAI_EMBEDDINGS),
+        ("/v1/embeddings", VERSION, OPENAI_EMBEDDINGS),
         ("/v2/messages", {}, DEFAULT_DIALECT),
         ("/healthz", {}, DEFAULT_DIALECT),
         ("/", VERSION, DEFAULT_DIALECT),
@@ -51,7 +52,7 @@ def test_dialect_for(path: str, headers: dict[str, str], expected: Dialect) -> N
 
 def test_default_dialect_and_rules() -> None:
     assert DEFAULT_DIALECT is ANTHROPIC
-    assert DIALECTS == (ANTHROPIC, OPENAI_CHAT, OPENAI_RESPONSES)
+    assert DIALECTS == (ANTHROPIC, OPENAI_CHAT, OPENAI_RESPONSES, OPENAI_EMBEDDINGS)
     # Header rules come first, so they win over the plain prefix of another API.
     headed = [i for i, rule in enumerate(PATH_RULES) if rule.header is not None]
     plain = [i for i, rule in enumerate(PATH_RULES) if rule.header is None]
@@ -68,6 +69,7 @@ def test_dialect_named() -> None:
     assert dialect_named("anthropic") is ANTHROPIC
     assert dialect_named("openai") is OPENAI_CHAT
     assert dialect_named("responses") is OPENAI_RESPONSES
-    assert dialect_names() == ("anthropic", "openai", "responses")
+    assert dialect_named("embeddings") is OPENAI_EMBEDDINGS
+    assert dialect_names() == ("anthropic", "openai", "responses", "embeddings")
     with pytest.raises(KeyError):
         dialect_named("gemini")

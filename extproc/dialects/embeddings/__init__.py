@@ -1,0 +1,1 @@
+"""OpenAI embeddings (`/v1/embeddings`): `dialect.py` is its Dialect."""
