@@ -29,6 +29,32 @@ class StreamValidator(Protocol):
         ...
 
 
+class StreamEnding(Protocol):
+    """Ends one response stream in format when the gateway must: it sees every byte
+    sent to the client, so an API whose events are numbered numbers the error too."""
+
+    def seen(self, data: bytes) -> None: ...
+
+    def error(self, message: str) -> bytes:
+        """An in-stream error event that also ends the stream validly."""
+        ...
+
+
+class StatelessEnding:
+    """For APIs whose error event depends on nothing sent before it."""
+
+    __slots__ = ("_dialect",)
+
+    def __init__(self, dialect: Dialect) -> None:
+        self._dialect = dialect
+
+    def seen(self, data: bytes) -> None:
+        pass
+
+    def error(self, message: str) -> bytes:
+        return self._dialect.stream_error(message)
+
+
 class RoutedBy(Enum):
     BODY_MODEL = "body_model"  # the request body's `model`
     PATH_MODEL = "path_model"  # the path's tail (`/v1/models/{model}`), if any
@@ -141,6 +167,10 @@ class Dialect(ABC):
     @abstractmethod
     def stream_error(self, message: str, error_type: str = "api_error") -> bytes:
         """An in-stream error event that also ends the stream validly."""
+
+    def stream_ending(self) -> StreamEnding:
+        """What ends one stream in format (fresh per response)."""
+        return StatelessEnding(self)
 
     # -- streams ----------------------------------------------------------------------
 

@@ -43,6 +43,7 @@ class SseBody:
         self.engine: StreamEngine = (
             dialect.stream_engine(chain, request) if self.rewrites else ForwardEngine()
         )
+        self.ending = dialect.stream_ending()
         self.validator = OutputValidator(dialect.validator(request), request) if validate else None
         self.policy_timeout_s = policy_timeout_s
         self.label = label  # "METHOD path", for logs
@@ -87,6 +88,7 @@ class SseBody:
                 data = await self.engine.feed(frames)
                 if end_of_stream:
                     data += await self.engine.flush()
+            self.ending.seen(data)
         except TimeoutError:
             log.error("%s: policy chain timed out", self.label)
             return self.fail("a gateway policy did not finish in time")
@@ -106,12 +108,12 @@ class SseBody:
         if closing is not None:
             return closing
         log.warning("%s: upstream stream ended before its terminator", self.label)
-        return self.dialect.stream_error("upstream ended the stream before it was complete")
+        return self.ending.error("upstream ended the stream before it was complete")
 
     def fail(self, message: str) -> BodyOut:
         """An in-format error event that ends the stream."""
         self.terminated = True
-        return BodyOut(self.dialect.stream_error(message), True)
+        return BodyOut(self.ending.error(message), True)
 
     @property
     def violations(self) -> int | None:

@@ -1,1 +1,1 @@
-"""OpenAI's Responses API (`/v1/responses`): typed events, stream grammar and engines."""
+"""OpenAI Responses API (`/v1/responses`): `dialect.py` is its Dialect."""

@@ -39,6 +39,40 @@ _END_EVENTS = frozenset({*TERMINAL_EVENTS, "error"})
 _TOOL_TYPES = frozenset({"function", "custom", *BUILTIN_TOOL_TYPES})
 
 
+_SEQUENCE = re.compile(rb'"sequence_number"\s*:\s*(-?\d+)')
+
+
+def error_event(message: str, error_type: str, sequence_number: int | None) -> bytes:
+    """The `error` event the gateway writes. The API nests the error (what the openai
+    SDK raises on); the documented shape has the fields flat (what other clients read):
+    both are written."""
+    otype = stream_error_type(error_type)
+    payload: dict[str, Any] = {"type": "error"}
+    if sequence_number is not None:
+        payload["sequence_number"] = sequence_number
+    payload |= {"code": otype, "message": message, "param": None}
+    payload["error"] = {"type": otype, "code": otype, "message": message, "param": None}
+    return b"event: error\ndata: " + orjson.dumps(payload) + b"\n\n"
+
+
+class NumberedEnding:
+    """An error event numbered after the last event the client got."""
+
+    __slots__ = ("_last",)
+
+    def __init__(self) -> None:
+        self._last: int | None = None
+
+    def seen(self, data: bytes) -> None:
+        at = data.rfind(b'"sequence_number"')
+        found = _SEQUENCE.match(data, at) if at >= 0 else None
+        if found is not None:
+            self._last = int(found.group(1))
+
+    def error(self, message: str) -> bytes:
+        return error_event(message, "api_error", None if self._last is None else self._last + 1)
+
+
 class OpenAIResponsesDialect(Dialect):
     name = "responses"
     provider_api = ProviderApi.OPENAI
@@ -112,13 +146,10 @@ class OpenAIResponsesDialect(Dialect):
         return {"error": error_object(status, message, param, code)}
 
     def stream_error(self, message: str, error_type: str = "api_error") -> bytes:
-        # The API nests the error (what the openai SDK raises on); the documented shape
-        # has the fields flat (what other clients read): both are written. It carries
-        # no sequence_number: the stream's numbering is not known here.
-        otype = stream_error_type(error_type)
-        error = {"type": otype, "code": otype, "message": message, "param": None}
-        payload = {"type": "error", "code": otype, "message": message, "param": None}
-        return b"event: error\ndata: " + orjson.dumps({**payload, "error": error}) + b"\n\n"
+        return error_event(message, error_type, None)
+
+    def stream_ending(self) -> NumberedEnding:
+        return NumberedEnding()
 
     # -- streams ------------------------------------------------------------------------
 

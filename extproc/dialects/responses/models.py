@@ -1,6 +1,7 @@
-"""Typed models of OpenAI's Responses API: content parts, output items, tools and the
-``response`` object. The request is in `models_request.py`, the stream events (and
-``parse_event``) in `models_events.py`.
+"""Typed models of OpenAI's Responses API, in three modules: here the shared base,
+content parts and output items; the request, its input items and tools in
+`models_request.py`; the ``response`` object and the stream events (``parse_event``,
+``parse_response``) in `models_events.py`.
 
 They serve the stream validator (`validator.py`) and the tests that check what clients
 receive; the live path never builds them (it forwards original bytes and edits JSON
@@ -25,7 +26,6 @@ that ``1759064129`` does not come back as ``1759064129.0``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Annotated, Any, Literal, Self
 
 import orjson
@@ -37,7 +37,6 @@ from pydantic import (
     PrivateAttr,
     SerializerFunctionWrapHandler,
     Tag,
-    ValidationError,
     model_serializer,
     model_validator,
 )
@@ -47,7 +46,8 @@ OTHER = "__other__"
 # Tool types the API itself defines (today's SDK `ToolParam`), beside the client's own
 # `function` and `custom` tools. Some run on OpenAI's side (web_search, mcp...), some are
 # run by the client although the API defines their calls (computer, local_shell, shell,
-# apply_patch).
+# apply_patch). `namespace` is no tool but a named group of function and custom tools; it
+# is listed so that the dialect, which accepts function, custom and these, accepts it.
 BUILTIN_TOOL_TYPES: frozenset[str] = frozenset(
     {
         "web_search",
@@ -65,10 +65,9 @@ BUILTIN_TOOL_TYPES: frozenset[str] = frozenset(
         "mcp",
         "tool_search",
         "programmatic_tool_calling",
+        "namespace",
     }
 )
-# Every tool type a request may declare: `namespace` groups function and custom tools.
-TOOL_TYPES: frozenset[str] = frozenset({"function", "custom", "namespace", *BUILTIN_TOOL_TYPES})
 
 
 class Model(BaseModel):
@@ -84,6 +83,10 @@ class Model(BaseModel):
         if isinstance(data, dict):
             model._keys = tuple(data)
         return model
+
+    def __init__(self, /, **data: Any) -> None:
+        super().__init__(**data)
+        self._keys = ()  # built in code, not parsed: the declaration order is the order
 
     def model_post_init(self, context: Any, /) -> None:
         # A `type` filled in from its default (programmatic construction) must still be
@@ -222,7 +225,7 @@ class CustomToolCall(Model):
 
 
 class ReasoningItem(Model):
-    id: str
+    id: str | None = None  # "rs_..."; required by the SDK, but Codex replays it without
     type: Literal["reasoning"] = "reasoning"
     summary: list[ContentPart]
     content: list[ContentPart] | None = None
@@ -343,162 +346,6 @@ OutputItem = Annotated[
     discriminator(_tags(*OUTPUT_ITEM_CLASSES)),
 ]
 
-# --- tools and settings (in the request, echoed in the response) ----------------------
-
-
-class FunctionTool(Model):
-    type: Literal["function"] = "function"
-    name: str
-    description: str | None = None
-    # Both required by the SDK (nullable); the API accepts a tool without them.
-    parameters: dict[str, Any] | None = None
-    strict: bool | None = None
-
-
-class CustomTool(Model):
-    type: Literal["custom"] = "custom"
-    name: str
-    description: str | None = None
-    format: dict[str, Any] | None = None  # {type: text} or {type: grammar, syntax, definition}
-
-
-class NamespaceTool(Model):
-    type: Literal["namespace"] = "namespace"
-    name: str
-    description: str | None = None
-    tools: list[Tool]
-
-
-class McpTool(Model):
-    type: Literal["mcp"] = "mcp"
-    server_label: str
-    server_url: str | None = None
-    connector_id: str | None = None
-    server_description: str | None = None
-    authorization: str | None = None
-    headers: dict[str, str] | None = None
-    allowed_tools: list[str] | dict[str, Any] | None = None
-    require_approval: str | dict[str, Any] | None = None
-
-
-class BuiltinTool(Model):
-    """Any other type of `BUILTIN_TOOL_TYPES`; its settings are kept as extra fields."""
-
-    type: str
-
-
-class GenericTool(Model):
-    """A tool type this gateway does not know (the dialect refuses those in requests)."""
-
-    type: str
-
-
-def _tool_tag(value: Any) -> str:
-    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
-    if kind in ("function", "custom", "namespace", "mcp"):
-        return str(kind)
-    return "builtin" if kind in BUILTIN_TOOL_TYPES else OTHER
-
-
-Tool = Annotated[
-    Annotated[FunctionTool, Tag("function")]
-    | Annotated[CustomTool, Tag("custom")]
-    | Annotated[NamespaceTool, Tag("namespace")]
-    | Annotated[McpTool, Tag("mcp")]
-    | Annotated[BuiltinTool, Tag("builtin")]
-    | Annotated[GenericTool, Tag(OTHER)],
-    Discriminator(_tool_tag),
-]
-NamespaceTool.model_rebuild()
-
-
-class ToolChoice(Model):
-    """The object forms: {type: function|custom, name}, {type: mcp, server_label, name?},
-    {type: allowed_tools, mode, tools}, {type: <built-in>}."""
-
-    type: str
-    name: str | None = None
-    server_label: str | None = None
-    mode: str | None = None
-    tools: list[dict[str, Any]] | None = None
-
-
-class Reasoning(Model):
-    effort: str | None = None
-    summary: str | None = None
-    generate_summary: str | None = None  # deprecated spelling of summary
-
-
-class TextFormat(Model):
-    type: str  # text | json_object | json_schema; `schema` stays an extra field
-    name: str | None = None
-    description: str | None = None
-    strict: bool | None = None
-
-
-class TextConfig(Model):
-    format: TextFormat | None = None
-    verbosity: str | None = None
-
-
-# --- the response object --------------------------------------------------------------
-
-
-class ResponseError(Model):
-    code: str | None = None
-    message: str
-
-
-class IncompleteDetails(Model):
-    reason: str | None = None
-
-
-class TokenDetails(Model):
-    # The SDK requires `cache_write_tokens`; the API sends only `cached_tokens` (2025).
-    cached_tokens: int | None = None
-    reasoning_tokens: int | None = None
-
-
-class Usage(Model):
-    input_tokens: int
-    input_tokens_details: TokenDetails | None = None
-    output_tokens: int
-    output_tokens_details: TokenDetails | None = None
-    total_tokens: int
-
-
-class Response(Model):
-    """The ``response`` object: the non-streaming body and every lifecycle event's."""
-
-    id: str
-    object: str  # "response"
-    created_at: int | float
-    status: str | None = None
-    background: bool | None = None
-    error: ResponseError | None = None
-    incomplete_details: IncompleteDetails | None = None
-    instructions: str | list[Any] | None = None
-    max_output_tokens: int | None = None
-    max_tool_calls: int | None = None
-    model: str
-    output: list[OutputItem]
-    parallel_tool_calls: bool
-    previous_response_id: str | None = None
-    reasoning: Reasoning | None = None
-    service_tier: str | None = None
-    store: bool | None = None
-    temperature: int | float | None = None
-    text: TextConfig | None = None
-    tool_choice: str | ToolChoice
-    tools: list[Tool]
-    top_logprobs: int | None = None
-    top_p: int | float | None = None
-    truncation: str | None = None
-    usage: Usage | None = None
-    user: str | None = None
-    metadata: dict[str, str] | None = None
-
-
 # --- parse / serialize ----------------------------------------------------------------
 
 
@@ -508,21 +355,9 @@ def require_dict(payload: Any, what: str) -> dict[str, Any]:
     return payload
 
 
-def parse_response(payload: dict[str, Any]) -> Response:
-    """Parse a non-streaming response body; raises ValueError if it is not valid."""
-    try:
-        return Response.model_validate(require_dict(payload, "response"))
-    except ValidationError as exc:
-        raise ValueError(f"invalid response object: {exc}") from exc
-
-
 def dump(model: BaseModel) -> bytes:
     """Compact JSON, as the API writes it."""
     return orjson.dumps(model.model_dump(mode="json", exclude_unset=True))
-
-
-def serialize_response(response: Response) -> bytes:
-    return dump(response)
 
 
 def item_identity(item: Any) -> tuple[str, str | None, str | None]:
@@ -536,6 +371,3 @@ def item_identity(item: Any) -> tuple[str, str | None, str | None]:
         ident if isinstance(ident, str) else None,
         call if isinstance(call, str) else None,
     )
-
-
-ItemFn = Callable[[Any], Any]

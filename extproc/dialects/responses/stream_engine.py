@@ -71,6 +71,8 @@ class _Part:
     text: FaithfulText[tuple[StreamEvent, str]]
     where: dict[str, Any]  # item_id, output_index, content_index: for new deltas
     sent: list[str] = field(default_factory=list)
+    # From the first rewrite on, the text leaves as new deltas, never the originals.
+    rewritten: bool = False
 
 
 @dataclass(slots=True)
@@ -89,7 +91,14 @@ class ResponsesStreamEngine:
         self.chain = chain
         self.request = request
         self.gate = ToolGate(chain, request) if chain.gates_tool_calls else None
-        self.next_seq: int | None = None  # taken from the upstream's first event
+        # Sequence numbers: the upstream's, shifted by `seq_offset`. Once events were
+        # added, dropped or merged (`renumber`), the next upstream event is anchored to
+        # follow the last number sent; until then the upstream's numbering, garbage
+        # included, passes as it came.
+        self.seq_offset = 0
+        self.renumber = False
+        self.last_seq: int | None = None  # the last number the client got
+        self.ended = False  # the terminal event went out: nothing follows it
         self.index_map: dict[int, int] = {}  # upstream output_index -> the client's
         self.next_index = 0
         self.shifted = False  # some output_index differs from the upstream's
@@ -132,9 +141,12 @@ class ResponsesStreamEngine:
             name = str(payload.get("type"))
         if self.chain.observes_events:
             self.chain.observe(str(name), payload, self.request)
-        if name in TERMINAL_EVENTS:
+        if self.ended:
+            log.warning("dropped a %s after the response's terminal event", name)
+        elif name in TERMINAL_EVENTS:
             await self._finalize(out)
             self._emit(self._terminal(event), out)
+            self.ended = True
         elif name == "error":
             # What came before the error was produced: it goes first.
             await self._finalize(out)
@@ -149,7 +161,7 @@ class ResponsesStreamEngine:
         item = payload.get("item") if isinstance(payload, dict) else None
         index = payload.get("output_index") if isinstance(payload, dict) else None
         if not isinstance(item, dict) or not isinstance(index, int):
-            self._send(event, out)
+            self._send_after_text(event, out)
             return
         kind = item.get("type")
         if kind in itm.PROVIDER_RUN_ITEMS:
@@ -157,30 +169,34 @@ class ResponsesStreamEngine:
             # request's tools are what governs them (tool_filter's server_tools).
             log.info("model=%s: the provider ran %s", self.request.model, kind)
         if kind in itm.GATED_ITEMS and self.gate is not None and not self.finalized:
+            # Items come one after another: text still held back belongs before it.
+            for part in self.parts.values():
+                self._send_text(part, part.text.flush(), out)
             call = self.calls[index] = _Call(index, itm.item_key(item), [event])
             self.queue.append(call)
             self.holding = True
             return
-        self._send(event, out)
+        self._send_after_text(event, out)
 
     def _on_item_event(self, name: str | None, event: StreamEvent, out: list[bytes]) -> None:
         if self.calls:
-            held = self.calls.get(self._upstream_index(event) or -1)
+            index = self._upstream_index(event)
+            held = self.calls.get(index) if index is not None else None
             if held is not None and held.call is None:
                 held.events.append(event)
                 if name == ITEM_DONE:
                     self._on_call_done(held, event)
                 return
         if name == ITEM_DONE:
-            self._send(self._item_done(event), out)
+            self._send_after_text(self._item_done(event), out)
         elif self.chain.rewrites_text and name in TEXT_EVENTS:
             index = self._upstream_index(event)
             if index is None:
-                self._send(event, out)
+                self._send_after_text(event, out)
             else:
                 self._on_text_event(str(name), event, index, out)
         else:
-            self._send(event, out)
+            self._send_after_text(event, out)
 
     def _on_call_done(self, call: _Call, event: StreamEvent) -> None:
         payload = event.payload
@@ -203,18 +219,20 @@ class ResponsesStreamEngine:
         key = (index, payload["content_index"])
         part = self.parts.get(key)
         if name == PART_ADDED:
+            self._send_after_text(event, out)
             added = payload.get("part")
             if isinstance(added, dict) and added.get("type") == "output_text":
                 rewriters = self.chain.text_rewriters(self.request)
                 where = {k: payload.get(k) for k in ("item_id", "output_index", "content_index")}
                 self.parts[key] = _Part(FaithfulText(TextPipeline(rewriters)), where)
-            self._send(event, out)
         elif part is None:
-            self._send(event, out)
+            self._send_after_text(event, out)
         elif name == TEXT_DELTA:
             delta = payload.get("delta")
             text = delta if isinstance(delta, str) else ""
             self._send_text(part, part.text.feed((event, text), text), out)
+            if part.rewritten:
+                self.renumber = True  # this original is not sent: numbers close up
         elif name in TEXT_PASSENGERS:
             self._send_text(part, part.text.feed((event, ""), ""), out)
         elif name == TEXT_DONE:
@@ -237,13 +255,14 @@ class ResponsesStreamEngine:
             else:
                 self._send(event, out)
         else:
-            self._send(event, out)
+            self._send_text(part, part.text.feed((event, ""), ""), out)
 
     def _send_text(
         self, part: _Part, pieces: list[tuple[StreamEvent, str] | str], out: list[bytes]
     ) -> None:
         for piece in pieces:
             if isinstance(piece, str):
+                part.rewritten = self.renumber = True
                 if piece:
                     part.sent.append(piece)
                     self._send(new_event(self._delta(part.where, piece)), out)
@@ -294,6 +313,7 @@ class ResponsesStreamEngine:
                 # The first held call's place says why; the others go.
                 key = itm.item_key(entry.item)
                 if not said:
+                    self._drop(entry.index)
                     self._emit_block(entry.index, key, stop_all.message, out)
                     said = True
                 else:
@@ -304,6 +324,7 @@ class ResponsesStreamEngine:
                     self._emit(event, out)
             else:
                 assert isinstance(decision, BlockToolCall)
+                self._drop(entry.index)
                 self._emit_block(entry.index, itm.item_key(entry.item), decision.message, out)
         self.calls.clear()
 
@@ -327,7 +348,9 @@ class ResponsesStreamEngine:
             )
 
     def _drop(self, index: int) -> None:
+        """An item that never reaches the client: later items and numbers close up."""
         self.shifted = True
+        self.renumber = True
         self.index_map.pop(index, None)
 
     def _terminal(self, event: StreamEvent) -> StreamEvent:
@@ -347,6 +370,15 @@ class ResponsesStreamEngine:
 
     # -- sending ----------------------------------------------------------------------
 
+    def _send_after_text(self, event: StreamEvent, out: list[bytes]) -> None:
+        """An event outside the text being rewritten: it waits behind text still held
+        back, so it never overtakes (and outnumbers) what came before it."""
+        if self.parts:
+            part = next(reversed(self.parts.values()))
+            self._send_text(part, part.text.feed((event, ""), ""), out)
+        else:
+            self._send(event, out)
+
     def _send(self, event: StreamEvent, out: list[bytes]) -> None:
         if self.holding:
             self.queue.append(event)
@@ -362,19 +394,21 @@ class ResponsesStreamEngine:
 
     def _emit(self, event: StreamEvent, out: list[bytes]) -> None:
         """Send one event, numbered in sequence and by the client's output_index."""
+        name = event.name
+        if name is None and isinstance(event.payload, dict):
+            name = str(event.payload.get("type"))  # an event without its `event:` line
         index = None
-        if event.name == ITEM_ADDED or self.shifted:
+        if name == ITEM_ADDED or self.shifted:
             index = self._upstream_index(event)
-        if index is not None and event.name == ITEM_ADDED:
+        if index is not None and name == ITEM_ADDED:
             self.index_map[index] = self.next_index
             self.next_index += 1
             self.shifted = self.shifted or self.index_map[index] != index
         if event.frame is None:  # ours: numbered here
             payload = dict(event.payload)
-            if self.next_seq is None:
-                self.next_seq = 0
-            payload["sequence_number"] = self.next_seq
-            self.next_seq += 1
+            seq = 0 if self.last_seq is None else self.last_seq + 1
+            payload["sequence_number"] = self.last_seq = seq
+            self.renumber = True
             if index is not None:
                 payload["output_index"] = self.index_map.get(index, index)
             out.append(new_event(payload).raw)
@@ -383,11 +417,13 @@ class ResponsesStreamEngine:
         found = _number(_SEQ, raw)
         if found is not None:
             upstream = int(found.group(1))
-            if self.next_seq is None:
-                self.next_seq = upstream
-            if upstream != self.next_seq:
-                raw = _replace(raw, found, self.next_seq)
-            self.next_seq += 1
+            if self.renumber and self.last_seq is not None:
+                self.seq_offset = self.last_seq + 1 - upstream
+                self.renumber = False
+            seq = upstream + self.seq_offset
+            if self.seq_offset:
+                raw = _replace(raw, found, seq)
+            self.last_seq = seq
         if index is not None and self.index_map.get(index, index) != index:
             found_index = _number(_INDEX, raw)
             if found_index is not None:
