@@ -10,8 +10,9 @@ usage() {
     cat <<'EOF'
 Usage: scripts/test_gateway.sh [-h|--help] [BASE_URL]
 
-Smoke-test a running gateway on both APIs (Anthropic /v1/messages and
-OpenAI /v1/chat/completions), streaming and not, plus bad input and bad keys.
+Smoke-test a running gateway on its three APIs (Anthropic /v1/messages, OpenAI
+/v1/chat/completions and OpenAI's Responses API /v1/responses), streaming and not,
+plus bad input and bad keys.
 
   BASE_URL          gateway address (default: $GATEWAY_URL, else http://localhost:8000)
 
@@ -24,6 +25,9 @@ Environment:
                     report's; it reached end of life on 2026-11-30, so give a
                     current one, e.g. claude-sonnet-5-5, against the real API)
   OPENAI_MODEL      OpenAI model to ask (default: gpt-4o-mini)
+  CHECK_RESPONSES   1 (default): also check OpenAI's Responses API
+                    (/v1/responses), streaming and not, bad input and bad keys;
+                    0: skip it
 
 Prints `PASS name` or `FAIL name: reason` per check, then `N passed, M failed`.
 Exit status: 0 if every check passed, 1 if any failed, 2 on a usage error.
@@ -51,6 +55,14 @@ BASE_URL="${1:-${GATEWAY_URL:-http://localhost:8000}}"
 BASE_URL="${BASE_URL%/}"
 API_KEY="${GATEWAY_API_KEY:-sk-luthien-dev-key}"
 EXPECT_MOCK="${EXPECT_MOCK:-1}"
+CHECK_RESPONSES="${CHECK_RESPONSES:-1}"
+case "$CHECK_RESPONSES" in
+    0 | 1) ;;
+    *)
+        echo "CHECK_RESPONSES must be 0 or 1" >&2
+        exit 2
+        ;;
+esac
 BAD_KEY="sk-smoke-test-not-a-valid-key"
 MAX_TIME=30
 
@@ -301,6 +313,106 @@ print("".join(out), end="")
     if [ -n "$reason" ]; then fail "$name" "$reason"; else pass "$name"; fi
 }
 
+R_BODY='{"model":"'"$OPENAI_MODEL"'","max_output_tokens":200,"input":"Count to 3"}'
+R_STREAM_BODY='{"model":"'"$OPENAI_MODEL"'","max_output_tokens":200,"stream":true,"input":"Count to 3"}'
+
+check_responses_nonstream() {
+    local name="openai_responses" text reason
+    request /v1/responses "$WORK_DIR/openai_key" "$R_BODY" || {
+        fail "$name" "$ERROR"
+        return
+    }
+    [ "$STATUS" = "200" ] || {
+        fail "$name" "$(status_reason)"
+        return
+    }
+    # The text is every output_text part of every message item (what the SDK's
+    # output_text joins); a reasoning model puts a reasoning item first.
+    text="$(python3 -c '
+import json, sys
+try:
+    body = json.load(sys.stdin)
+    assert body["object"] == "response" and body["status"] == "completed"
+    parts = [
+        part["text"]
+        for item in body["output"]
+        if item.get("type") == "message"
+        for part in item["content"]
+        if part.get("type") == "output_text"
+    ]
+except Exception:
+    sys.exit(1)
+print("".join(parts), end="")
+' <"$BODY" 2>/dev/null)" || {
+        fail "$name" "not a completed response with an output array"
+        return
+    }
+    reason="$(check_text "$text")"
+    if [ -n "$reason" ]; then fail "$name" "$reason"; else pass "$name"; fi
+}
+
+check_responses_stream() {
+    local name="openai_responses_stream" text reason
+    request /v1/responses "$WORK_DIR/openai_key" "$R_STREAM_BODY" || {
+        fail "$name" "$ERROR"
+        return
+    }
+    [ "$STATUS" = "200" ] || {
+        fail "$name" "$(status_reason)"
+        return
+    }
+    # Typed events (`event:` equal to the payload's type), sequence numbers 0..n-1,
+    # response.created first and response.completed last, no [DONE]; the deltas'
+    # text is also the text of the completed response.
+    text="$(tr -d '\r' <"$BODY" | python3 -c '
+import json, sys
+events, name = [], None
+for line in sys.stdin:
+    line = line.rstrip("\n")
+    if line.startswith("event:"):
+        name = line[6:].strip()
+    elif line.startswith("data:"):
+        data = line[5:].strip()
+        if data == "[DONE]":
+            sys.exit("stream has a data: [DONE] line")
+        try:
+            payload = json.loads(data)
+        except ValueError:
+            sys.exit("stream has an unparsable event")
+        if payload.get("type") != name:
+            sys.exit("an event is named %s but typed %s" % (str(name)[:40], str(payload.get("type"))[:40]))
+        events.append(payload)
+        name = None
+if not events:
+    sys.exit("no SSE events in response")
+types = [e.get("type") for e in events]
+if "error" in types:
+    sys.exit("stream contains an error event")
+if types[0] != "response.created":
+    sys.exit("first event is %s, not response.created" % str(types[0])[:40])
+if types[-1] != "response.completed" or types.count("response.completed") != 1:
+    sys.exit("last event is %s, not response.completed" % str(types[-1])[:40])
+if [e.get("sequence_number") for e in events] != list(range(len(events))):
+    sys.exit("sequence numbers are not 0..n-1")
+deltas = "".join(e.get("delta", "") for e in events if e["type"] == "response.output_text.delta")
+final = "".join(
+    part.get("text", "")
+    for item in events[-1]["response"]["output"]
+    if item.get("type") == "message"
+    for part in item["content"]
+    if part.get("type") == "output_text"
+)
+if deltas != final:
+    sys.exit("the deltas and the completed response disagree")
+print(deltas, end="")
+' 2>&1)" || {
+        fail "$name" "${text:0:120}"
+        return
+    }
+    reason="$(check_text "$text")"
+    if [ -n "$reason" ]; then fail "$name" "$reason"; else pass "$name"; fi
+}
+
 # check_error NAME PATH KEY_FILE BODY WANT FORMAT: WANT is `4xx` (any 4xx but
 # 401/403) or an exact status; FORMAT is `anthropic` or `openai`; on anthropic, WANT_TYPE (7th arg,
 # optional) is the required error.type.
@@ -361,6 +473,13 @@ check_error bad_key_anthropic /v1/messages "$WORK_DIR/anthropic_bad_key" \
     "$A_BODY" 401 anthropic authentication_error
 check_error bad_key_openai /v1/chat/completions "$WORK_DIR/openai_bad_key" \
     '{"model":"'"$OPENAI_MODEL"'","messages":[{"role":"user","content":"Count to 3"}]}' 401 openai
+if [ "$CHECK_RESPONSES" = "1" ]; then
+    check_responses_nonstream
+    check_responses_stream
+    check_error missing_input_responses /v1/responses "$WORK_DIR/openai_key" \
+        '{"model":"'"$OPENAI_MODEL"'"}' 4xx openai
+    check_error bad_key_responses /v1/responses "$WORK_DIR/openai_bad_key" "$R_BODY" 401 openai
+fi
 
 echo "$PASSED passed, $FAILED failed"
 [ "$FAILED" -eq 0 ]

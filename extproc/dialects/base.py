@@ -69,12 +69,15 @@ class ForwardedPath:
     `template` is the path, where `{id}` stands for one path segment; a PATH_MODEL path
     also matches with a model name after it. `request_policies`: the body is a request
     of the dialect's own shape, and the request policies check it (a model call whose
-    answer is not the API's usual one, like a compaction)."""
+    answer is not the API's usual one, like a compaction). `response_policies`: the
+    answer is one of the API's own responses, streamed or not (a stored response read
+    back), and the response policies see it as they saw it the first time."""
 
     template: str
     methods: tuple[str, ...]
     routed_by: RoutedBy
     request_policies: bool = False
+    response_policies: bool = False
     pattern: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

@@ -143,11 +143,16 @@ class PolicyRequest:
 
 
 class ForwardedRequest:
-    request: ApiRequest | None = None
-
     def __init__(self, ctx: RequestContext, forwarded: ForwardedPath) -> None:
         self.ctx = ctx
         self.forwarded = forwarded
+        # With response policies, the answer is read like the API's own: its request
+        # is known only by its path (no model, no body).
+        self.request: ApiRequest | None = (
+            ApiRequest(ctx.dialect, ctx.path, model="", stream=False, body={})
+            if forwarded.response_policies
+            else None
+        )
 
     def on_headers(self, headers: dict[str, str], end_of_stream: bool) -> Continue | Immediate:
         ctx, forwarded = self.ctx, self.forwarded

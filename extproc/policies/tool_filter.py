@@ -127,12 +127,22 @@ class ToolFilterPolicy(Policy[ToolFilterConfig]):
                 if reason is not None:
                     return Deny(403, f"server tool '{tool.name}' is not allowed here: {reason}")
             elif tool.kind is ToolKind.MCP and mcp is not None:
-                # The URL may carry a token: matched, never repeated.
-                names = (tool.name, tool.server_url) if tool.server_url else (tool.name,)
-                reason = mcp.reason(*names)
+                reason = self._mcp_reason(mcp, tool.name, tool.server_url)
                 if reason is not None:
                     return Deny(403, f"MCP server '{tool.name}' is not allowed here: {reason}")
         return None
+
+    @staticmethod
+    def _mcp_reason(rules: NameRules, name: str, url: str | None) -> str | None:
+        """An MCP server is where its URL points: the allow-list must match the URL
+        (the name is the caller's to choose, so it cannot vouch for it); a deny glob
+        on either refuses it. The URL may carry a token: matched, never repeated."""
+        if url is None:
+            return rules.reason(name)
+        denied = rules.reason(name)
+        if denied == "on the deny list":
+            return denied
+        return rules.reason(url)
 
     async def on_tool_call(self, call: ToolCall, request: ApiRequest) -> BlockToolCall | None:
         reason = self.reason(call)

@@ -49,6 +49,7 @@ def test_bench_smoke(tmp_path: Path) -> None:
             ("anthropic", 1),
             ("anthropic", 4),
             ("openai", 4),
+            ("responses", 4),
         }, name
         for item in cfg["throughput"]:
             assert item["ok"] > 0 and item["rps"] > 0 and item["events_per_s"] > 0, name

@@ -34,6 +34,10 @@ EXPECTED_CHECKS = {
     "missing_messages_openai",
     "bad_key_anthropic",
     "bad_key_openai",
+    "openai_responses",
+    "openai_responses_stream",
+    "missing_input_responses",
+    "bad_key_responses",
 }
 
 

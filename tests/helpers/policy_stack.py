@@ -23,8 +23,9 @@ import pytest
 
 from extproc.config import DEV_GATEWAY_KEY
 from extproc.stack import Stack
+from tests.helpers.responses_mock import is_typed
 from tests.helpers.stack import running_stack
-from tests.helpers.streams import validate_stream
+from tests.helpers.streams import validate_responses_stream, validate_stream
 
 A_MODEL = "claude-sonnet-4-6"
 O_MODEL = "gpt-4o-mini"
@@ -327,3 +328,136 @@ def ask(
 
 
 APIS = ["anthropic", "openai"]
+
+
+# -- OpenAI Responses API ------------------------------------------------------------------
+
+R_TOOLS = [
+    {
+        "type": "function",
+        "name": t["name"],
+        "description": t["description"],
+        "parameters": t["input_schema"],
+        "strict": False,
+    }
+    for t in A_TOOLS
+]
+
+
+class ExchangeRecorder(RecordingTransport):
+    """A RecordingTransport that also keeps every request the SDK sent (body read), so a
+    test can replay the exact bytes straight to the mock."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.requests: list[httpx2.Request] = []
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        request.read()
+        self.requests.append(request)
+        return super().handle_request(request)
+
+
+def responses_client(
+    st: Stack, headers: dict[str, str] | None = None, api_key: str = DEV_GATEWAY_KEY
+) -> tuple[openai.OpenAI, ExchangeRecorder]:
+    transport = ExchangeRecorder()
+    client = openai.OpenAI(
+        base_url=f"{st.base_url}/v1",
+        api_key=api_key,
+        max_retries=0,
+        default_headers=headers or {},
+        http_client=httpx2.Client(transport=transport, timeout=30),
+    )
+    return client, transport
+
+
+def responses_body(prompt: str, *, tools: bool = False, **extra: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"model": O_MODEL, "input": prompt, **extra}
+    if tools:
+        body["tools"] = R_TOOLS
+    return body
+
+
+def assert_sdk_events(events: list[Any]) -> None:
+    """Every event the SDK yielded is its own typed class, numbered 0..n-1, and the last
+    is `response.completed`."""
+    assert events, "the SDK yielded no event"
+    untyped = [e.type for e in events if not is_typed(e)]
+    assert untyped == [], f"events the SDK did not type: {untyped}"
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    assert events[0].type == "response.created"
+    assert events[-1].type == "response.completed"
+
+
+def validated_responses_stream(transport: RecordingTransport, body: dict[str, Any]) -> bytes:
+    """The one streamed exchange's bytes, checked against the Responses stream contract."""
+    assert len(transport.bodies) == 1, "expected exactly one HTTP exchange"
+    response, raw = transport.bodies[0]
+    assert response.status_code == 200, raw[:500]
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert "content-encoding" not in response.headers
+    assert validate_responses_stream(raw, body) == []
+    return raw
+
+
+@dataclass
+class ResponsesResult:
+    response: Any  # openai.types.responses.Response: the SDK's final object
+    raw: bytes | None  # the validated stream bytes when streaming
+    events: list[Any]  # what the SDK's stream yielded (empty when not streaming)
+    sent: bytes  # the request body the SDK sent
+    received: bytes  # the response body as it arrived (JSON or SSE)
+
+    @property
+    def text(self) -> str:
+        return str(self.response.output_text)
+
+    @property
+    def kinds(self) -> list[str]:
+        return [item.type for item in self.response.output]
+
+    @property
+    def messages(self) -> list[str]:
+        """The text of each message item, in output order."""
+        return [
+            "".join(part.text for part in item.content if part.type == "output_text")
+            for item in self.response.output
+            if item.type == "message"
+        ]
+
+    @property
+    def calls(self) -> list[tuple[str, dict[str, Any]]]:
+        """(name, parsed arguments) of each function_call item, in output order."""
+        return [
+            (item.name, json.loads(item.arguments))
+            for item in self.response.output
+            if item.type == "function_call"
+        ]
+
+
+def ask_responses(
+    st: Stack,
+    prompt: str,
+    stream: bool,
+    *,
+    tools: bool = False,
+    headers: dict[str, str] | None = None,
+    api_key: str = DEV_GATEWAY_KEY,
+    **extra: Any,
+) -> ResponsesResult:
+    """One Responses API request with the SDK: `responses.stream` (every event typed and
+    numbered, the bytes validated) or `responses.create`."""
+    body = responses_body(prompt, tools=tools, **extra)
+    client, transport = responses_client(st, headers, api_key)
+    with client:
+        if not stream:
+            response = client.responses.create(**body)
+            sent, received = transport.requests[0].content, transport.bodies[0][1]
+            return ResponsesResult(response, None, [], sent, received)
+        with client.responses.stream(**body) as s:
+            events = list(s)
+            response = s.get_final_response()
+    assert_sdk_events(events)
+    raw = validated_responses_stream(transport, body)
+    return ResponsesResult(response, raw, events, transport.requests[0].content, raw)

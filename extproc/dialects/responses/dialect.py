@@ -86,9 +86,15 @@ class OpenAIResponsesDialect(Dialect):
         ForwardedPath(
             "/v1/responses/compact", ("POST",), RoutedBy.BODY_MODEL, request_policies=True
         ),
-        ForwardedPath("/v1/responses/{id}/cancel", ("POST",), RoutedBy.API_DEFAULT),
+        # A stored response read back (also replayed as a stream) or cancelled is the
+        # model's answer again: the response policies see it as they did the first time.
+        ForwardedPath(
+            "/v1/responses/{id}/cancel", ("POST",), RoutedBy.API_DEFAULT, response_policies=True
+        ),
         ForwardedPath("/v1/responses/{id}/input_items", ("GET",), RoutedBy.API_DEFAULT),
-        ForwardedPath("/v1/responses/{id}", ("GET", "DELETE"), RoutedBy.API_DEFAULT),
+        ForwardedPath(
+            "/v1/responses/{id}", ("GET", "DELETE"), RoutedBy.API_DEFAULT, response_policies=True
+        ),
     )
     max_tokens_fields = ("max_output_tokens",)
 

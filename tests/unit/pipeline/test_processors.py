@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Mapping
 
 import orjson
 import pytest
@@ -15,7 +16,10 @@ from extproc.core.decisions import Deny
 from extproc.core.request import ApiRequest
 from extproc.keys import Caller, KeyRegistry, digest
 from extproc.pipeline import Continue, Immediate, Phase, RequestPipeline
+from extproc.pipeline.processors import ForwardedRequest, PolicyRequest
 from extproc.policies.base import Policy, PolicyChain, PolicyConfig
+from extproc.policies.pii_redaction import PiiRedactionPolicy
+from extproc.policies.request_guard import RequestGuardConfig, RequestGuardPolicy
 from tests.helpers.pipeline import SwapModel, Touching, request_headers, router_from, send
 from tests.helpers.runtime import KEY, make_pipeline
 
@@ -312,3 +316,144 @@ async def test_a_path_routed_request_forwards_its_body_as_it_is() -> None:
     assert p.phase is Phase.RESPONSE_HEADERS
     assert isinstance(p, RequestPipeline) and p.processor is not None
     assert p.processor.request is None  # no body policy ran
+
+
+# -- Responses API: forwarded paths ---------------------------------------------------------
+
+
+def head(method: str, path: str) -> dict[str, str]:
+    return {":method": method, ":path": path, "content-type": "application/json", "x-api-key": KEY}
+
+
+async def compact(chain: PolicyChain, body: Mapping[str, object]) -> Continue | Immediate:
+    p = make_pipeline(chain, openai_api_key=SecretStr("sk-openai-provider"))
+    out = p.on_request_headers(head("POST", "/v1/responses/compact"), False)
+    # Routed by its body: nothing but the gateway key is decided at the headers.
+    assert isinstance(out, Continue) and not out.clear_route_cache
+    return await p.on_request_body(orjson.dumps(body))
+
+
+COMPACT_BODY: dict[str, object] = {
+    "model": "gpt-5",
+    "instructions": "summarize",
+    "input": [
+        {"role": "user", "content": [{"type": "input_text", "text": "mail me at ann@example.com"}]},
+        {"type": "function_call_output", "call_id": "c1", "output": "key AKIAABCDEFGHIJKLMNOP"},
+    ],
+}
+
+
+async def test_compact_runs_the_request_policies_and_they_rewrite_its_input() -> None:
+    out = await compact(PolicyChain([PiiRedactionPolicy()]), COMPACT_BODY)
+    assert isinstance(out, Continue) and out.clear_route_cache and out.body is not None
+    sent = orjson.loads(out.body)
+    assert sent["input"][0]["content"][0]["text"] == "mail me at [REDACTED:email]"
+    assert sent["input"][1]["output"] == "key [REDACTED:secret]"
+    assert sent["instructions"] == "summarize" and sent["model"] == "gpt-5"
+    assert out.set_headers["content-length"] == str(len(out.body))
+    assert out.set_headers["x-gateway-upstream"] == "openai"
+    assert out.set_headers["authorization"] == "Bearer sk-openai-provider"
+    # Nothing to redact: the body goes on as it came.
+    clean = {"model": "gpt-5", "input": "compact this"}
+    out = await compact(PolicyChain([PiiRedactionPolicy()]), clean)
+    assert isinstance(out, Continue) and out.body is None and out.clear_route_cache
+
+
+async def test_compact_refused_by_a_deny_pattern_in_the_apis_format() -> None:
+    guard = RequestGuardPolicy(RequestGuardConfig(deny_patterns=[r"AKIA[A-Z0-9]{16}"]))
+    out = await compact(PolicyChain([guard]), COMPACT_BODY)
+    assert isinstance(out, Immediate) and out.status == 400
+    assert json.loads(out.body) == {
+        "error": {
+            "message": (
+                "Request rejected by the gateway policy: the request contains denied content."
+            ),
+            "type": "invalid_request_error",
+            "param": None,
+            "code": None,
+        }
+    }
+    fine = await compact(PolicyChain([guard]), {"model": "gpt-5", "input": "fine"})
+    assert isinstance(fine, Continue) and fine.body is None
+
+
+async def test_input_tokens_is_forwarded_without_request_policies() -> None:
+    chain = PolicyChain([DenyAll(), PiiRedactionPolicy()])
+    p = make_pipeline(chain, openai_api_key=SecretStr("sk-openai-provider"))
+    assert isinstance(
+        p.on_request_headers(head("POST", "/v1/responses/input_tokens"), False), Continue
+    )
+    out = await p.on_request_body(orjson.dumps(COMPACT_BODY))
+    assert isinstance(out, Continue) and out.body is None and out.clear_route_cache
+    assert out.set_headers["x-gateway-upstream"] == "openai"
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/v1/responses/resp_123"),
+        ("DELETE", "/v1/responses/resp_123"),
+        ("POST", "/v1/responses/resp_123/cancel"),
+        ("GET", "/v1/responses/resp_123/input_items"),
+        ("GET", "/v1/responses/resp_123/input_items?limit=5&order=asc"),
+        ("GET", "/v1/responses/resp_123?stream=true&starting_after=4"),
+    ],
+)
+def test_stored_responses_go_to_the_apis_default_provider(method: str, path: str) -> None:
+    p = make_pipeline(openai_api_key=SecretStr("sk-openai-provider"))
+    out = p.on_request_headers(head(method, path), True)
+    # No model anywhere: routed at the headers, to OpenAI, with its key.
+    assert isinstance(out, Continue) and out.clear_route_cache
+    assert out.set_headers == {
+        "x-gateway-upstream": "openai",
+        "authorization": "Bearer sk-openai-provider",
+    }
+    assert "x-api-key" in out.remove_headers
+    assert isinstance(p.processor, ForwardedRequest)
+    # A stored response read back (or cancelled) goes through the response policies
+    # again; the input items are the caller's own.
+    request = p.processor.request
+    if "input_items" in path:
+        assert request is None
+    else:
+        assert request is not None and (request.path, request.model) == (path.split("?")[0], "")
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("POST", "/v1/responses/resp_1", "GET or DELETE"),
+        ("PUT", "/v1/responses/resp_1", "GET or DELETE"),
+        ("GET", "/v1/responses/resp_1/cancel", "POST"),
+        ("DELETE", "/v1/responses/resp_1/input_items", "GET"),
+        # The fixed names win over `{id}`: these are not stored responses.
+        ("GET", "/v1/responses/input_tokens", "POST"),
+        ("DELETE", "/v1/responses/compact", "POST"),
+    ],
+)
+def test_responses_paths_with_the_wrong_method_are_405(
+    method: str, path: str, allowed: str
+) -> None:
+    out = make_pipeline().on_request_headers(head(method, path), False)
+    assert isinstance(out, Immediate) and out.status == 405
+    assert error_of(out) == {
+        "message": f"method {method} not allowed on {path}; use {allowed}",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": None,
+    }
+
+
+def test_the_responses_endpoint_itself_takes_only_post() -> None:
+    out = make_pipeline().on_request_headers(head("GET", "/v1/responses"), True)
+    assert isinstance(out, Immediate) and out.status == 405
+    assert error_of(out)["message"] == "method GET not allowed on /v1/responses; use POST"
+    p = make_pipeline()
+    assert isinstance(p.on_request_headers(head("POST", "/v1/responses"), False), Continue)
+    assert isinstance(p.processor, PolicyRequest)
+
+
+def test_an_unknown_responses_path_is_404_in_the_apis_format() -> None:
+    out = make_pipeline().on_request_headers(head("GET", "/v1/responses/resp_1/other"), True)
+    assert isinstance(out, Immediate) and out.status == 404
+    assert error_of(out)["type"] == "invalid_request_error"

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import copy
 
-from extproc.dialects.anthropic.request_text import rewrite_texts, texts
+from extproc.core.request import DeclaredTool, ToolKind
+from extproc.dialects.anthropic.request_text import declared_tools, rewrite_texts, texts
 from tests.helpers.dialects import IMAGE, REDACTED, THINKING, anthropic_body, strip_texts
 
 
@@ -56,3 +57,50 @@ def test_a_tool_result_inside_a_tool_result_is_not_looked_into() -> None:
     # Nor are malformed messages and blocks.
     odd = {"system": 3, "messages": ["x", {"role": "user"}, {"content": [1, {"type": "text"}]}]}
     assert list(texts(odd)) == [] and rewrite_texts(odd, str.upper) is None
+
+
+# -- declared tools ------------------------------------------------------------------------
+
+
+def test_declared_tools_client_server_and_mcp() -> None:
+    body = {
+        "tools": [
+            {"name": "get_weather", "input_schema": {"type": "object"}},
+            {"type": "custom", "name": "lookup", "input_schema": {}},
+            {"type": "bash_20250124", "name": "bash"},
+            {"type": "text_editor_20250728", "name": "str_replace_based_edit_tool"},
+            {"type": "computer_20250124", "name": "computer", "display_width_px": 1024},
+            {"type": "memory_20250818", "name": "memory"},
+            {"type": "web_search_20250305", "name": "web_search", "max_uses": 3},
+            {"type": "web_fetch_20250910", "name": "web_fetch"},
+            {"type": "code_execution_20250825", "name": "code_execution"},
+            # A typed tool the gateway does not know runs at Anthropic: a server tool.
+            {"type": "teleport_20300101", "name": "teleport"},
+            "not a tool",
+        ],
+        "mcp_servers": [
+            {"type": "url", "url": "https://mcp.example.com/sse?key=k", "name": "example"},
+            {"type": "url", "name": "no-url"},
+            "junk",
+        ],
+    }
+    assert declared_tools(body) == [
+        DeclaredTool(ToolKind.CLIENT, "get_weather"),
+        DeclaredTool(ToolKind.CLIENT, "lookup"),
+        DeclaredTool(ToolKind.CLIENT, "bash"),
+        DeclaredTool(ToolKind.CLIENT, "str_replace_based_edit_tool"),
+        DeclaredTool(ToolKind.CLIENT, "computer"),
+        DeclaredTool(ToolKind.CLIENT, "memory"),
+        DeclaredTool(ToolKind.SERVER, "web_search_20250305"),
+        DeclaredTool(ToolKind.SERVER, "web_fetch_20250910"),
+        DeclaredTool(ToolKind.SERVER, "code_execution_20250825"),
+        DeclaredTool(ToolKind.SERVER, "teleport_20300101"),
+        DeclaredTool(ToolKind.MCP, "example", "https://mcp.example.com/sse?key=k"),
+        DeclaredTool(ToolKind.MCP, "no-url", None),
+    ]
+
+
+def test_declared_tools_of_a_body_without_tools() -> None:
+    assert declared_tools(anthropic_body()) == []
+    assert declared_tools({"tools": "x", "mcp_servers": {"url": "u"}}) == []
+    assert declared_tools({"tools": [{"type": 7}]}) == [DeclaredTool(ToolKind.SERVER, "7")]

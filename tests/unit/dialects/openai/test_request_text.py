@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import copy
 
-from extproc.dialects.openai.request_text import rewrite_texts, texts
+from extproc.core.request import DeclaredTool, ToolKind
+from extproc.dialects.openai.request_text import declared_tools, rewrite_texts, texts
 from tests.helpers.dialects import openai_body, strip_texts
 
 
@@ -36,3 +37,32 @@ def test_unchanged_messages_and_parts_are_shared() -> None:
     assert new is not None and new["messages"][1]["content"] == [{"type": "text", "text": "DEV"}]
     assert all(new["messages"][i] is body["messages"][i] for i in (0, 2, 3, 4))
     assert new["model"] == body["model"]
+
+
+# -- declared tools ------------------------------------------------------------------------
+
+
+def test_declared_tools() -> None:
+    body = {
+        **openai_body(),
+        "tools": [
+            {"type": "function", "function": {"name": "bash", "parameters": {}}},
+            {"type": "function", "function": {"name": "read_file"}},
+        ],
+    }
+    assert declared_tools(body) == [
+        DeclaredTool(ToolKind.CLIENT, "bash"),
+        DeclaredTool(ToolKind.CLIENT, "read_file"),
+    ]
+    assert declared_tools(openai_body()) == []
+
+
+def test_web_search_options_declare_the_providers_web_search() -> None:
+    body = {**openai_body(), "web_search_options": {"search_context_size": "low"}}
+    assert declared_tools(body) == [DeclaredTool(ToolKind.SERVER, "web_search")]
+    odd = {"tools": [{"type": "function"}, "x"], "web_search_options": {}}
+    assert declared_tools(odd) == [
+        DeclaredTool(ToolKind.CLIENT, ""),
+        DeclaredTool(ToolKind.CLIENT, ""),
+        DeclaredTool(ToolKind.SERVER, "web_search"),
+    ]
