@@ -22,11 +22,8 @@ from extproc.dialects.base import Dialect, ForwardedPath, RoutedBy
 from extproc.dialects.openai.errors import error_object, stream_error_type
 from extproc.dialects.responses import message_engine, request_text
 from extproc.dialects.responses.models import BUILTIN_TOOL_TYPES
-from extproc.dialects.responses.stream_engine import (
-    TERMINAL_EVENTS,
-    ResponsesStreamEngine,
-    new_event,
-)
+from extproc.dialects.responses.numbering import last_sequence, new_event
+from extproc.dialects.responses.stream_engine import TERMINAL_EVENTS, ResponsesStreamEngine
 from extproc.dialects.responses.validator import StreamValidator
 from extproc.events import StreamEvent
 from extproc.sse import Frame
@@ -37,9 +34,6 @@ _END_PAYLOAD = re.compile(
 )
 _END_EVENTS = frozenset({*TERMINAL_EVENTS, "error"})
 _TOOL_TYPES = frozenset({"function", "custom", *BUILTIN_TOOL_TYPES})
-
-
-_SEQUENCE = re.compile(rb'"sequence_number"\s*:\s*(-?\d+)')
 
 
 def error_event(message: str, error_type: str, sequence_number: int | None) -> bytes:
@@ -64,10 +58,9 @@ class NumberedEnding:
         self._last: int | None = None
 
     def seen(self, data: bytes) -> None:
-        at = data.rfind(b'"sequence_number"')
-        found = _SEQUENCE.match(data, at) if at >= 0 else None
-        if found is not None:
-            self._last = int(found.group(1))
+        last = last_sequence(data)
+        if last is not None:
+            self._last = last
 
     def error(self, message: str) -> bytes:
         return error_event(message, "api_error", None if self._last is None else self._last + 1)

@@ -17,16 +17,19 @@ items (encrypted content) and refusals are never changed.
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass, field
 from typing import Any
-
-import orjson
 
 from extproc.core.chain import ResponsePolicies
 from extproc.core.decisions import BlockResponse, BlockToolCall, ToolCall, ToolDecision
 from extproc.core.request import ApiRequest
 from extproc.dialects.responses import items as itm
+from extproc.dialects.responses.numbering import (
+    ITEM_ADDED,
+    Numbering,
+    new_event,
+    upstream_index,
+)
 from extproc.engine.text import FaithfulText, TextPipeline
 from extproc.engine.tools import ToolGate
 from extproc.events import StreamEvent
@@ -35,7 +38,6 @@ from extproc.sse import Frame
 log = logging.getLogger("extproc.engine")
 
 TERMINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
-ITEM_ADDED = "response.output_item.added"
 ITEM_DONE = "response.output_item.done"
 PART_ADDED = "response.content_part.added"
 PART_DONE = "response.content_part.done"
@@ -44,24 +46,6 @@ TEXT_DONE = "response.output_text.done"
 # Events that ride along inside a text part without text of their own.
 TEXT_PASSENGERS = frozenset({"response.output_text.annotation.added"})
 TEXT_EVENTS = frozenset({PART_ADDED, PART_DONE, TEXT_DELTA, TEXT_DONE, *TEXT_PASSENGERS})
-# The top-level fields are written near the start; nothing nested carries these names.
-_SEQ = re.compile(rb'"sequence_number"\s*:\s*(-?\d+)')
-_INDEX = re.compile(rb'"output_index"\s*:\s*(\d+)')
-
-
-def new_event(payload: dict[str, Any]) -> StreamEvent:
-    """An event as the Responses API writes it: named by its type."""
-    name = str(payload.get("type", ""))
-    raw = b"event: " + name.encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
-    return StreamEvent.made(raw, payload, name)
-
-
-def _number(pattern: re.Pattern[bytes], raw: bytes) -> re.Match[bytes] | None:
-    return pattern.search(raw)
-
-
-def _replace(raw: bytes, found: re.Match[bytes], value: int) -> bytes:
-    return raw[: found.start(1)] + str(value).encode() + raw[found.end(1) :]
 
 
 @dataclass(slots=True)
@@ -91,17 +75,8 @@ class ResponsesStreamEngine:
         self.chain = chain
         self.request = request
         self.gate = ToolGate(chain, request) if chain.gates_tool_calls else None
-        # Sequence numbers: the upstream's, shifted by `seq_offset`. Once events were
-        # added, dropped or merged (`renumber`), the next upstream event is anchored to
-        # follow the last number sent; until then the upstream's numbering, garbage
-        # included, passes as it came.
-        self.seq_offset = 0
-        self.renumber = False
-        self.last_seq: int | None = None  # the last number the client got
+        self.numbers = Numbering()
         self.ended = False  # the terminal event went out: nothing follows it
-        self.index_map: dict[int, int] = {}  # upstream output_index -> the client's
-        self.next_index = 0
-        self.shifted = False  # some output_index differs from the upstream's
         self.parts: dict[tuple[int, int], _Part] = {}
         self.calls: dict[int, _Call] = {}  # held, by upstream output_index
         self.queue: list[StreamEvent | _Call] = []  # what waits behind a held call
@@ -180,7 +155,7 @@ class ResponsesStreamEngine:
 
     def _on_item_event(self, name: str | None, event: StreamEvent, out: list[bytes]) -> None:
         if self.calls:
-            index = self._upstream_index(event)
+            index = upstream_index(event)
             held = self.calls.get(index) if index is not None else None
             if held is not None and held.call is None:
                 held.events.append(event)
@@ -190,7 +165,7 @@ class ResponsesStreamEngine:
         if name == ITEM_DONE:
             self._send_after_text(self._item_done(event), out)
         elif self.chain.rewrites_text and name in TEXT_EVENTS:
-            index = self._upstream_index(event)
+            index = upstream_index(event)
             if index is None:
                 self._send_after_text(event, out)
             else:
@@ -232,7 +207,7 @@ class ResponsesStreamEngine:
             text = delta if isinstance(delta, str) else ""
             self._send_text(part, part.text.feed((event, text), text), out)
             if part.rewritten:
-                self.renumber = True  # this original is not sent: numbers close up
+                self.numbers.changed()  # this original is not sent: numbers close up
         elif name in TEXT_PASSENGERS:
             self._send_text(part, part.text.feed((event, ""), ""), out)
         elif name == TEXT_DONE:
@@ -262,7 +237,8 @@ class ResponsesStreamEngine:
     ) -> None:
         for piece in pieces:
             if isinstance(piece, str):
-                part.rewritten = self.renumber = True
+                part.rewritten = True
+                self.numbers.changed()
                 if piece:
                     part.sent.append(piece)
                     self._send(new_event(self._delta(part.where, piece)), out)
@@ -348,10 +324,7 @@ class ResponsesStreamEngine:
             )
 
     def _drop(self, index: int) -> None:
-        """An item that never reaches the client: later items and numbers close up."""
-        self.shifted = True
-        self.renumber = True
-        self.index_map.pop(index, None)
+        self.numbers.drop_item(index)
 
     def _terminal(self, event: StreamEvent) -> StreamEvent:
         """The terminal event, its `response.output` made to match what was sent."""
@@ -385,47 +358,5 @@ class ResponsesStreamEngine:
         else:
             self._emit(event, out)
 
-    def _upstream_index(self, event: StreamEvent) -> int | None:
-        if event.frame is None:
-            value = event.payload.get("output_index")
-            return value if isinstance(value, int) else None
-        found = _number(_INDEX, event.raw)
-        return int(found.group(1)) if found else None
-
     def _emit(self, event: StreamEvent, out: list[bytes]) -> None:
-        """Send one event, numbered in sequence and by the client's output_index."""
-        name = event.name
-        if name is None and isinstance(event.payload, dict):
-            name = str(event.payload.get("type"))  # an event without its `event:` line
-        index = None
-        if name == ITEM_ADDED or self.shifted:
-            index = self._upstream_index(event)
-        if index is not None and name == ITEM_ADDED:
-            self.index_map[index] = self.next_index
-            self.next_index += 1
-            self.shifted = self.shifted or self.index_map[index] != index
-        if event.frame is None:  # ours: numbered here
-            payload = dict(event.payload)
-            seq = 0 if self.last_seq is None else self.last_seq + 1
-            payload["sequence_number"] = self.last_seq = seq
-            self.renumber = True
-            if index is not None:
-                payload["output_index"] = self.index_map.get(index, index)
-            out.append(new_event(payload).raw)
-            return
-        raw = event.raw
-        found = _number(_SEQ, raw)
-        if found is not None:
-            upstream = int(found.group(1))
-            if self.renumber and self.last_seq is not None:
-                self.seq_offset = self.last_seq + 1 - upstream
-                self.renumber = False
-            seq = upstream + self.seq_offset
-            if self.seq_offset:
-                raw = _replace(raw, found, seq)
-            self.last_seq = seq
-        if index is not None and self.index_map.get(index, index) != index:
-            found_index = _number(_INDEX, raw)
-            if found_index is not None:
-                raw = _replace(raw, found_index, self.index_map[index])
-        out.append(raw)
+        out.append(self.numbers.numbered(event))
