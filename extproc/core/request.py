@@ -14,6 +14,8 @@ class ToolKind(StrEnum):
     CLIENT = "client"  # run by the client: its calls come back in the response
     SERVER = "server"  # run by the provider (web search, code execution...)
     MCP = "mcp"  # an MCP server the provider itself connects to
+    # Tools the request does not show (a stored prompt's): no rule can vouch for them.
+    HIDDEN = "hidden"
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,7 +27,8 @@ class DeclaredTool:
     # The function's name; a server tool's type (`web_search_20250305`); an MCP
     # server's name or label.
     name: str
-    server_url: str | None = None  # MCP servers only
+    # MCP servers: where the provider connects (the URL, or a connector's id).
+    server_url: str | None = None
 
 
 class RequestDialect(Protocol):

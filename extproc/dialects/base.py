@@ -78,6 +78,9 @@ class ForwardedPath:
     routed_by: RoutedBy
     request_policies: bool = False
     response_policies: bool = False
+    # Query parameters refused (400): with them the answer would be a part of the
+    # response that the response policies cannot read (a stream resumed midway).
+    refused_query: tuple[str, ...] = ()
     pattern: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

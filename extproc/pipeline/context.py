@@ -27,6 +27,8 @@ class RequestContext:
     added_headers: dict[str, str]
     # Envoy streams response bodies through ext_proc (its protocol_config says).
     envoy_sends_body: bool
+    # The names of the query's parameters (their values may be credentials: not kept).
+    query_names: frozenset[str] = frozenset()
     upstream: Upstream | None = None
 
     @property

@@ -160,6 +160,14 @@ class ForwardedRequest:
         if ctx.method not in forwarded.methods:
             allowed = " or ".join(forwarded.methods)
             return ctx.refuse(405, f"method {ctx.method} not allowed on {bare}; use {allowed}")
+        for name in forwarded.refused_query:
+            if name in ctx.query_names:
+                return ctx.refuse(
+                    400,
+                    f"{name} is not supported through the gateway: its policies need the "
+                    "whole response (ask for all of it and skip what you have seen)",
+                    name,
+                )
         if forwarded.routed_by is RoutedBy.BODY_MODEL:
             if end_of_stream:
                 return ctx.refuse(400, "request body is required")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from typing import Any
+from urllib.parse import parse_qsl
 
 from extproc.contract import ENVOY_HEADER_PREFIX
 from extproc.dialects.registry import DEFAULT_DIALECT, dialect_for
@@ -82,7 +83,7 @@ class RequestPipeline:
         self.method = headers.get(":method", "")
         # The query string is dropped here: it can carry credentials (?key=...), and
         # nothing in the gateway needs it (Envoy forwards the original path upstream).
-        self.path = headers.get(":path", "").split("?", 1)[0]
+        self.path, _, query = headers.get(":path", "").partition("?")
         self.request_id = headers.get("x-request-id", "")[:128]
         dialect = dialect_for(self.path, headers)
         found = self.runtime.gateway.keys.authenticate(headers)
@@ -103,6 +104,7 @@ class RequestPipeline:
             chain=chain,
             added_headers=dialect.added_headers(headers),
             envoy_sends_body=self.envoy_sends_body,
+            query_names=frozenset(name for name, _ in parse_qsl(query, keep_blank_values=True)),
         )
         bare = self.path.rstrip("/")
         forwarded = dialect.forwarded_path(bare)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -84,6 +85,14 @@ class ToolFilterConfig(PolicyConfig):
         return check_format(value, "block_message", tool="t", reason="r")
 
 
+def _normalized(url: str) -> str:
+    """Scheme and host are case-insensitive: lower-cased, so a glob cannot be dodged."""
+    parts = urlsplit(url)
+    if not parts.scheme:
+        return url  # a connector's id
+    return urlunsplit(parts._replace(scheme=parts.scheme.lower(), netloc=parts.netloc.lower()))
+
+
 def _argument_text(value: Any) -> str:
     return value if isinstance(value, str) else orjson.dumps(value).decode()
 
@@ -122,6 +131,12 @@ class ToolFilterPolicy(Policy[ToolFilterConfig]):
         if servers is None and mcp is None:
             return None
         for tool in request.declared_tools():
+            if tool.kind is ToolKind.HIDDEN:
+                return Deny(
+                    403,
+                    f"the tools of a stored {tool.name} cannot be checked here: send the "
+                    "tools in the request",
+                )
             if tool.kind is ToolKind.SERVER and servers is not None:
                 reason = servers.reason(tool.name)
                 if reason is not None:
@@ -142,7 +157,7 @@ class ToolFilterPolicy(Policy[ToolFilterConfig]):
         denied = rules.reason(name)
         if denied == "on the deny list":
             return denied
-        return rules.reason(url)
+        return rules.reason(_normalized(url))
 
     async def on_tool_call(self, call: ToolCall, request: ApiRequest) -> BlockToolCall | None:
         reason = self.reason(call)

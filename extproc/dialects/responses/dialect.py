@@ -73,7 +73,10 @@ class OpenAIResponsesDialect(Dialect):
     path_prefixes = ("/v1/responses",)
     # First match wins: the fixed names before the id templates.
     forwarded = (
-        ForwardedPath("/v1/responses/input_tokens", ("POST",), RoutedBy.BODY_MODEL),
+        # Counting reads the whole prompt: redacted first, like any model call.
+        ForwardedPath(
+            "/v1/responses/input_tokens", ("POST",), RoutedBy.BODY_MODEL, request_policies=True
+        ),
         # A model call that answers with a compacted history, not a response: only
         # its request is checked.
         ForwardedPath(
@@ -86,7 +89,13 @@ class OpenAIResponsesDialect(Dialect):
         ),
         ForwardedPath("/v1/responses/{id}/input_items", ("GET",), RoutedBy.API_DEFAULT),
         ForwardedPath(
-            "/v1/responses/{id}", ("GET", "DELETE"), RoutedBy.API_DEFAULT, response_policies=True
+            "/v1/responses/{id}",
+            ("GET", "DELETE"),
+            RoutedBy.API_DEFAULT,
+            response_policies=True,
+            # A replay from midway starts after the parts and calls it continues: the
+            # SDK's responses.stream(response_id=...) asks for all and skips itself.
+            refused_query=("starting_after",),
         ),
     )
     max_tokens_fields = ("max_output_tokens",)
@@ -156,7 +165,19 @@ class OpenAIResponsesDialect(Dialect):
         if frame.event is not None:
             return frame.event in _END_EVENTS
         data = frame.data
-        return data is not None and _END_PAYLOAD.match(data) is not None
+        if data is None:
+            return False
+        if _END_PAYLOAD.match(data) is not None:
+            return True
+        # A server that writes no `event:` lines may also put `type` after other keys:
+        # events naming a terminal type anywhere are parsed to be sure.
+        if not any(f'"{name}"' in data for name in _END_EVENTS):
+            return False
+        try:
+            payload = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return False
+        return isinstance(payload, dict) and payload.get("type") in _END_EVENTS
 
     def event(self, payload: dict[str, Any]) -> StreamEvent:
         return new_event(payload)

@@ -14,7 +14,17 @@ from extproc.core.decisions import ToolCall
 from extproc.engine.tools import parse_arguments
 
 # Items the client runs, held until complete and decided: their calls come back to it.
-GATED_ITEMS = frozenset({"function_call", "custom_tool_call", "local_shell_call"})
+# For the API-defined tools: the name policies know the call by, and the field holding
+# what it asks for (the arguments).
+CLIENT_CALLS: dict[str, tuple[str, str] | None] = {
+    "function_call": None,  # its own name and JSON `arguments`
+    "custom_tool_call": None,  # its own name; its free-form `input` as `input`
+    "local_shell_call": ("local_shell", "action"),
+    "shell_call": ("shell", "action"),
+    "apply_patch_call": ("apply_patch", "operation"),
+    "computer_call": ("computer", "action"),
+}
+GATED_ITEMS = frozenset(CLIENT_CALLS)
 # Items the provider ran itself: already executed when they stream, so never gated.
 PROVIDER_RUN_ITEMS = frozenset(
     {
@@ -33,6 +43,12 @@ def item_key(item: dict[str, Any]) -> str:
     return str(item.get("id") or item.get("call_id") or "")
 
 
+def item_keys(*items: dict[str, Any]) -> set[str]:
+    """Every identifier these copies of one item carry: a copy may lack its `id` and
+    be known by its `call_id` alone."""
+    return {str(v) for item in items for v in (item.get("id"), item.get("call_id")) if v}
+
+
 def tool_call(item: dict[str, Any], index: int) -> ToolCall | None:
     """The call a complete gated item asks for, as policies see calls; None for an
     item that is no client tool call."""
@@ -47,10 +63,12 @@ def tool_call(item: dict[str, Any], index: int) -> ToolCall | None:
         text = item.get("input")
         text = text if isinstance(text, str) else ""
         return ToolCall(call_id, str(item.get("name", "")), {"input": text}, text, index)
-    if kind == "local_shell_call":
-        action = item.get("action")
-        action = action if isinstance(action, dict) else {}
-        return ToolCall(call_id, "local_shell", action, orjson.dumps(action).decode(), index)
+    defined = CLIENT_CALLS.get(str(kind))
+    if defined is not None:
+        name, field = defined
+        value = item.get(field)
+        arguments = value if isinstance(value, dict) else {}
+        return ToolCall(call_id, name, arguments, orjson.dumps(arguments).decode(), index)
     return None
 
 
@@ -93,13 +111,17 @@ def rewrite_output(
     out: list[Any] = []
     changed = False
     for item in output:
-        key = item_key(item) if isinstance(item, dict) else ""
-        if key in replaced:
-            new = replaced[key]
+        if not isinstance(item, dict):
+            out.append(item)
+            continue
+        key = item_key(item)
+        found = next((k for k in item_keys(item) if k in replaced), None)
+        if found is not None:
+            new = replaced[found]
             changed = True
             if new is not None:
                 out.append(new)
-        elif key in texts and isinstance(item, dict):
+        elif key in texts:
             out.append(with_texts(item, texts[key]))
             changed = True
         else:

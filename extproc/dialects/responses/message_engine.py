@@ -15,7 +15,11 @@ from extproc.engine.tools import ToolGate
 from extproc.engine.whole import observe, rewrite_text
 
 
-def _rewritten(item: dict[str, Any], chain: ResponsePolicies, request: ApiRequest) -> Any:
+def rewritten_message(
+    item: dict[str, Any], chain: ResponsePolicies, request: ApiRequest
+) -> dict[str, Any]:
+    """A message item with its output_text parts through the rewriters (the same item
+    when nothing changed)."""
     content = item.get("content")
     if item.get("type") != "message" or not isinstance(content, list):
         return item
@@ -38,7 +42,8 @@ async def process_message(body: Any, chain: ResponsePolicies, request: ApiReques
     if not isinstance(output, list):
         return body
     new_output = [
-        _rewritten(item, chain, request) if isinstance(item, dict) else item for item in output
+        rewritten_message(item, chain, request) if isinstance(item, dict) else item
+        for item in output
     ]
     calls: list[tuple[int, ToolCall]] = []
     if chain.gates_tool_calls:

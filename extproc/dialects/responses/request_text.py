@@ -16,69 +16,91 @@ from typing import Any
 from extproc.core.request import DeclaredTool, TextFn, ToolKind
 from extproc.dialects.request_text import rewrite_list, rewrite_str
 
-# Parts of a message's or a tool output's content that carry text a person reads.
-TEXT_PARTS = ("input_text", "output_text")
-_OUTPUT_ITEMS = ("function_call_output", "custom_tool_call_output")
+# Where a part of a message's or a tool output's content keeps its text.
+_PART_TEXT = {"input_text": "text", "output_text": "text", "refusal": "refusal"}
+# Items whose text is one field: a string, or a list of parts.
+_ITEM_TEXT = {
+    "function_call_output": "output",
+    "custom_tool_call_output": "output",
+    "local_shell_call_output": "output",
+    "apply_patch_call_output": "output",
+    "mcp_approval_response": "reason",
+}
+# A shell command's output: a list of {stdout, stderr, ...}.
+_SHELL_OUTPUT = "shell_call_output"
+_STREAMS = ("stdout", "stderr")
 # Tools the client runs although the API defines them: their calls come back as items.
 _CLIENT_TOOL_TYPES = frozenset(
-    {
-        "function",
-        "custom",
-        "local_shell",
-        "shell",
-        "apply_patch",
-        "computer",
-        "computer_use_preview",
-    }
+    {"local_shell", "shell", "apply_patch", "computer", "computer_use_preview"}
 )
+# Input items that carry tool lists of their own.
+_TOOL_ITEMS = ("additional_tools", "tool_search_output")
 
 
 def _is_message(item: dict[str, Any]) -> bool:
     # A message may omit its type ("easy input message").
-    return item.get("type", "message") == "message" and "role" in item
+    return item.get("type") in (None, "message") and "role" in item
 
 
-def _is_text_part(part: Any) -> bool:
-    return (
-        isinstance(part, dict)
-        and part.get("type") in TEXT_PARTS
-        and isinstance(part.get("text"), str)
-    )
+def _part_field(part: Any) -> str | None:
+    if not isinstance(part, dict):
+        return None
+    name = _PART_TEXT.get(str(part.get("type")))
+    return name if name is not None and isinstance(part.get(name), str) else None
 
 
 def _content_texts(content: Any) -> Iterator[str]:
     if isinstance(content, str):
         yield content
     elif isinstance(content, list):
-        yield from (part["text"] for part in content if _is_text_part(part))
+        for part in content:
+            name = _part_field(part)
+            if name is not None:
+                yield part[name]
 
 
 def _field(item: dict[str, Any]) -> str | None:
     """The field of an input item that holds its text, if any."""
     if _is_message(item):
         return "content"
-    if item.get("type") in _OUTPUT_ITEMS:
-        return "output"
-    return None
+    return _ITEM_TEXT.get(str(item.get("type")))
+
+
+def _items(value: Any) -> list[dict[str, Any]]:
+    return [i for i in value if isinstance(i, dict)] if isinstance(value, list) else []
 
 
 def input_items(body: dict[str, Any]) -> list[dict[str, Any]]:
-    items = body.get("input")
-    return [i for i in items if isinstance(i, dict)] if isinstance(items, list) else []
+    return _items(body.get("input"))
+
+
+def _item_texts(item: dict[str, Any]) -> Iterator[str]:
+    if item.get("type") == _SHELL_OUTPUT:
+        for run in _items(item.get("output")):
+            yield from (run[k] for k in _STREAMS if isinstance(run.get(k), str))
+        return
+    name = _field(item)
+    if name is not None:
+        yield from _content_texts(item.get(name))
+
+
+def _variables(body: dict[str, Any]) -> dict[str, Any]:
+    prompt = body.get("prompt")
+    variables = prompt.get("variables") if isinstance(prompt, dict) else None
+    return variables if isinstance(variables, dict) else {}
 
 
 def texts(body: dict[str, Any]) -> Iterator[str]:
-    instructions = body.get("instructions")
-    if isinstance(instructions, str):
-        yield instructions
-    value = body.get("input")
-    if isinstance(value, str):
-        yield value
-        return
-    for item in input_items(body):
-        name = _field(item)
-        if name is not None:
-            yield from _content_texts(item.get(name))
+    # `instructions` and `input`: a string, or a list of items.
+    for key in ("instructions", "input"):
+        value = body.get(key)
+        if isinstance(value, str):
+            yield value
+        for item in _items(value):
+            yield from _item_texts(item)
+    # A stored prompt's variables: strings, or parts.
+    for value in _variables(body).values():
+        yield from _content_texts(value if isinstance(value, str) else [value])
 
 
 def _rewrite_content(content: Any, fn: TextFn) -> Any:
@@ -88,10 +110,11 @@ def _rewrite_content(content: Any, fn: TextFn) -> Any:
         return content
 
     def part_fn(part: Any) -> Any:
-        if _is_text_part(part):
-            text = rewrite_str(part["text"], fn)
-            return part if text is part["text"] else {**part, "text": text}
-        return part
+        name = _part_field(part)
+        if name is None:
+            return part
+        text = rewrite_str(part[name], fn)
+        return part if text is part[name] else {**part, name: text}
 
     return rewrite_list(content, part_fn)
 
@@ -99,6 +122,20 @@ def _rewrite_content(content: Any, fn: TextFn) -> Any:
 def _rewrite_item(item: Any, fn: TextFn) -> Any:
     if not isinstance(item, dict):
         return item
+    if item.get("type") == _SHELL_OUTPUT and isinstance(item.get("output"), list):
+
+        def run_fn(run: Any) -> Any:
+            if not isinstance(run, dict):
+                return run
+            changes = {
+                k: new
+                for k in _STREAMS
+                if isinstance(run.get(k), str) and (new := rewrite_str(run[k], fn)) is not run[k]
+            }
+            return {**run, **changes} if changes else run
+
+        output = rewrite_list(item["output"], run_fn)
+        return item if output is item["output"] else {**item, "output": output}
     name = _field(item)
     if name is None or name not in item:
         return item
@@ -108,27 +145,36 @@ def _rewrite_item(item: Any, fn: TextFn) -> Any:
 
 def rewrite_texts(body: dict[str, Any], fn: TextFn) -> dict[str, Any] | None:
     changes: dict[str, Any] = {}
-    instructions = body.get("instructions")
-    if isinstance(instructions, str):
-        new = rewrite_str(instructions, fn)
-        if new is not instructions:
-            changes["instructions"] = new
-    value = body.get("input")
-    if isinstance(value, str):
-        new = rewrite_str(value, fn)
+    for key in ("instructions", "input"):
+        value = body.get(key)
+        if isinstance(value, str):
+            new: Any = rewrite_str(value, fn)
+        elif isinstance(value, list):
+            new = rewrite_list(value, lambda item: _rewrite_item(item, fn))
+        else:
+            continue
         if new is not value:
-            changes["input"] = new
-    elif isinstance(value, list):
-        items = rewrite_list(value, lambda item: _rewrite_item(item, fn))
-        if items is not value:
-            changes["input"] = items
+            changes[key] = new
+    variables = _variables(body)
+    new_variables = {
+        k: new
+        for k, v in variables.items()
+        if (new := _rewrite_content(v, fn) if isinstance(v, str) else _rewrite_part(v, fn)) is not v
+    }
+    if new_variables:
+        changes["prompt"] = {**body["prompt"], "variables": {**variables, **new_variables}}
     return {**body, **changes} if changes else None
+
+
+def _rewrite_part(part: Any, fn: TextFn) -> Any:
+    new = _rewrite_content([part], fn)
+    return part if new[0] is part else new[0]
 
 
 def system_prompt(body: dict[str, Any]) -> str:
     """`instructions`, then the system and developer messages of `input`."""
     parts = [body["instructions"]] if isinstance(body.get("instructions"), str) else []
-    for item in input_items(body):
+    for item in [*_items(body.get("instructions")), *input_items(body)]:
         if _is_message(item) and item.get("role") in ("system", "developer"):
             parts.append("\n".join(_content_texts(item.get("content"))))
     return "\n\n".join(p for p in parts if p)
@@ -147,32 +193,30 @@ def last_user_text(body: dict[str, Any]) -> str:
 
 
 def declared_tools(body: dict[str, Any]) -> list[DeclaredTool]:
-    out: list[DeclaredTool] = []
-    tools = body.get("tools")
-    for tool in tools if isinstance(tools, list) else []:
-        if not isinstance(tool, dict):
-            continue
-        kind = str(tool.get("type", ""))
-        if kind == "namespace":
-            inner = tool.get("tools")
-            out += [
-                DeclaredTool(ToolKind.CLIENT, str(t.get("name", "")))
-                for t in (inner if isinstance(inner, list) else [])
-                if isinstance(t, dict)
-            ]
-        elif kind == "mcp":
-            url = tool.get("server_url")
-            out.append(
-                DeclaredTool(
-                    ToolKind.MCP,
-                    str(tool.get("server_label", "")),
-                    url if isinstance(url, str) else None,
-                )
-            )
-        elif kind in ("function", "custom"):
-            out.append(DeclaredTool(ToolKind.CLIENT, str(tool.get("name", ""))))
-        elif kind in _CLIENT_TOOL_TYPES:
-            out.append(DeclaredTool(ToolKind.CLIENT, kind))
-        else:
-            out.append(DeclaredTool(ToolKind.SERVER, kind))
+    """The request's `tools`, and the tool lists input items carry."""
+    tools = _items(body.get("tools"))
+    for item in input_items(body):
+        if item.get("type") in _TOOL_ITEMS:
+            tools += _items(item.get("tools"))
+    out = [tool for entry in tools for tool in _declared(entry)]
+    if "prompt" in body:
+        out.append(DeclaredTool(ToolKind.HIDDEN, "prompt"))
     return out
+
+
+def _declared(tool: dict[str, Any]) -> list[DeclaredTool]:
+    kind = str(tool.get("type", ""))
+    if kind == "namespace":
+        return [
+            DeclaredTool(ToolKind.CLIENT, str(t.get("name", ""))) for t in _items(tool.get("tools"))
+        ]
+    if kind == "mcp":
+        # Where it connects: its URL, or the connector (Gmail, Drive...) it names.
+        where = tool.get("server_url") or tool.get("connector_id")
+        label = str(tool.get("server_label", ""))
+        return [DeclaredTool(ToolKind.MCP, label, where if isinstance(where, str) else None)]
+    if kind in ("function", "custom"):
+        return [DeclaredTool(ToolKind.CLIENT, str(tool.get("name", "")))]
+    if kind in _CLIENT_TOOL_TYPES:
+        return [DeclaredTool(ToolKind.CLIENT, kind)]
+    return [DeclaredTool(ToolKind.SERVER, kind)]

@@ -24,6 +24,7 @@ from extproc.core.chain import ResponsePolicies
 from extproc.core.decisions import BlockResponse, BlockToolCall, ToolCall, ToolDecision
 from extproc.core.request import ApiRequest
 from extproc.dialects.responses import items as itm
+from extproc.dialects.responses.message_engine import rewritten_message
 from extproc.dialects.responses.numbering import (
     ITEM_ADDED,
     Numbering,
@@ -55,6 +56,7 @@ class _Part:
     text: FaithfulText[tuple[StreamEvent, str]]
     where: dict[str, Any]  # item_id, output_index, content_index: for new deltas
     sent: list[str] = field(default_factory=list)
+    original: list[str] = field(default_factory=list)
     # From the first rewrite on, the text leaves as new deltas, never the originals.
     rewritten: bool = False
 
@@ -64,7 +66,7 @@ class _Call:
     """A client tool call held from its `added` until decided."""
 
     index: int  # upstream output_index
-    key: str  # the item's id, from its `added`
+    added: dict[str, Any]  # the item as its `added` showed it
     events: list[StreamEvent]
     item: dict[str, Any] | None = None  # the done item
     call: ToolCall | None = None
@@ -87,6 +89,10 @@ class ResponsesStreamEngine:
         self.texts: dict[str, dict[int, str]] = {}
         self.replaced: dict[str, dict[str, Any] | None] = {}
         self.tools_seen = 0
+        self.refused: set[int] = set()  # call items that came too late to decide
+        # Message items whose parts went through the rewriters (others are rewritten
+        # whole where they appear: in their `.done` and in the final object).
+        self.tracked: set[str] = set()
 
     # -- public -----------------------------------------------------------------------
 
@@ -135,19 +141,28 @@ class ResponsesStreamEngine:
         payload = event.payload
         item = payload.get("item") if isinstance(payload, dict) else None
         index = payload.get("output_index") if isinstance(payload, dict) else None
+        kind = item.get("type") if isinstance(item, dict) else None
+        if kind in itm.GATED_ITEMS and self.gate is not None:
+            if not isinstance(index, int):
+                log.warning("dropped a %s item without an output_index: not decidable", kind)
+                return
+            if self.finalized:
+                # After the calls were decided (an `error` came): fail closed.
+                log.warning("dropped a %s item that came after the response's end", kind)
+                self.refused.add(index)
+                return
         if not isinstance(item, dict) or not isinstance(index, int):
             self._send_after_text(event, out)
             return
-        kind = item.get("type")
         if kind in itm.PROVIDER_RUN_ITEMS:
             # Already executed at the provider: too late to stop, so only said. The
             # request's tools are what governs them (tool_filter's server_tools).
             log.info("model=%s: the provider ran %s", self.request.model, kind)
-        if kind in itm.GATED_ITEMS and self.gate is not None and not self.finalized:
+        if kind in itm.GATED_ITEMS and self.gate is not None:
             # Items come one after another: text still held back belongs before it.
             for part in self.parts.values():
                 self._send_text(part, part.text.flush(), out)
-            call = self.calls[index] = _Call(index, itm.item_key(item), [event])
+            call = self.calls[index] = _Call(index, item, [event])
             self.queue.append(call)
             self.holding = True
             return
@@ -157,12 +172,18 @@ class ResponsesStreamEngine:
         if self.calls:
             index = upstream_index(event)
             held = self.calls.get(index) if index is not None else None
-            if held is not None and held.call is None:
-                held.events.append(event)
-                if name == ITEM_DONE:
-                    self._on_call_done(held, event)
+            if held is not None:
+                # Everything of a held call waits with it, even after its done.
+                if held.call is None:
+                    held.events.append(event)
+                    if name == ITEM_DONE:
+                        self._on_call_done(held, event)
                 return
+        if self.refused and upstream_index(event) in self.refused:
+            return
         if name == ITEM_DONE:
+            if self.gate is not None and self._undecided_call(event):
+                return
             self._send_after_text(self._item_done(event), out)
         elif self.chain.rewrites_text and name in TEXT_EVENTS:
             index = upstream_index(event)
@@ -172,6 +193,16 @@ class ResponsesStreamEngine:
                 self._on_text_event(str(name), event, index, out)
         else:
             self._send_after_text(event, out)
+
+    def _undecided_call(self, event: StreamEvent) -> bool:
+        """A finished client call that was never held (its `added` came without a usable
+        output_index, or never came): it cannot be decided, so it is not sent."""
+        payload = event.payload
+        item = payload.get("item") if isinstance(payload, dict) else None
+        if isinstance(item, dict) and item.get("type") in itm.GATED_ITEMS:
+            log.warning("dropped a %s that was never held for a decision", item.get("type"))
+            return True
+        return False
 
     def _on_call_done(self, call: _Call, event: StreamEvent) -> None:
         payload = event.payload
@@ -197,6 +228,7 @@ class ResponsesStreamEngine:
             self._send_after_text(event, out)
             added = payload.get("part")
             if isinstance(added, dict) and added.get("type") == "output_text":
+                self.tracked.add(str(payload.get("item_id", "")))
                 rewriters = self.chain.text_rewriters(self.request)
                 where = {k: payload.get(k) for k in ("item_id", "output_index", "content_index")}
                 self.parts[key] = _Part(FaithfulText(TextPipeline(rewriters)), where)
@@ -205,24 +237,22 @@ class ResponsesStreamEngine:
         elif name == TEXT_DELTA:
             delta = payload.get("delta")
             text = delta if isinstance(delta, str) else ""
+            part.original.append(text)
             self._send_text(part, part.text.feed((event, text), text), out)
             if part.rewritten:
                 self.numbers.changed()  # this original is not sent: numbers close up
         elif name in TEXT_PASSENGERS:
             self._send_text(part, part.text.feed((event, ""), ""), out)
         elif name == TEXT_DONE:
-            self._send_text(part, part.text.flush(), out)
-            sent = "".join(part.sent)
+            sent = self._close_part(key, part, out)
             if sent == payload.get("text"):
                 self._send(event, out)
             else:
-                item_id = str(payload.get("item_id", ""))
-                self.texts.setdefault(item_id, {})[key[1]] = sent
                 self._send(new_event({**payload, "text": sent, "logprobs": []}), out)
         elif name == PART_DONE:
-            self._send_text(part, part.text.flush(), out)  # a part whose .done never came
+            self._close_part(key, part, out)  # a part whose .done never came
             del self.parts[key]
-            texts = self.texts.get(str(payload.get("item_id", "")), {})
+            texts = self.texts.get(str(part.where.get("item_id", "")), {})
             done = payload.get("part")
             if key[1] in texts and isinstance(done, dict):
                 new_part = {**done, "text": texts[key[1]], "logprobs": []}
@@ -231,6 +261,15 @@ class ResponsesStreamEngine:
                 self._send(event, out)
         else:
             self._send_text(part, part.text.feed((event, ""), ""), out)
+
+    def _close_part(self, key: tuple[int, int], part: _Part, out: list[bytes]) -> str:
+        """Send what the part still holds; the text the client got, recorded for the
+        `.done` copies and the final object whenever it differs from the upstream's."""
+        self._send_text(part, part.text.flush(), out)
+        sent = "".join(part.sent)
+        if sent != "".join(part.original):
+            self.texts.setdefault(str(part.where.get("item_id", "")), {})[key[1]] = sent
+        return sent
 
     def _send_text(
         self, part: _Part, pieces: list[tuple[StreamEvent, str] | str], out: list[bytes]
@@ -254,15 +293,35 @@ class ResponsesStreamEngine:
 
     def _item_done(self, event: StreamEvent) -> StreamEvent:
         """A finished item, carrying the text its parts were sent with."""
-        if not self.texts:
+        if not self.chain.rewrites_text:
             return event
         payload = event.payload
         item = payload.get("item") if isinstance(payload, dict) else None
-        texts = self.texts.get(itm.item_key(item)) if isinstance(item, dict) else None
+        if not isinstance(item, dict):
+            return event
+        self._rewrite_untracked(item)
+        texts = self.texts.get(itm.item_key(item))
         if not texts:
             return event
-        assert isinstance(item, dict)
+        assert isinstance(payload, dict)
         return new_event({**payload, "item": itm.with_texts(item, texts)})
+
+    def _rewrite_untracked(self, item: dict[str, Any]) -> None:
+        """A message whose text never streamed as parts (it first shows whole, in its
+        `.done` or the final object): rewritten whole, and recorded for every copy."""
+        key = itm.item_key(item)
+        if item.get("type") != "message" or key in self.tracked or key in self.texts:
+            return
+        new = rewritten_message(item, self.chain, self.request)
+        if new is item:
+            return
+        old_parts, new_parts = item.get("content"), new.get("content")
+        assert isinstance(old_parts, list) and isinstance(new_parts, list)
+        self.texts[key] = {
+            n: part["text"]
+            for n, (part, was) in enumerate(zip(new_parts, old_parts, strict=True))
+            if part is not was
+        }
 
     # -- the end ----------------------------------------------------------------------
 
@@ -271,44 +330,49 @@ class ResponsesStreamEngine:
         if self.finalized:
             return
         self.finalized = True
-        for part in list(self.parts.values()):  # text the upstream never finished
-            self._send_text(part, part.text.flush(), out)
+        for at, part in list(self.parts.items()):  # text the upstream never finished
+            self._close_part(at, part, out)
+        self.parts.clear()
         self.holding = False
         decisions: list[ToolDecision] = await self.gate.results() if self.gate else []
         stop_all = next((d for d in decisions if isinstance(d, BlockResponse)), None)
         queue, self.queue = self.queue, []
         said = False
         for entry in queue:
+            self.numbers.changed()  # what waited may have been overtaken: re-anchor
             if not isinstance(entry, _Call):
                 self._emit(entry, out)
             elif entry.call is None or entry.item is None:
                 # The upstream never finished it: it never reaches the client.
-                self.replaced[entry.key] = None
-                self._drop(entry.index)
+                self._replace(entry, None)
             elif stop_all is not None:
                 # The first held call's place says why; the others go.
-                key = itm.item_key(entry.item)
-                if not said:
-                    self._drop(entry.index)
-                    self._emit_block(entry.index, key, stop_all.message, out)
-                    said = True
-                else:
-                    self.replaced[key] = None
-                    self._drop(entry.index)
+                self._replace(entry, None if said else stop_all.message, out)
+                said = True
             elif (decision := decisions[entry.call.index]) is None:
                 for event in entry.events:
                     self._emit(event, out)
             else:
                 assert isinstance(decision, BlockToolCall)
-                self._drop(entry.index)
-                self._emit_block(entry.index, itm.item_key(entry.item), decision.message, out)
+                self._replace(entry, decision.message, out)
+        self.numbers.changed()
         self.calls.clear()
 
-    def _emit_block(self, index: int, key: str, message: str, out: list[bytes]) -> None:
-        """A message item, in full, at a blocked call's place."""
+    def _replace(self, entry: _Call, message: str | None, out: list[bytes] | None = None) -> None:
+        """A held call that never reaches the client: a message item saying `message`
+        in its place, or (None) nothing, later items closing up."""
+        self._drop(entry.index)
+        keys = itm.item_keys(entry.added, entry.item or {})
+        if message is None or out is None:
+            self.replaced.update(dict.fromkeys(keys))
+            return
+        done = self._emit_block(entry.index, itm.item_key(entry.added), message, out)
+        self.replaced.update(dict.fromkeys(keys, done))
+
+    def _emit_block(self, index: int, key: str, message: str, out: list[bytes]) -> dict[str, Any]:
+        """A message item, in full, at a blocked call's place; the done item."""
         started = itm.message_item(key, "", status="in_progress")
         done = itm.message_item(key, message)
-        self.replaced[key] = done
         at = {"output_index": index}
         where = {"item_id": done["id"], **at, "content_index": 0}
         for payload in (
@@ -322,19 +386,24 @@ class ResponsesStreamEngine:
             self._emit(
                 new_event({"type": payload.pop("type"), "sequence_number": 0, **payload}), out
             )
+        return done
 
     def _drop(self, index: int) -> None:
         self.numbers.drop_item(index)
 
     def _terminal(self, event: StreamEvent) -> StreamEvent:
         """The terminal event, its `response.output` made to match what was sent."""
-        if not self.replaced and not self.texts:
+        if not self.replaced and not self.texts and not self.chain.rewrites_text:
             return event
         payload = event.payload
         response = payload.get("response") if isinstance(payload, dict) else None
         output = response.get("output") if isinstance(response, dict) else None
         if not isinstance(output, list):
             return event
+        if self.chain.rewrites_text:
+            for item in output:
+                if isinstance(item, dict):
+                    self._rewrite_untracked(item)
         new = itm.rewrite_output(output, self.replaced, self.texts)
         if new is None:
             return event

@@ -377,15 +377,36 @@ async def test_compact_refused_by_a_deny_pattern_in_the_apis_format() -> None:
     assert isinstance(fine, Continue) and fine.body is None
 
 
-async def test_input_tokens_is_forwarded_without_request_policies() -> None:
-    chain = PolicyChain([DenyAll(), PiiRedactionPolicy()])
-    p = make_pipeline(chain, openai_api_key=SecretStr("sk-openai-provider"))
+async def test_input_tokens_runs_the_request_policies() -> None:
+    """Counting reads the whole prompt: a denied request is refused, a secret redacted."""
+    denied = make_pipeline(PolicyChain([DenyAll()]), openai_api_key=SecretStr("sk-o"))
+    denied.on_request_headers(head("POST", "/v1/responses/input_tokens"), False)
+    out = await denied.on_request_body(orjson.dumps(COMPACT_BODY))
+    assert isinstance(out, Immediate) and out.status == 403
+    p = make_pipeline(PolicyChain([PiiRedactionPolicy()]), openai_api_key=SecretStr("sk-o"))
     assert isinstance(
         p.on_request_headers(head("POST", "/v1/responses/input_tokens"), False), Continue
     )
     out = await p.on_request_body(orjson.dumps(COMPACT_BODY))
-    assert isinstance(out, Continue) and out.body is None and out.clear_route_cache
+    assert isinstance(out, Continue) and out.body is not None and out.clear_route_cache
+    assert b"ann@example.com" not in out.body
     assert out.set_headers["x-gateway-upstream"] == "openai"
+
+
+def test_a_stored_stream_resumed_midway_is_refused() -> None:
+    """The replay would start after the parts and calls the policies must see whole."""
+    p = make_pipeline(openai_api_key=SecretStr("sk-o"))
+    out = p.on_request_headers(
+        head("GET", "/v1/responses/resp_1?stream=true&starting_after=4"), True
+    )
+    assert isinstance(out, Immediate) and out.status == 400
+    error = orjson.loads(out.body)["error"]
+    assert error["param"] == "starting_after" and "whole response" in error["message"]
+    # Without it, the whole replay goes through the policies.
+    whole = make_pipeline(openai_api_key=SecretStr("sk-o"))
+    assert isinstance(
+        whole.on_request_headers(head("GET", "/v1/responses/resp_1?stream=true"), True), Continue
+    )
 
 
 @pytest.mark.parametrize(
@@ -396,7 +417,7 @@ async def test_input_tokens_is_forwarded_without_request_policies() -> None:
         ("POST", "/v1/responses/resp_123/cancel"),
         ("GET", "/v1/responses/resp_123/input_items"),
         ("GET", "/v1/responses/resp_123/input_items?limit=5&order=asc"),
-        ("GET", "/v1/responses/resp_123?stream=true&starting_after=4"),
+        ("GET", "/v1/responses/resp_123?stream=true"),
     ],
 )
 def test_stored_responses_go_to_the_apis_default_provider(method: str, path: str) -> None:

@@ -319,3 +319,49 @@ def test_request_rule_config_errors() -> None:
         ToolFilterConfig.model_validate({"server_tools": {"denyy": ["x"]}})
     with pytest.raises(ValidationError, match="mcp_servers"):
         ToolFilterConfig.model_validate({"mcp_servers": ["https://x"]})
+
+
+async def test_a_connector_is_known_by_its_id_not_its_label() -> None:
+    gmail = {
+        "type": "mcp",
+        "server_label": "https://mcp.internal.example/x",
+        "connector_id": "connector_gmail",
+    }
+    internal_only = {"mcp_servers": {"allow": ["https://mcp.internal.example/*"]}}
+    assert await verdict(internal_only, responses_request([gmail])) is not None
+    assert (
+        await verdict({"mcp_servers": {"allow": ["connector_gmail"]}}, responses_request([gmail]))
+        is None
+    )
+    assert (
+        await verdict({"mcp_servers": {"deny": ["connector_*"]}}, responses_request([gmail]))
+        is not None
+    )
+
+
+async def test_mcp_urls_match_whatever_the_case_of_scheme_and_host() -> None:
+    shouting = {"type": "mcp", "server_label": "x", "server_url": "HTTPS://EVIL.example.com/mcp"}
+    deny = {"mcp_servers": {"deny": ["https://evil.example.com/*"]}}
+    assert await verdict(deny, responses_request([shouting])) is not None
+
+
+@pytest.mark.parametrize("kind", ["additional_tools", "tool_search_output"])
+async def test_tools_carried_by_input_items_are_governed(kind: str) -> None:
+    item = {
+        "type": kind,
+        "call_id": "c",
+        "tools": [{"type": "mcp", "server_label": "x", "server_url": "https://evil.example/mcp"}],
+    }
+    request = api_request({"model": "gpt-5", "input": [item]}, OPENAI_RESPONSES)
+    assert await verdict({"mcp_servers": {"allow": ["https://ok.example/*"]}}, request) is not None
+    search = {**item, "tools": [{"type": "web_search"}]}
+    request = api_request({"model": "gpt-5", "input": [search]}, OPENAI_RESPONSES)
+    assert await verdict({"server_tools": {"deny": ["web_search*"]}}, request) is not None
+
+
+async def test_a_stored_prompts_hidden_tools_are_refused_under_tool_rules() -> None:
+    request = api_request({"model": "gpt-5", "prompt": {"id": "pmpt_1"}}, OPENAI_RESPONSES)
+    found = await verdict({"server_tools": {"deny": ["web_search*"]}}, request)
+    assert found is not None and "stored prompt" in found.message
+    # Without tool rules, a stored prompt is the provider's business.
+    assert await verdict({"deny": ["bash"]}, request) is None

@@ -30,7 +30,7 @@ def test_identity() -> None:
     ("path", "methods", "routed_by", "request_policies"),
     [
         # The fixed names first: `{id}` would match them too.
-        ("/v1/responses/input_tokens", ("POST",), RoutedBy.BODY_MODEL, False),
+        ("/v1/responses/input_tokens", ("POST",), RoutedBy.BODY_MODEL, True),
         ("/v1/responses/compact", ("POST",), RoutedBy.BODY_MODEL, True),
         ("/v1/responses/resp_1", ("GET", "DELETE"), RoutedBy.API_DEFAULT, False),
         ("/v1/responses/resp_1/cancel", ("POST",), RoutedBy.API_DEFAULT, False),

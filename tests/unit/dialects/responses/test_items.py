@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+import pytest
+
 from extproc.core.decisions import ToolCall
 from extproc.dialects.responses import items as itm
 
@@ -30,7 +33,14 @@ MESSAGE: dict[str, Any] = {
 
 
 def test_item_kinds() -> None:
-    assert {"function_call", "custom_tool_call", "local_shell_call"} == itm.GATED_ITEMS
+    assert {
+        "function_call",
+        "custom_tool_call",
+        "local_shell_call",
+        "shell_call",
+        "apply_patch_call",
+        "computer_call",
+    } == itm.GATED_ITEMS
     assert not itm.GATED_ITEMS & itm.PROVIDER_RUN_ITEMS
     assert {"web_search_call", "mcp_call", "code_interpreter_call"} <= itm.PROVIDER_RUN_ITEMS
 
@@ -39,6 +49,24 @@ def test_item_key() -> None:
     assert itm.item_key(FUNCTION) == "fc_1"
     assert itm.item_key({"call_id": "call_2", "id": None}) == "call_2"
     assert itm.item_key({"type": "message"}) == ""
+
+
+@pytest.mark.parametrize(
+    ("kind", "field", "name"),
+    [
+        ("shell_call", "action", "shell"),
+        ("apply_patch_call", "operation", "apply_patch"),
+        ("computer_call", "action", "computer"),
+        ("local_shell_call", "action", "local_shell"),
+    ],
+)
+def test_api_defined_calls_are_named_by_their_tool(kind: str, field: str, name: str) -> None:
+    asked = {"commands": ["rm -rf /"], "type": "exec"}
+    item = {"type": kind, "id": "x_1", "call_id": "call_9", field: asked}
+    call = itm.tool_call(item, 3)
+    assert call is not None
+    assert (call.id, call.name, call.arguments, call.index) == ("call_9", name, asked, 3)
+    assert orjson.loads(call.raw_arguments) == asked
 
 
 def test_tool_call_of_each_gated_item() -> None:

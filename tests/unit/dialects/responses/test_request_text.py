@@ -77,7 +77,8 @@ def body() -> dict[str, Any]:
     }
 
 
-ALL_TEXTS = ["be terse", "dev rules", "hello", "sure", "notes: hi", "patched", "now go"]
+# A replayed refusal is text the model reads again: it counts.
+ALL_TEXTS = ["be terse", "dev rules", "hello", "sure", "no way", "notes: hi", "patched", "now go"]
 
 
 def test_texts() -> None:
@@ -132,7 +133,7 @@ def test_rewrite_texts_rewrites_every_text_and_nothing_else() -> None:
     for n in (2, 4, 6, 8):
         assert items[n] is old[n]
     assert items[1]["content"][1] is IMAGE and items[7]["output"][1] is FILE
-    assert items[3]["content"][1] == {"type": "refusal", "refusal": "no way"}
+    assert items[3]["content"][1] == {"type": "refusal", "refusal": "NO WAY"}
     assert items[3]["content"][0] == {"type": "output_text", "text": "SURE", "annotations": []}
     assert {k: v for k, v in items[3].items() if k != "content"} == {
         k: v for k, v in old[3].items() if k != "content"
@@ -150,11 +151,10 @@ def test_a_string_input_and_the_instructions() -> None:
 def test_rewrite_returns_none_when_unchanged_and_shares_unchanged_parts() -> None:
     original = body()
     assert rewrite_texts(original, lambda s: s) is None
-    # Texts not offered to fn: arguments, reasoning, custom tool input, refusals.
+    # Texts not offered to fn: arguments, reasoning, custom tool input.
     assert rewrite_texts(original, lambda s: s.replace("cat", "dog")) is None
     assert rewrite_texts(original, lambda s: s.replace("plan", "x")) is None
     assert rewrite_texts(original, lambda s: s.replace("Begin", "x")) is None
-    assert rewrite_texts(original, lambda s: s.replace("no way", "x")) is None
     new = rewrite_texts(original, lambda s: s.replace("patched", "PATCHED"))
     assert new is not None
     changed = [
@@ -265,3 +265,41 @@ def test_declared_tools() -> None:
     assert declared_tools({"tools": [{"type": "web_search_2030"}]}) == [
         DeclaredTool(ToolKind.SERVER, "web_search_2030")
     ]
+
+
+@pytest.mark.parametrize(
+    ("body", "text"),
+    [
+        ({"prompt": {"id": "p", "variables": {"q": "said"}}}, "said"),
+        (
+            {"prompt": {"id": "p", "variables": {"q": {"type": "input_text", "text": "said"}}}},
+            "said",
+        ),
+        ({"input": [{"type": "local_shell_call_output", "id": "x", "output": "said"}]}, "said"),
+        (
+            {
+                "input": [
+                    {"type": "shell_call_output", "call_id": "c", "output": [{"stdout": "said"}]}
+                ]
+            },
+            "said",
+        ),
+        (
+            {"input": [{"type": "apply_patch_call_output", "call_id": "c", "output": "said"}]},
+            "said",
+        ),
+        (
+            {
+                "input": [
+                    {"type": "mcp_approval_response", "approval_request_id": "a", "reason": "said"}
+                ]
+            },
+            "said",
+        ),
+        ({"instructions": [{"role": "developer", "content": "said"}], "input": "x"}, "said"),
+    ],
+)
+def test_every_text_the_model_reads_is_offered(body: dict[str, Any], text: str) -> None:
+    assert text in list(texts(body))
+    new = rewrite_texts(body, lambda s: s.replace("said", "SAID"))
+    assert new is not None and "SAID" in list(texts(new)) and "said" not in list(texts(new))
