@@ -11,7 +11,7 @@ from extproc.core.chain import ResponsePolicies
 from extproc.core.providers import ProviderApi
 from extproc.core.request import ApiRequest, DeclaredTool, TextFn
 from extproc.dialects.base import Dialect
-from extproc.dialects.openai.errors import error_object
+from extproc.dialects.openai.errors import OpenAIWire
 from extproc.dialects.request_text import rewrite_list, rewrite_str
 from extproc.engine.stream import ForwardEngine
 from extproc.events import StreamEvent
@@ -28,7 +28,7 @@ class _NoStream:
         return []
 
 
-class OpenAIEmbeddingsDialect(Dialect):
+class OpenAIEmbeddingsDialect(OpenAIWire, Dialect):
     name = "embeddings"
     provider_api = ProviderApi.OPENAI
     path = "/v1/embeddings"
@@ -80,15 +80,7 @@ class OpenAIEmbeddingsDialect(Dialect):
             "embeddings endpoint"
         )
 
-    def credential_headers(self, key: str) -> dict[str, str]:
-        return {"authorization": f"Bearer {key}"}
-
     # -- errors -------------------------------------------------------------------------
-
-    def error_document(
-        self, status: int, message: str, param: str | None = None, code: str | None = None
-    ) -> dict[str, Any]:
-        return {"error": error_object(status, message, param, code)}
 
     def stream_error(self, message: str, error_type: str = "api_error") -> bytes:
         return b""  # never a stream

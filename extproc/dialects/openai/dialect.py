@@ -13,7 +13,7 @@ from extproc.core.providers import ProviderApi
 from extproc.core.request import ApiRequest, DeclaredTool, TextFn
 from extproc.dialects.base import Dialect, ForwardedPath, RoutedBy
 from extproc.dialects.openai import message_engine, request_text
-from extproc.dialects.openai.errors import error_object, stream_error_type
+from extproc.dialects.openai.errors import OpenAIWire, stream_error_type
 from extproc.dialects.openai.stream_engine import DONE, OpenAIStreamEngine
 from extproc.dialects.openai.validator import StreamValidator
 from extproc.dialects.request_text import last_user_text, messages_of, text_of
@@ -26,7 +26,7 @@ _INSTRUCTION_ROLES = ("system", "developer")
 _DONE_EVENT = b"data: " + DONE.encode() + b"\n\n"
 
 
-class OpenAIChatDialect(Dialect):
+class OpenAIChatDialect(OpenAIWire, Dialect):
     name = "openai"
     provider_api = ProviderApi.OPENAI
     path = "/v1/chat/completions"
@@ -68,15 +68,7 @@ class OpenAIChatDialect(Dialect):
     def wrong_provider(self, model: str, provider: str, api: ProviderApi) -> str | None:
         return None  # Anthropic serves chat completions too, on its compatible endpoint
 
-    def credential_headers(self, key: str) -> dict[str, str]:
-        return {"authorization": f"Bearer {key}"}
-
     # -- errors -------------------------------------------------------------------------
-
-    def error_document(
-        self, status: int, message: str, param: str | None = None, code: str | None = None
-    ) -> dict[str, Any]:
-        return {"error": error_object(status, message, param, code)}
 
     def stream_error(self, message: str, error_type: str = "api_error") -> bytes:
         # An `error` object in a data line; [DONE] follows so clients stop reading.

@@ -1,6 +1,6 @@
-"""OpenAI's error object, shared by every OpenAI API (chat completions, Responses):
-`{"error": {"message", "type", "param", "code"}}`, which the `openai` SDK maps onto its
-exception classes by HTTP status."""
+"""What every OpenAI API (chat completions, Responses, embeddings) shares on the wire:
+the error object `{"error": {"message", "type", "param", "code"}}`, which the `openai`
+SDK maps onto its exception classes by HTTP status, and the key as a bearer token."""
 
 from __future__ import annotations
 
@@ -35,3 +35,15 @@ def error_object(
 def stream_error_type(error_type: str) -> str:
     """OpenAI's type for an in-stream error named in Anthropic's terms (`api_error`)."""
     return "server_error" if error_type in ("api_error", "overloaded_error") else error_type
+
+
+class OpenAIWire:
+    """The shared part of the OpenAI dialects (mixed in before `Dialect`)."""
+
+    def credential_headers(self, key: str) -> dict[str, str]:
+        return {"authorization": f"Bearer {key}"}
+
+    def error_document(
+        self, status: int, message: str, param: str | None = None, code: str | None = None
+    ) -> dict[str, Any]:
+        return {"error": error_object(status, message, param, code)}

@@ -19,7 +19,7 @@ from extproc.core.chain import ResponsePolicies
 from extproc.core.providers import ProviderApi
 from extproc.core.request import ApiRequest, DeclaredTool, TextFn
 from extproc.dialects.base import Dialect, ForwardedPath, RoutedBy
-from extproc.dialects.openai.errors import error_object, stream_error_type
+from extproc.dialects.openai.errors import OpenAIWire, stream_error_type
 from extproc.dialects.responses import message_engine, request_text
 from extproc.dialects.responses.models import BUILTIN_TOOL_TYPES
 from extproc.dialects.responses.numbering import last_sequence, new_event
@@ -66,7 +66,7 @@ class NumberedEnding:
         return error_event(message, "api_error", None if self._last is None else self._last + 1)
 
 
-class OpenAIResponsesDialect(Dialect):
+class OpenAIResponsesDialect(OpenAIWire, Dialect):
     name = "responses"
     provider_api = ProviderApi.OPENAI
     path = "/v1/responses"
@@ -143,15 +143,7 @@ class OpenAIResponsesDialect(Dialect):
             "the Responses API: call /v1/messages or /v1/chat/completions for it"
         )
 
-    def credential_headers(self, key: str) -> dict[str, str]:
-        return {"authorization": f"Bearer {key}"}
-
     # -- errors -------------------------------------------------------------------------
-
-    def error_document(
-        self, status: int, message: str, param: str | None = None, code: str | None = None
-    ) -> dict[str, Any]:
-        return {"error": error_object(status, message, param, code)}
 
     def stream_error(self, message: str, error_type: str = "api_error") -> bytes:
         return error_event(message, error_type, None)
