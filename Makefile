@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test test-unit test-e2e lint format bench bench-smoke smoke clean
+.PHONY: install run test test-unit test-e2e lint format bench bench-smoke bench-tools smoke clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,11 +41,17 @@ format: $(STAMP)
 # Benchmarks (benchmarks/README.md): every configuration side by side, a few minutes;
 # the table goes to stdout, raw figures to benchmarks/results/latest.json.
 # Options through BENCH_ARGS, e.g. `make bench BENCH_ARGS=--quick`.
-bench: $(STAMP)
+# wrk (the load generator the published figures use) from Debian's packages when absent;
+# without it the benchmark falls back to its Python load generator.
+bench-tools:
+	@command -v wrk >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq wrk hyperfine) \
+		|| echo "wrk could not be installed: the benchmark uses its Python load generator"
+
+bench: $(STAMP) bench-tools
 	$(PY) -m benchmarks.run $(BENCH_ARGS)
 
 # A tiny benchmark run (well under a minute) that proves the harness works.
-bench-smoke: $(STAMP)
+bench-smoke: $(STAMP) bench-tools
 	$(PY) -m benchmarks.run --smoke $(BENCH_ARGS)
 
 # Smoke-test a running gateway (start it with `make run` in another terminal).
