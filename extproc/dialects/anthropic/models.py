@@ -16,39 +16,21 @@ Serialization dumps with ``exclude_unset=True``, so absent fields stay absent an
 ``null`` stays ``null``. Fields are declared in the order the API sends them.
 """
 
-from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 import orjson
 from pydantic import (
     BaseModel,
-    ConfigDict,
-    Discriminator,
     PrivateAttr,
     Tag,
     TypeAdapter,
     ValidationError,
 )
 
-_OTHER = "__other__"
+from extproc.dialects.models_base import OTHER, LenientModel, discriminator, type_of
 
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="allow", strict=True)
-
-    def model_post_init(self, context: Any, /) -> None:
-        # A `type` filled in from its default (programmatic construction) must still be
-        # serialized under exclude_unset; a parsed payload always has it set anyway.
-        if "type" in type(self).model_fields and getattr(self, "type", None) is not None:
-            self.__pydantic_fields_set__.add("type")
-
-
-def _discriminator(known: frozenset[str]) -> Callable[[Any], str]:
-    def tag(value: Any) -> str:
-        kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
-        return kind if isinstance(kind, str) and kind in known else _OTHER
-
-    return tag
+_OTHER = OTHER
+_Model = LenientModel
 
 
 # --- content blocks -------------------------------------------------------------------
@@ -91,7 +73,7 @@ ContentBlock = Annotated[
     | Annotated[RedactedThinkingBlock, Tag("redacted_thinking")]
     | Annotated[ToolUseBlock, Tag("tool_use")]
     | Annotated[GenericBlock, Tag(_OTHER)],
-    Discriminator(_discriminator(frozenset({"text", "thinking", "redacted_thinking", "tool_use"}))),
+    discriminator(frozenset({"text", "thinking", "redacted_thinking", "tool_use"})),
 ]
 
 # --- deltas ---------------------------------------------------------------------------
@@ -129,10 +111,8 @@ Delta = Annotated[
     | Annotated[ThinkingDelta, Tag("thinking_delta")]
     | Annotated[SignatureDelta, Tag("signature_delta")]
     | Annotated[GenericDelta, Tag(_OTHER)],
-    Discriminator(
-        _discriminator(
-            frozenset({"text_delta", "input_json_delta", "thinking_delta", "signature_delta"})
-        )
+    discriminator(
+        frozenset({"text_delta", "input_json_delta", "thinking_delta", "signature_delta"})
     ),
 ]
 
@@ -247,7 +227,7 @@ AnthropicEvent = Annotated[
     | Annotated[Ping, Tag("ping")]
     | Annotated[ErrorEvent, Tag("error")]
     | Annotated[UnknownEvent, Tag(_OTHER)],
-    Discriminator(_discriminator(EVENT_TYPES)),
+    discriminator(EVENT_TYPES),
 ]
 
 _EVENT_ADAPTER: TypeAdapter[Any] = TypeAdapter(AnthropicEvent)
@@ -279,7 +259,7 @@ def _dump(model: BaseModel) -> bytes:
 def serialize_event(event: BaseModel) -> bytes:
     """``event: <type>\\ndata: <compact json>\\n\\n`` (no event line if type is not a str)."""
     data = _dump(event)
-    kind = getattr(event, "type", None)
+    kind = type_of(event)
     if not isinstance(kind, str):
         return b"data: " + data + b"\n\n"
     if "\n" in kind or "\r" in kind:

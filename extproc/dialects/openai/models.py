@@ -13,11 +13,11 @@ values from the API or compatible providers do not fail parsing.
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ValidationError
 
+from extproc.dialects.models_base import LenientModel
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="allow", strict=True)
+_Model = LenientModel
 
 
 # --- streaming ------------------------------------------------------------------------

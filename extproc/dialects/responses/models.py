@@ -31,8 +31,6 @@ from typing import Annotated, Any, Literal, Self
 import orjson
 from pydantic import (
     BaseModel,
-    ConfigDict,
-    Discriminator,
     ModelWrapValidatorHandler,
     PrivateAttr,
     SerializerFunctionWrapHandler,
@@ -41,7 +39,7 @@ from pydantic import (
     model_validator,
 )
 
-OTHER = "__other__"
+from extproc.dialects.models_base import OTHER, LenientModel, discriminator, field_of
 
 # Tool types the API itself defines (today's SDK `ToolParam`), beside the client's own
 # `function` and `custom` tools. Some run on OpenAI's side (web_search, mcp...), some are
@@ -70,10 +68,9 @@ BUILTIN_TOOL_TYPES: frozenset[str] = frozenset(
 )
 
 
-class Model(BaseModel):
-    """Base of every Responses model: extra fields kept, strict, key order kept."""
+class Model(LenientModel):
+    """Base of every Responses model: the dialects' lenient base, key order kept."""
 
-    model_config = ConfigDict(extra="allow", strict=True)
     _keys: tuple[str, ...] = PrivateAttr(default=())
 
     @model_validator(mode="wrap")
@@ -88,12 +85,6 @@ class Model(BaseModel):
         super().__init__(**data)
         self._keys = ()  # built in code, not parsed: the declaration order is the order
 
-    def model_post_init(self, context: Any, /) -> None:
-        # A `type` filled in from its default (programmatic construction) must still be
-        # serialized under exclude_unset; a parsed payload always has it set anyway.
-        if "type" in type(self).model_fields and getattr(self, "type", None) is not None:
-            self.__pydantic_fields_set__.add("type")
-
     @model_serializer(mode="wrap")
     def _in_key_order(self, handler: SerializerFunctionWrapHandler) -> Any:
         out = handler(self)
@@ -102,16 +93,6 @@ class Model(BaseModel):
         ordered = {key: out[key] for key in self._keys if key in out}
         ordered.update(out)  # keys already there keep their place; new ones go last
         return ordered
-
-
-def discriminator(known: frozenset[str]) -> Discriminator:
-    """Dispatch on ``type``; anything else (unknown, absent, not a str) is ``OTHER``."""
-
-    def tag(value: Any) -> str:
-        kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
-        return kind if isinstance(kind, str) and kind in known else OTHER
-
-    return Discriminator(tag)
 
 
 def _tags(*classes: type[Model]) -> frozenset[str]:
@@ -363,9 +344,7 @@ def dump(model: BaseModel) -> bytes:
 def item_identity(item: Any) -> tuple[str, str | None, str | None]:
     """(type, id, call_id): what the SDK's accumulator requires to stay the same for one
     output index from `output_item.added` through `.done` to the terminal response."""
-    kind = getattr(item, "type", None)
-    ident = getattr(item, "id", None)
-    call = getattr(item, "call_id", None)
+    kind, ident, call = (field_of(item, name) for name in ("type", "id", "call_id"))
     return (
         str(kind),
         ident if isinstance(ident, str) else None,

@@ -13,6 +13,7 @@ from typing import Any, Literal, get_args
 
 from pydantic import PrivateAttr, ValidationError, model_validator
 
+from extproc.dialects.models_base import type_of
 from extproc.dialects.responses.models import (
     ContentPart,
     Model,
@@ -404,7 +405,7 @@ def serialize_event(event: Model) -> bytes:
     """``event: <type>\\ndata: <compact json>\\n\\n`` (no event line if type is not a str),
     as the API frames every event."""
     data = dump(event)
-    kind = getattr(event, "type", None)
+    kind = type_of(event)
     if not isinstance(kind, str):
         return b"data: " + data + b"\n\n"
     if "\n" in kind or "\r" in kind:

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Discriminator, Tag, ValidationError
 
+from extproc.dialects.models_base import field_of, type_of
 from extproc.dialects.responses.models import (
     BUILTIN_TOOL_TYPES,
     OTHER,
@@ -74,7 +75,7 @@ class GenericTool(Model):
 
 
 def _tool_tag(value: Any) -> str:
-    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    kind = type_of(value)
     if not isinstance(kind, str):
         return OTHER
     if kind in ("function", "custom", "namespace", "mcp"):  # before the built-in set
@@ -180,7 +181,7 @@ _INPUT_ITEMS = frozenset(
 
 def _input_tag(value: Any) -> str:
     if not isinstance(value, dict):
-        value = {"type": getattr(value, "type", None), "role": getattr(value, "role", None)}
+        value = {"type": field_of(value, "type"), "role": field_of(value, "role")}
     kind = value.get("type")
     if kind is None:
         # Two items may omit their type: a message (it has a role) and a reference.

@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from extproc.dialects.models_base import field_of
 from extproc.dialects.responses.models import (
     CustomToolCall,
     FunctionCall,
@@ -220,10 +221,10 @@ class StreamValidator:
             else:
                 self._on_item_done(where, event)
             return
-        index = getattr(event, "output_index", None)
+        index = field_of(event, "output_index")
         if not isinstance(index, int):
             return  # audio events belong to no item
-        item = self._open_item(where, index, getattr(event, "item_id", None))
+        item = self._open_item(where, index, field_of(event, "item_id"))
         if item is None:
             return
         if isinstance(event, ContentPartEvent | SummaryPartEvent):
