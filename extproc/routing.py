@@ -8,7 +8,7 @@
         connect_timeout_s: 2
     routes:                   # replaces the default table; first match wins
       - {models: ["claude-*"], provider: anthropic}
-      - {models: ["gpt-*", "o1*", "o3*", "o4*"], provider: openai}
+      - {models: ["gpt-*", "o1*", "o3*", "o4*", "text-embedding-*"], provider: openai}
       - {models: ["llama-*"], provider: local}
 
 Each provider becomes an Envoy cluster of its own name; ext_proc picks one per request
@@ -103,7 +103,7 @@ DEFAULT_PROVIDERS: dict[str, ProviderConfig] = {
 }
 DEFAULT_ROUTES: list[RouteConfig] = [
     RouteConfig(models=["claude-*"], provider="anthropic"),
-    RouteConfig(models=["gpt-*", "o1*", "o3*", "o4*"], provider="openai"),
+    RouteConfig(models=["gpt-*", "o1*", "o3*", "o4*", "text-embedding-*"], provider="openai"),
 ]
 
 

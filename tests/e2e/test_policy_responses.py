@@ -823,3 +823,41 @@ def test_forwarded_paths_need_the_gateway_key(rs: Stack) -> None:
 
 def test_no_stream_violations_logged(rs: Stack) -> None:
     assert_no_stream_violations(rs)
+
+
+# -- embeddings: the request policies on its input -----------------------------------------
+
+
+def test_embeddings_input_is_redacted_before_it_is_embedded(rs: Stack) -> None:
+    clear_mock(rs)
+    client, _ = responses_client(rs, api_key=REDACTOR_KEY)
+    with client:
+        got = client.embeddings.create(
+            model="text-embedding-3-small",
+            input=[f"mail {EMAIL}", "plain text"],
+            encoding_format="float",
+        )
+    assert len(got.data) == 2 and got.data[0].embedding
+    (record,) = _responses_records(rs, "/v1/embeddings")
+    assert record["body"]["input"] == ["mail [REDACTED:email]", "plain text"]
+    _assert_key_swapped(record)
+
+
+def test_embeddings_denied_input_is_a_400_in_format(rs: Stack) -> None:
+    clear_mock(rs)
+    client, _ = responses_client(rs)
+    with client, pytest.raises(openai.BadRequestError) as caught:
+        client.embeddings.create(model="text-embedding-3-small", input="DROP TABLE users")
+    assert caught.value.message.endswith(DENIED)
+    assert _responses_records(rs, "/v1/embeddings") == []
+
+
+def test_a_stored_stream_resumed_midway_is_refused_in_format(rs: Stack) -> None:
+    """`responses.retrieve(id, stream=True, starting_after=N)` would replay from midway,
+    after the parts and calls the policies must see whole."""
+    clear_mock(rs)
+    client, _ = responses_client(rs)
+    with client, pytest.raises(openai.BadRequestError) as caught:
+        client.responses.retrieve("resp_stored9", stream=True, starting_after=3)
+    assert caught.value.param == "starting_after"
+    assert _responses_records(rs, "/v1/responses/resp_stored9") == []

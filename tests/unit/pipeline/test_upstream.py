@@ -105,7 +105,7 @@ def test_upstream_for_model() -> None:
     unrouted = upstream_for_model(router, "llama-" + "x" * 300, OPENAI_CHAT)
     assert isinstance(unrouted, str) and "no route matches it" in unrouted
     assert unrouted.startswith(f"model 'llama-{'x' * 194}' is not served")  # cut at 200
-    assert unrouted.endswith("(routed models: claude-*, gpt-*, o1*, o3*, o4*)")
+    assert unrouted.endswith("(routed models: claude-*, gpt-*, o1*, o3*, o4*, text-embedding-*)")
 
 
 def test_upstream_for_listing() -> None:
