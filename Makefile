@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test test-unit test-e2e lint format bench bench-smoke bench-tools smoke clean
+.PHONY: install run test test-unit test-e2e lint format bench bench-smoke bench-tools test-tools smoke clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,13 +20,23 @@ install: $(STAMP)
 run: $(STAMP)
 	$(PY) -m extproc run
 
-test: $(STAMP)
+# What the tests start themselves, from Debian's packages when absent: PostgreSQL (the
+# audit store's tests) and Chromium (the web view's browser tests). `make run` needs
+# neither: its audit store is an SQLite file.
+APT_GET := $(if $(filter 0,$(shell id -u)),apt-get,sudo apt-get)
+test-tools:
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! test -x /usr/bin/chromium; then \
+		$(APT_GET) update -qq && $(APT_GET) install -y -qq --no-install-recommends postgresql chromium \
+			|| echo "postgresql/chromium could not be installed: their tests will be skipped"; \
+	fi
+
+test: $(STAMP) test-tools
 	$(PY) -m pytest -q
 
-test-unit: $(STAMP)
+test-unit: $(STAMP) test-tools
 	$(PY) -m pytest -q tests/unit
 
-test-e2e: $(STAMP)
+test-e2e: $(STAMP) test-tools
 	$(PY) -m pytest -q tests/e2e
 
 lint: $(STAMP)

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
+import secrets
 import signal
 import sys
 import time
+from collections.abc import Coroutine
+from typing import Any
 
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from extproc.config import DEV_GATEWAY_KEY, Settings
 from extproc.envoy_config import render
@@ -49,10 +53,34 @@ def _raise_exit(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _admin_lines(stack: Stack, generated: bool) -> str:
+    key = stack.settings.gateway_admin_key
+    if not stack.has_admin or key is None:
+        return "  admin:       off (GATEWAY_ADMIN_PORT=0)\n"
+    if not generated:  # the operator's own key is theirs to know, not ours to print
+        return (
+            f"  admin:       {stack.admin_url}/  (web view; key from GATEWAY_ADMIN_KEY)\n"
+            f"  metrics:     {stack.admin_url}/metrics\n"
+        )
+    # The key rides in the URL's fragment, which the browser never sends to a server.
+    return (
+        f"  admin:       {stack.admin_url}/#key={key.get_secret_value()}  (web view)\n"
+        f"  admin key:   {key.get_secret_value()}  (for this run; set GATEWAY_ADMIN_KEY)\n"
+        f"  metrics:     {stack.admin_url}/metrics\n"
+    )
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """The whole stack in the foreground until Ctrl-C or SIGTERM."""
     gateway = _gateway(args)
     settings = gateway.settings
+    generated = bool(settings.gateway_admin_port) and settings.gateway_admin_key is None
+    if generated:
+        # A key for this run only, printed below beside the gateway key.
+        settings = settings.model_copy(
+            update={"gateway_admin_key": SecretStr(secrets.token_urlsafe(24))}
+        )
+        gateway = dataclasses.replace(gateway, settings=settings)
     signal.signal(signal.SIGTERM, _raise_exit)
     stack = Stack(gateway)
     try:
@@ -79,6 +107,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         "-H 'content-type: application/json' "
         '-d \'{"model":"claude-sonnet-4-5","max_tokens":50,'
         '"messages":[{"role":"user","content":"Count to 3"}]}\'\n'
+        f"{_admin_lines(stack, generated)}"
         "  Ctrl-C stops everything.\n",
         flush=True,
     )
@@ -96,22 +125,33 @@ def cmd_run(args: argparse.Namespace) -> int:
         stack.stop()
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    """Only the ext_proc gRPC server (Envoy and the provider run elsewhere)."""
-    from extproc.serve import serve_forever
-
-    gateway = _gateway(args)
+def _run_loop(main: Coroutine[Any, Any, None], what: str) -> int:
     try:
         try:
             import uvloop
         except ImportError:
-            asyncio.run(serve_forever(gateway))
+            asyncio.run(main)
         else:
-            uvloop.run(serve_forever(gateway))
+            uvloop.run(main)
     except OSError as exc:
-        print(f"llm-gateway: ext_proc server: {exc}", file=sys.stderr)
+        print(f"llm-gateway: {what}: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Only the ext_proc gRPC server (Envoy and the provider run elsewhere), with the
+    admin server beside it unless --no-admin."""
+    from extproc.serve import serve_forever
+
+    return _run_loop(serve_forever(_gateway(args), admin=not args.no_admin), "ext_proc server")
+
+
+def cmd_admin(args: argparse.Namespace) -> int:
+    """Only the admin server: metrics, admin API and web view over the audit store."""
+    from extproc.serve import serve_admin_forever
+
+    return _run_loop(serve_admin_forever(_settings(args)), "admin server")
 
 
 def cmd_new_key(args: argparse.Namespace) -> int:
@@ -158,7 +198,10 @@ def main(argv: list[str] | None = None) -> int:
     _policy_flags(run)
     serve = sub.add_parser("serve", help="run only the ext_proc gRPC server")
     serve.add_argument("--port", type=int, default=0, help="port (default EXTPROC_PORT)")
+    serve.add_argument("--no-admin", action="store_true", help="no admin server in this process")
     serve.set_defaults(func=cmd_serve)
+    admin = sub.add_parser("admin", help="run only the admin server (metrics, API, web view)")
+    admin.set_defaults(func=cmd_admin)
     _policy_flags(serve)
     nk = sub.add_parser("new-key", help="print a new gateway key and its keys-file entry")
     nk.add_argument("--name", default="new-caller", help="caller name for the entry")

@@ -9,12 +9,13 @@ from collections.abc import Mapping
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from extproc.core.providers import ProviderApi
 
 DEV_GATEWAY_KEY = "sk-luthien-dev-key"
 DEFAULT_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+DEFAULT_AUDIT_DB = ".llm-gateway/audit.db"  # under the working directory
 
 
 # Settings field -> environment variable (besides GATEWAY_API_KEYS).
@@ -41,6 +42,13 @@ ENV_VARS = {
     "response_processing": "RESPONSE_PROCESSING",
     "keys_file": "GATEWAY_KEYS_FILE",
     "ca_bundle": "CA_BUNDLE",
+    "audit_enabled": "AUDIT_ENABLED",
+    "audit_db": "AUDIT_DB",
+    "audit_database_url": "AUDIT_DATABASE_URL",
+    "audit_retention_days": "AUDIT_RETENTION_DAYS",
+    "gateway_admin_host": "GATEWAY_ADMIN_HOST",
+    "gateway_admin_port": "GATEWAY_ADMIN_PORT",
+    "gateway_admin_key": "GATEWAY_ADMIN_KEY",
 }
 
 
@@ -88,6 +96,9 @@ def check_url(value: str) -> str:
 
 
 class Settings(BaseModel):
+    # Values can be keys or URLs with passwords: an error names the field, never the value.
+    model_config = ConfigDict(hide_input_in_errors=True)
+
     # GATEWAY_API_KEYS; None: the development key, unless a keys file is configured.
     gateway_keys: tuple[SecretStr, ...] | None = None
     keys_file: str | None = None
@@ -124,6 +135,25 @@ class Settings(BaseModel):
     response_processing: Literal["auto", "always"] = "auto"
     # The CA file Envoy checks https providers' certificates against.
     ca_bundle: str = DEFAULT_CA_BUNDLE
+    # Decision records and request summaries (README, "Observe"): an SQLite file by
+    # default, PostgreSQL when a URL is given (several replicas, one store).
+    audit_enabled: bool = True
+    audit_db: str = DEFAULT_AUDIT_DB
+    audit_database_url: SecretStr | None = None
+    audit_retention_days: int = Field(default=30, ge=0)
+    # The admin server: /metrics, /healthz, the admin API and the web view. Port 0: none.
+    gateway_admin_host: str = "127.0.0.1"
+    gateway_admin_port: int = Field(default=8001, ge=0, le=65535)
+    gateway_admin_key: SecretStr | None = None
+
+    @field_validator("audit_database_url")
+    @classmethod
+    def _check_database_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(
+            ("postgresql://", "postgres://")
+        ):
+            raise ValueError("must be a postgresql:// URL")
+        return value
 
     @field_validator("upstream_anthropic_url", "upstream_openai_url")
     @classmethod

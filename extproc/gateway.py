@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from extproc.config import Settings
 from extproc.keys import KeyRegistry, KeysError
+from extproc.observe.hub import Observer
 from extproc.policies.base import DEFAULT_CHAIN, Chains
 from extproc.policy_config import (
     ConfigError,
@@ -98,9 +99,9 @@ class Gateway:
         except (ConfigError, ValueError) as exc:
             raise GatewayError(f"{self.settings.policy_config}: {exc}") from None
 
-    def runtime(self) -> Runtime:
+    def runtime(self, observer: Observer | None = None) -> Runtime:
         """This configuration with its policies instantiated: what a process serves."""
-        return Runtime(self, self.build_chains())
+        return Runtime(self, self.build_chains(), observer)
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,9 @@ class Runtime:
 
     gateway: Gateway
     chains: Chains
+    # Where decisions and request summaries go; None: nowhere (unit tests, benchmarks
+    # of the bare pipeline). It outlives a Runtime: a reload hands it to the next one.
+    observer: Observer | None = None
 
     @property
     def settings(self) -> Settings:

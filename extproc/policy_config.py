@@ -8,6 +8,7 @@
     chains:                   # named chains, picked per caller key
       relaxed: [{type: noop}]
     validate_streams: false   # check every rewritten stream's invariants at runtime
+    audit: {store_originals: false}  # keep redacted originals in decision records
     providers: {}             # model routing: see extproc/routing.py
     routes: [...]
 
@@ -58,6 +59,15 @@ class ConfigError(ValueError):
     the file, the entry (`policies[2] (tool_filter)`) and the field."""
 
 
+class AuditConfig(BaseModel):
+    """What decision records may hold (README, "Observe")."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    # The original text a redaction or replacement removed, beside what replaced it:
+    # the very data the policy hides, so off unless asked for.
+    store_originals: bool = False
+
+
 class PolicyFile(BaseModel):
     """A validated policy file. Policy entries are instances of each policy's own
     `Config` subclass (use `load_config`, not `model_validate`, to get them)."""
@@ -67,6 +77,7 @@ class PolicyFile(BaseModel):
     policies: PolicyEntries = Field(default_factory=lambda: _noop_entries())
     chains: dict[str, PolicyEntries] = Field(default_factory=dict)
     validate_streams: bool = False
+    audit: AuditConfig = Field(default_factory=AuditConfig)
     # Model routing (extproc/routing.py): providers merge over the built-in two; routes,
     # when given, replace the default table.
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)

@@ -166,6 +166,11 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
         finally:
             pipeline.close()
             self.active -= 1
+            try:
+                pipeline.finish(outcome)
+            except Exception:
+                # Observing must never break a request: log, and go on.
+                log.exception("recording the request failed")
             summary = pipeline.summary()
             summary["outcome"] = outcome
             log.info("request %s", orjson.dumps(summary).decode())

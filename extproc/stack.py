@@ -23,6 +23,7 @@ from typing import IO
 from extproc.config import Settings
 from extproc.envoy_config import render
 from extproc.gateway import Gateway
+from extproc.observe.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
 
 
 class StackError(RuntimeError):
@@ -132,6 +133,7 @@ class Stack:
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _files: list[IO[bytes]] = field(default_factory=list)
     config_path: Path | None = None
+    metrics_dir: Path | None = None
 
     @classmethod
     def load(
@@ -157,7 +159,20 @@ class Stack:
         return f"http://{self.settings.host}:{self.settings.gateway_port}"
 
     def _env(self) -> dict[str, str]:
-        return {**os.environ, **self.settings.to_env(), **self.extra_env, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, **self.settings.to_env(), **self.extra_env, "PYTHONUNBUFFERED": "1"}
+        if self.metrics_dir is not None:
+            # Each ext_proc worker writes its metrics there; the admin child sums them.
+            env[MULTIPROC_ENV] = str(self.metrics_dir)
+        return env
+
+    @property
+    def has_admin(self) -> bool:
+        return self.settings.gateway_admin_port != 0
+
+    @property
+    def admin_url(self) -> str:
+        s = self.settings
+        return f"http://{s.gateway_admin_host}:{s.gateway_admin_port}"
 
     def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
         out: IO[bytes] | int | None = None
@@ -184,6 +199,8 @@ class Stack:
         }
         if self.needs_mock:
             wanted["mock LLM"] = s.mock_port
+        if self.has_admin:
+            wanted["gateway admin"] = s.gateway_admin_port
         last = s.extproc_port + s.extproc_workers - 1
         if last > 65535:
             raise StackError(
@@ -225,13 +242,22 @@ class Stack:
                         str(s.mock_port),
                     ],
                 )
+            if self.has_admin:
+                self.metrics_dir = run_dir / "metrics"
+                prepare_multiprocess_dir(self.metrics_dir)
+                self._spawn("admin", [sys.executable, "-m", "extproc", "admin"])
             for i in range(s.extproc_workers):
                 name = "extproc" if i == 0 else f"extproc-{i}"
                 argv = [sys.executable, "-m", "extproc", "serve", "--port", str(s.extproc_port + i)]
+                # The admin child serves the admin API and the workers' summed metrics.
+                argv += ["--no-admin"] if self.has_admin else []
                 self._spawn(name, argv)
             procs = self.procs
             if self.needs_mock:
                 _wait(lambda: _tcp_ready(s.mock_host, s.mock_port), "mock LLM", deadline, procs)
+            if self.has_admin:
+                admin_ready = partial(_tcp_ready, s.gateway_admin_host, s.gateway_admin_port)
+                _wait(admin_ready, "admin server", deadline, procs)
             for port in range(s.extproc_port, s.extproc_port + s.extproc_workers):
                 _wait(partial(_tcp_ready, s.extproc_host, port), "ext_proc", deadline, procs)
             self.config_path = run_dir / "envoy.yaml"

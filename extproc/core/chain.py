@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from extproc.core.decisions import ToolCall, ToolDecision
+from extproc.core.decisions import ToolCall, ToolOutcome
 from extproc.core.request import ApiRequest
-from extproc.core.rewriting import TextRewriter
+from extproc.core.rewriting import RewriteStep, TextRewriter
 
 
 class ResponsePolicies(Protocol):
@@ -20,11 +20,11 @@ class ResponsePolicies(Protocol):
     gates_tool_calls: bool
     observes_events: bool
 
-    def text_rewriters(self, request: ApiRequest) -> list[TextRewriter]:
+    def text_rewriters(self, request: ApiRequest) -> list[TextRewriter | RewriteStep]:
         """Fresh rewriters, in chain order, for one text of this request's response."""
         ...
 
-    async def decide_tool_call(self, call: ToolCall, request: ApiRequest) -> ToolDecision:
+    async def decide_tool_call(self, call: ToolCall, request: ApiRequest) -> ToolOutcome:
         """One complete tool call's fate; None lets it through."""
         ...
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from extproc.core.audit import Evidence
+
 
 @dataclass(frozen=True, slots=True)
 class ToolCall:
@@ -23,6 +25,7 @@ class Deny:
 
     status: int
     message: str
+    evidence: Evidence | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +33,7 @@ class BlockToolCall:
     """Drop this tool call; the client sees `message` as text in its place."""
 
     message: str
+    evidence: Evidence | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +42,20 @@ class BlockResponse:
     text, tool calls not yet delivered are dropped, and the response ends normally."""
 
     message: str
+    evidence: Evidence | None = None
 
 
-# What a gate decides about one tool call; None lets it through.
-ToolDecision = BlockToolCall | BlockResponse | None
+@dataclass(frozen=True, slots=True)
+class Allow:
+    """Let it through, with what the policy found on the way (a judge's verdict, the
+    matches a request rewrite made) for the record. The chain turns it into None."""
+
+    evidence: Evidence | None = None
+
+
+# What a gate decides about one tool call; None (or Allow) lets it through.
+ToolDecision = BlockToolCall | BlockResponse | Allow | None
+# What the chain tells the engines about one tool call; None lets it through.
+ToolOutcome = BlockToolCall | BlockResponse | None
+# What a policy decides about a request; None (or Allow) lets it through.
+RequestDecision = Deny | Allow | None

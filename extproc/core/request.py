@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
+from extproc.core.audit import DecisionLog
+
 TextFn = Callable[[str], str]
 
 
@@ -77,6 +79,9 @@ class ApiRequest:
     # Per-request scratch space for policies.
     state: dict[str, Any] = field(default_factory=dict)
     body_changed: bool = False
+    # Where the chain logs its decisions about this request (the pipeline gives it a
+    # sink when decisions are recorded).
+    decisions: DecisionLog = field(default_factory=DecisionLog)
 
     @property
     def api(self) -> str:

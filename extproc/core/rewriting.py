@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 
 @dataclass(frozen=True, slots=True)
 class Span:
-    """Replace text[start:end] with `replacement`."""
+    """Replace text[start:end] with `replacement`; `kind` says what was found there
+    (`email`, `secret`...), for the record."""
 
     start: int
     end: int
     replacement: str
+    kind: str = field(default="", compare=False)  # metadata: not part of the edit
 
 
 class TextRewriter(Protocol):
@@ -39,3 +41,18 @@ class HoldsGrowingMatches(Protocol):
     and END lines); the engine then keeps everything from there unsent too."""
 
     def hold_from(self, text: str, start: int) -> int | None: ...
+
+
+# Told of each span a rewrite applies, with the original text it covered.
+SpanListener = Callable[[Span, str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class RewriteStep:
+    """A rewriter as the chain hands it to the engine when its work is recorded or only
+    shadowed: `on_span` hears of every span applied, and a `shadow` step finds its spans
+    but sends the text as it came."""
+
+    rewriter: TextRewriter
+    on_span: SpanListener | None = None
+    shadow: bool = False

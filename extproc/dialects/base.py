@@ -14,6 +14,7 @@ import orjson
 from extproc.core.chain import ResponsePolicies
 from extproc.core.providers import ProviderApi
 from extproc.core.request import ApiRequest, DeclaredTool, TextFn
+from extproc.core.usage import Usage
 from extproc.engine.stream import StreamEngine
 from extproc.events import StreamEvent
 from extproc.sse import Frame
@@ -105,6 +106,8 @@ class Dialect(ABC):
     # -- identity and paths ---------------------------------------------------------
     # The API's name in logs and config (`judge.api`).
     name: ClassVar[str]
+    # What a request does, in OpenTelemetry's GenAI terms (`gen_ai.operation.name`).
+    operation: ClassVar[str] = "chat"
     # The provider API this one is native to: where model lists and defaults come from.
     provider_api: ClassVar[ProviderApi]
     # The endpoint whose bodies the gateway parses and runs policies on.
@@ -191,6 +194,17 @@ class Dialect(ABC):
     def close_after_error(self) -> bytes | None:
         """What ends a stream after an in-stream error payload; None: nothing does, the
         stream is incomplete."""
+        return None
+
+    # -- usage ------------------------------------------------------------------------
+
+    def reports_usage(self, frame: Frame) -> bool:
+        """Whether this stream event may carry the provider's usage report: a cheap look
+        at its name or first bytes, so only those events are parsed for it."""
+        return False
+
+    def usage(self, document: Any) -> Usage | None:
+        """The usage a response body, or a stream event's payload, reports."""
         return None
 
     @abstractmethod

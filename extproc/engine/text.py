@@ -6,7 +6,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Generic, TypeVar
 
-from extproc.core.rewriting import HoldsGrowingMatches, TextRewriter
+from extproc.core.rewriting import HoldsGrowingMatches, RewriteStep, SpanListener, TextRewriter
 
 E = TypeVar("E")
 
@@ -22,9 +22,25 @@ class RewriteStage:
     `holdback` characters, and never half of a span.
     """
 
-    __slots__ = ("_batch", "_context", "_hold_from", "_holdback", "_rewriter", "_start", "_text")
+    __slots__ = (
+        "_batch",
+        "_context",
+        "_hold_from",
+        "_holdback",
+        "_on_span",
+        "_rewriter",
+        "_shadow",
+        "_start",
+        "_text",
+    )
 
-    def __init__(self, rewriter: TextRewriter) -> None:
+    def __init__(self, rewriter: TextRewriter | RewriteStep) -> None:
+        if isinstance(rewriter, RewriteStep):
+            self._on_span: SpanListener | None = rewriter.on_span
+            self._shadow = rewriter.shadow
+            rewriter = rewriter.rewriter
+        else:
+            self._on_span, self._shadow = None, False
         self._rewriter = rewriter
         self._holdback = max(0, rewriter.holdback)
         self._hold_from = rewriter.hold_from if isinstance(rewriter, HoldsGrowingMatches) else None
@@ -64,7 +80,10 @@ class RewriteStage:
                 cut = span.start  # keep the whole span for later: it may still grow
                 break
             out.append(text[pos : span.start])
-            out.append(span.replacement)
+            if self._on_span is not None:
+                self._on_span(span, text[span.start : span.end])
+            # A shadow step only counts: the text leaves as it came.
+            out.append(text[span.start : span.end] if self._shadow else span.replacement)
             pos = span.end
         if pos < cut:
             out.append(text[pos:cut])
@@ -80,7 +99,7 @@ class TextPipeline:
 
     __slots__ = ("_stages",)
 
-    def __init__(self, rewriters: Sequence[TextRewriter]) -> None:
+    def __init__(self, rewriters: Sequence[TextRewriter | RewriteStep]) -> None:
         self._stages = [RewriteStage(r) for r in rewriters]
 
     def feed(self, delta: str) -> str:

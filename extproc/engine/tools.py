@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 import orjson
 
 from extproc.core.chain import ResponsePolicies
-from extproc.core.decisions import BlockResponse, BlockToolCall, ToolCall, ToolDecision
+from extproc.core.decisions import BlockResponse, BlockToolCall, ToolCall, ToolOutcome
 from extproc.core.request import ApiRequest
 
 log = logging.getLogger("extproc.engine")
@@ -36,12 +36,12 @@ class ToolGate:
     def __init__(self, chain: ResponsePolicies, request: ApiRequest) -> None:
         self.chain = chain
         self.request = request
-        self.tasks: list[asyncio.Task[ToolDecision]] = []
+        self.tasks: list[asyncio.Task[ToolOutcome]] = []
 
     def submit(self, call: ToolCall) -> None:
         self.tasks.append(asyncio.create_task(self._decide(call)))
 
-    async def _decide(self, call: ToolCall) -> ToolDecision:
+    async def _decide(self, call: ToolCall) -> ToolOutcome:
         try:
             return await self.chain.decide_tool_call(call, self.request)
         except Exception:
@@ -49,7 +49,7 @@ class ToolGate:
             log.exception("policy failed on tool call %r", call.name)
             return BlockToolCall(POLICY_FAILED.format(tool=call.name))
 
-    async def results(self) -> list[ToolDecision]:
+    async def results(self) -> list[ToolOutcome]:
         return list(await asyncio.gather(*self.tasks))
 
     def cancel(self) -> None:
@@ -57,7 +57,7 @@ class ToolGate:
             task.cancel()
 
 
-def split_decisions(items: list[T], decisions: list[ToolDecision]) -> tuple[list[str], list[T]]:
+def split_decisions(items: list[T], decisions: list[ToolOutcome]) -> tuple[list[str], list[T]]:
     """The messages to show in place of blocked calls, and the calls let through. A
     BlockResponse wins over everything: its message alone, and no call."""
     stop_all = next((d for d in decisions if isinstance(d, BlockResponse)), None)

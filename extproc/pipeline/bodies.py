@@ -15,6 +15,7 @@ import orjson
 
 from extproc.contract import too_large_message, with_status
 from extproc.core.request import ApiRequest
+from extproc.core.usage import Usage
 from extproc.dialects.base import Dialect
 from extproc.pipeline.replies import BodyOut
 from extproc.policies.base import PolicyChain
@@ -63,6 +64,8 @@ def error_text(status: int, quoted: str, max_request_bytes: int) -> str:
 
 class BodyHandler(Protocol):
     mode: ResponseMode
+    # The provider's usage report, as far as the body showed it.
+    usage: Usage
 
     async def feed(self, chunk: bytes, end_of_stream: bool) -> BodyOut: ...
 
@@ -71,6 +74,7 @@ class BodyHandler(Protocol):
 
 class ForwardBody:
     mode = ResponseMode.FORWARD
+    usage = Usage()
 
     async def feed(self, chunk: bytes, end_of_stream: bool) -> BodyOut:
         return BodyOut(chunk, end_of_stream)
@@ -101,6 +105,7 @@ class JsonBody:
         self.policy_timeout_s = policy_timeout_s
         self.label = label
         self.buffer = bytearray()
+        self.usage = Usage()
 
     async def feed(self, chunk: bytes, end_of_stream: bool) -> BodyOut:
         dialect = self.dialect
@@ -121,6 +126,7 @@ class JsonBody:
             body: Any = orjson.loads(raw)
         except orjson.JSONDecodeError:
             return BodyOut(raw, True)
+        self.usage = self.usage.merged(dialect.usage(body))
         try:
             async with asyncio.timeout(self.policy_timeout_s):
                 new = await dialect.process_message(body, self.chain, self.request)
@@ -143,6 +149,7 @@ class ErrorRewriteBody:
         self.status = status
         self.max_request_bytes = max_request_bytes
         self.buffer = bytearray()
+        self.usage = Usage()
 
     async def feed(self, chunk: bytes, end_of_stream: bool) -> BodyOut:
         if len(self.buffer) < ERROR_PAGE_BYTES:

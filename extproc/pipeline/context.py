@@ -4,11 +4,15 @@ headers that send it upstream."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
+from extproc.core.audit import DecisionLog
+from extproc.core.request import ApiRequest
 from extproc.dialects.base import Dialect
 from extproc.gateway import Runtime
 from extproc.keys import Caller
+from extproc.observe.hub import RequestObservation
 from extproc.pipeline.replies import Continue, Immediate
 from extproc.pipeline.upstream import headers_for, upstream_for_model
 from extproc.policies.base import PolicyChain
@@ -30,11 +34,21 @@ class RequestContext:
     # The names of the query's parameters (their values may be credentials: not kept).
     query_names: frozenset[str] = frozenset()
     upstream: Upstream | None = None
+    # Where this request's decisions go, and who hears of its progress (None when
+    # nothing observes requests).
+    decisions: DecisionLog = field(default_factory=DecisionLog)
+    observation: RequestObservation | None = None
 
     @property
     def label(self) -> str:
         """`METHOD path`, for logs."""
         return f"{self.method} {self.path}"
+
+    def api_request(self, model: str, stream: bool, body: dict[str, Any]) -> ApiRequest:
+        """The parsed request the policies see, logging into this request's decisions."""
+        if self.observation is not None and model:
+            self.observation.parsed(model, stream)
+        return ApiRequest(self.dialect, self.path, model, stream, body, decisions=self.decisions)
 
     def refuse(self, status: int, message: str, param: str | None = None) -> Immediate:
         """An error answer in the request's API format."""
@@ -55,4 +69,6 @@ class RequestContext:
         """Send the request to `upstream`: Envoy re-picks the route from our header."""
         chosen = headers_for(upstream, self.caller, self.dialect, self.added_headers)
         self.upstream = chosen.upstream
+        if self.observation is not None:
+            self.observation.routed(chosen.upstream.name)
         return Continue(chosen.set_headers, chosen.remove_headers, clear_route_cache=True)

@@ -132,13 +132,7 @@ class PolicyRequest:
             return ctx.refuse(400, *problem)
         if (refused := ctx.refuse_model(model)) is not None:
             return refused
-        self.request = ApiRequest(
-            dialect=ctx.dialect,
-            path=ctx.path,
-            model=model,
-            stream=doc.get("stream") is True,
-            body=doc,
-        )
+        self.request = ctx.api_request(model, doc.get("stream") is True, doc)
         return await _checked_and_routed(ctx, self.request)
 
 
@@ -149,7 +143,7 @@ class ForwardedRequest:
         # With response policies, the answer is read like the API's own: its request
         # is known only by its path (no model, no body).
         self.request: ApiRequest | None = (
-            ApiRequest(ctx.dialect, ctx.path, model="", stream=False, body={})
+            ctx.api_request(model="", stream=False, body={})
             if forwarded.response_policies
             else None
         )
@@ -188,7 +182,7 @@ class ForwardedRequest:
             return refused
         if self.forwarded.request_policies:
             # Its answer is not the API's usual one, so only the request is checked.
-            request = ApiRequest(ctx.dialect, ctx.path, model, stream=False, body=doc)
+            request = ctx.api_request(model, stream=False, body=doc)
             return await _checked_and_routed(ctx, request)
         upstream = ctx.upstream_for(model)
         return upstream if isinstance(upstream, Immediate) else ctx.route(upstream)

@@ -16,9 +16,12 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from extproc.contract import ENVOY_HEADER_PREFIX
+from extproc.core.audit import DecisionLog
+from extproc.core.usage import Usage
 from extproc.dialects.registry import DEFAULT_DIALECT, dialect_for
 from extproc.gateway import Runtime
 from extproc.keys import Caller
+from extproc.observe.hub import RequestObservation
 from extproc.pipeline.bodies import (
     BodyHandler,
     ErrorRewriteBody,
@@ -56,6 +59,9 @@ class RequestPipeline:
         self.status = 0
         self.body_handler: BodyHandler = _FORWARD
         self.bytes_out = 0
+        # Told of the request's progress when the process observes requests.
+        self.observation: RequestObservation | None = None
+        self.decisions = DecisionLog()
 
     @property
     def phase(self) -> Phase:
@@ -73,6 +79,8 @@ class RequestPipeline:
     def _answer(self, out: Immediate) -> Immediate:
         self.status = out.status
         self.lifecycle.end()
+        if self.observation is not None:
+            self.observation.saw_first_byte()
         return out
 
     # -- request side -------------------------------------------------------------
@@ -86,10 +94,18 @@ class RequestPipeline:
         self.path, _, query = headers.get(":path", "").partition("?")
         self.request_id = headers.get("x-request-id", "")[:128]
         dialect = dialect_for(self.path, headers)
+        observer = self.runtime.observer
+        observation = None
+        if observer is not None:
+            observation = self.observation = observer.start(headers, self.method, self.path)
+            observation.api, observation.operation = dialect.name, dialect.operation
+            self.decisions = DecisionLog(observation.on_decision, observation.keep_originals)
         found = self.runtime.gateway.keys.authenticate(headers)
         if isinstance(found, str):
             return self._answer(Immediate(401, dialect.error_body(401, found)))
         self.caller = found
+        if observation is not None:
+            observation.caller = found.name
         chain = self.runtime.chains.get(found.chain)
         if chain is None:
             log.error("caller %s: no policy chain named %r", found.name, found.chain)
@@ -105,6 +121,8 @@ class RequestPipeline:
             added_headers=dialect.added_headers(headers),
             envoy_sends_body=self.envoy_sends_body,
             query_names=frozenset(name for name, _ in parse_qsl(query, keep_blank_values=True)),
+            decisions=self.decisions,
+            observation=observation,
         )
         bare = self.path.rstrip("/")
         forwarded = dialect.forwarded_path(bare)
@@ -163,6 +181,8 @@ class RequestPipeline:
             return Continue(set_headers=dict(JSON_HEADERS))
         if end_of_stream or not self.envoy_sends_body:
             self.lifecycle.end()  # no body will follow through ext_proc
+            if self.observation is not None:
+                self.observation.saw_first_byte()
             return Continue()
         assert ctx is not None
         label = ctx.label
@@ -176,6 +196,8 @@ class RequestPipeline:
                 label,
                 validate=self.runtime.gateway.validate_streams,
             )
+            if self.observation is not None:
+                self.observation.stream_opened()
         elif mode is ResponseMode.JSON and request is not None:
             self.body_handler = JsonBody(
                 dialect,
@@ -194,6 +216,8 @@ class RequestPipeline:
             return BodyOut(b"", False)
         out = await self.body_handler.feed(chunk, end_of_stream)
         self.bytes_out += len(out.data)
+        if out.data and self.observation is not None:
+            self.observation.saw_first_byte()
         if out.end_of_stream:
             self.lifecycle.end()
         return out
@@ -208,6 +232,18 @@ class RequestPipeline:
     def close(self) -> None:
         """Release what the request holds: pending policy work first."""
         self.body_handler.close()
+
+    def finish(self, outcome: str) -> None:
+        """The request is over (`outcome`: ok, rejected, incomplete, cancelled, error):
+        its counted rewrites become decisions, and its summary goes to the observers."""
+        self.decisions.flush()
+        observation = self.observation
+        if observation is None:
+            return
+        self.observation = None  # once
+        observation.usage = self.body_handler.usage
+        events = self.body_handler.events_in if isinstance(self.body_handler, SseBody) else 0
+        observation.finish(self.status, outcome, events, self.decisions.acted)
 
     def summary(self) -> dict[str, Any]:
         """One log line's worth of facts about the request; never headers or bodies."""
@@ -228,6 +264,12 @@ class RequestPipeline:
             "mode": self.body_handler.mode.value,
             "events": events,
             "bytes_out": self.bytes_out,
+            **_tokens(self.body_handler.usage),
             "ms": round((time.monotonic() - self.started) * 1000, 1),
             **({"violations": violations} if violations is not None else {}),
         }
+
+
+def _tokens(usage: Usage) -> dict[str, int]:
+    counts = {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens}
+    return {k: v for k, v in counts.items() if v is not None}

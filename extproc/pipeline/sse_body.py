@@ -8,13 +8,16 @@ import asyncio
 import dataclasses
 import logging
 
+import orjson
+
 from extproc.core.request import ApiRequest
+from extproc.core.usage import Usage
 from extproc.dialects.base import Dialect
 from extproc.engine.stream import ForwardEngine, StreamEngine
 from extproc.pipeline.bodies import ResponseMode
 from extproc.pipeline.replies import BodyOut
 from extproc.policies.base import PolicyChain
-from extproc.sse import FrameTooLarge, SSEFramer
+from extproc.sse import Frame, FrameTooLarge, SSEFramer
 from extproc.stream_check import OutputValidator
 
 log = logging.getLogger("extproc.pipeline")
@@ -50,6 +53,7 @@ class SseBody:
         self.events_in = 0
         self.terminated = False  # the stream carried its own terminator
         self.saw_error_payload = False
+        self.usage = Usage()
 
     async def feed(self, chunk: bytes, end_of_stream: bool) -> BodyOut:
         out = await self._feed(chunk, end_of_stream)
@@ -69,6 +73,8 @@ class SseBody:
             log.warning("%s: %s", self.label, exc)
             failure, frames, end_of_stream = exc, exc.frames, False
         for frame in frames:
+            if dialect.reports_usage(frame):
+                self._read_usage(frame)
             if dialect.ends_stream(frame):
                 self.terminated = True
             elif dialect.is_error_payload(frame):
@@ -101,6 +107,13 @@ class SseBody:
         if end_of_stream and not self.terminated:
             data += self._terminator()
         return BodyOut(data, end_of_stream)
+
+    def _read_usage(self, frame: Frame) -> None:
+        try:
+            payload = orjson.loads(frame.data or "")
+        except orjson.JSONDecodeError:
+            return  # the engine and the validator deal with a broken event
+        self.usage = self.usage.merged(self.dialect.usage(payload))
 
     def _terminator(self) -> bytes:
         """What a stream that ended early still needs to be valid for its format."""

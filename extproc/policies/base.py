@@ -12,13 +12,15 @@ from __future__ import annotations
 import builtins
 import logging
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any, ClassVar, Generic, TypeVar, get_args, get_origin
+from typing import Any, ClassVar, Generic, Literal, TypeVar, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict
 
-from extproc.core.decisions import Deny, ToolCall, ToolDecision
+from extproc.core.audit import Action, Mode
+from extproc.core.decisions import Deny, RequestDecision, ToolCall, ToolDecision, ToolOutcome
 from extproc.core.request import ApiRequest
-from extproc.core.rewriting import TextRewriter
+from extproc.core.rewriting import RewriteStep, TextRewriter
+from extproc.policies.recording import request_outcome, rewrite_step, tool_call_outcome
 
 log = logging.getLogger("extproc.policies")
 
@@ -33,8 +35,10 @@ class PolicyConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     type: str
-    # Shown in logs and block messages; defaults to the type.
+    # Shown in logs, records and block messages; defaults to the type.
     name: str | None = None
+    # shadow: decisions are computed and recorded, traffic passes exactly as it came.
+    mode: Literal["enforce", "shadow"] = "enforce"
 
 
 C = TypeVar("C", bound=PolicyConfig)
@@ -59,6 +63,8 @@ class Policy(Generic[C]):
     rewrites_text: ClassVar[bool] = False
     gates_tool_calls: ClassVar[bool] = False
     observes_events: ClassVar[bool] = False
+    # What the record calls this policy's text rewrites.
+    rewrite_action: ClassVar[Action] = Action.REPLACE
 
     config: C
 
@@ -91,7 +97,11 @@ class Policy(Generic[C]):
     def name(self) -> str:
         return self.config.name or self.type
 
-    async def on_request(self, request: ApiRequest) -> Deny | None:
+    @property
+    def mode(self) -> Mode:
+        return Mode(self.config.mode)
+
+    async def on_request(self, request: ApiRequest) -> RequestDecision:
         """Inspect the request; change it with `request.replace_body`, or deny it."""
         return None
 
@@ -112,7 +122,10 @@ class Policy(Generic[C]):
 
 class PolicyChain:
     """An ordered list of policies; each one sees what the previous one let through.
-    It is what the engines ask about a response (`core.chain.ResponsePolicies`)."""
+    It is what the engines ask about a response (`core.chain.ResponsePolicies`), and
+    where every policy's outcome becomes a decision in the request's log
+    (`extproc/policies/recording.py`). A policy in shadow mode has its decisions
+    recorded and none applied."""
 
     def __init__(self, policies: Iterable[Policy[Any]]) -> None:
         self.policies = tuple(policies)
@@ -125,27 +138,36 @@ class PolicyChain:
         # Whether anything in the chain looks at the response; if not, the engine is
         # skipped entirely and bytes flow through untouched.
         self.reads_responses = any(p.reads_responses() for p in self.policies)
+        self._shadows = any(p.mode is Mode.SHADOW for p in self.rewriters)
 
     @property
     def names(self) -> list[str]:
         return [p.name for p in self.policies]
 
-    def text_rewriters(self, request: ApiRequest) -> list[TextRewriter]:
+    def text_rewriters(self, request: ApiRequest) -> list[TextRewriter | RewriteStep]:
         """Fresh rewriters, in chain order, for one text of this request's response."""
-        found = (p.rewriter(request) for p in self.rewriters)
-        return [r for r in found if r is not None]
+        log = request.decisions
+        if not log.recording and not self._shadows:
+            found = (p.rewriter(request) for p in self.rewriters)
+            return [r for r in found if r is not None]
+        steps: list[TextRewriter | RewriteStep] = []
+        for policy in self.rewriters:
+            rewriter = policy.rewriter(request)
+            if rewriter is not None:
+                steps.append(rewrite_step(policy, rewriter, log))
+        return steps
 
     async def on_request(self, request: ApiRequest) -> Deny | None:
         for policy in self.policies:
-            verdict = await policy.on_request(request)
+            verdict = await request_outcome(policy, request)
             if verdict is not None:
                 return verdict
         return None
 
-    async def decide_tool_call(self, call: ToolCall, request: ApiRequest) -> ToolDecision:
+    async def decide_tool_call(self, call: ToolCall, request: ApiRequest) -> ToolOutcome:
         """The first policy that blocks decides; later ones never see a blocked call."""
         for policy in self.gates:
-            verdict = await policy.on_tool_call(call, request)
+            verdict = await tool_call_outcome(policy, call, request)
             if verdict is not None:
                 return verdict
         return None

@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from fnmatch import fnmatchcase
 
+from extproc.core.audit import MAX_EXAMPLE_CHARS, MAX_EXAMPLES, Evidence
 from extproc.core.rewriting import Span
 
 # -- globs, regexes, templates ----------------------------------------------------------
@@ -80,23 +81,27 @@ def literal_finder(literal: str, replacement: str) -> Finder:
     return find
 
 
-def leftmost_spans(text: str, start: int, finders: Sequence[Finder]) -> list[Span]:
+def leftmost_spans(
+    text: str, start: int, finders: Sequence[Finder], kinds: Sequence[str] = ()
+) -> list[Span]:
     """Non-overlapping spans in text[start:], taken left to right: the match that starts
     first wins, at equal starts the finder listed first. Each finder's next match is
-    cached and only searched again once the scan has passed its start."""
+    cached and only searched again once the scan has passed its start. A span's kind is
+    its finder's entry in `kinds` (empty when not given)."""
     spans: list[Span] = []
     found: list[Found | None] = [find(text, start) for find in finders]
     pos = start
     while True:
         best: Found | None = None
+        best_at = 0
         for i, candidate in enumerate(found):
             if candidate is not None and candidate[0] < pos:
                 candidate = found[i] = finders[i](text, pos)
             if candidate is not None and (best is None or candidate[0] < best[0]):
-                best = candidate
+                best, best_at = candidate, i
         if best is None:
             return spans
-        spans.append(Span(*best))
+        spans.append(Span(*best, kinds[best_at] if kinds else ""))
         pos = best[1]
 
 
@@ -113,20 +118,49 @@ def apply_spans(text: str, spans: Sequence[Span]) -> str:
 
 class FinderRewriter:
     """A TextRewriter over a list of finders. Stateless, so one instance serves every
-    text block; `rewrite` applies it to a whole text (non-streaming, requests)."""
+    text block; `rewrite` applies it to a whole text (non-streaming, requests). `kinds`
+    names what each finder finds, for the record (`email`, `pattern 2`)."""
 
-    __slots__ = ("finders", "holdback")
+    __slots__ = ("finders", "holdback", "kinds")
 
-    def __init__(self, finders: Sequence[Finder], holdback: int) -> None:
+    def __init__(self, finders: Sequence[Finder], holdback: int, kinds: Sequence[str] = ()) -> None:
         self.finders = tuple(finders)
         self.holdback = holdback
+        self.kinds = tuple(kinds)
 
     def spans(self, text: str, start: int) -> list[Span]:
-        return leftmost_spans(text, start, self.finders)
+        return leftmost_spans(text, start, self.finders, self.kinds)
 
-    def rewrite(self, text: str) -> str:
+    def rewrite(self, text: str, tally: MatchTally | None = None) -> str:
         spans = self.spans(text, 0)
-        return apply_spans(text, spans) if spans else text
+        if not spans:
+            return text
+        if tally is not None:
+            for span in spans:
+                tally.add(span, text[span.start : span.end])
+        return apply_spans(text, spans)
+
+
+class MatchTally:
+    """The matches a whole-text rewrite made, per kind, for the decision record (and a
+    few before/after pairs when originals may be kept)."""
+
+    __slots__ = ("counts", "examples", "keep")
+
+    def __init__(self, keep_examples: bool = False) -> None:
+        self.counts: dict[str, int] = {}
+        self.examples: list[tuple[str, str]] = []
+        self.keep = keep_examples
+
+    def add(self, span: Span, original: str) -> None:
+        self.counts[span.kind] = self.counts.get(span.kind, 0) + 1
+        if self.keep and len(self.examples) < MAX_EXAMPLES:
+            self.examples.append((original[:MAX_EXAMPLE_CHARS], span.replacement))
+
+    def evidence(self) -> Evidence | None:
+        if not self.counts:
+            return None
+        return Evidence(matches=dict(self.counts), examples=tuple(self.examples))
 
 
 class GrowingFinderRewriter(FinderRewriter):
@@ -140,8 +174,9 @@ class GrowingFinderRewriter(FinderRewriter):
         finders: Sequence[Finder],
         holdback: int,
         hold_from: Callable[[str, int], int | None],
+        kinds: Sequence[str] = (),
     ) -> None:
-        super().__init__(finders, holdback)
+        super().__init__(finders, holdback, kinds)
         self._hold_from = hold_from
 
     def hold_from(self, text: str, start: int) -> int | None:

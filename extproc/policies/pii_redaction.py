@@ -22,11 +22,17 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from extproc.core.decisions import Deny
+from extproc.core.audit import Action
+from extproc.core.decisions import Allow
 from extproc.core.request import ApiRequest
 from extproc.core.rewriting import TextRewriter
 from extproc.policies.base import Policy, PolicyConfig
-from extproc.policies.matching import FinderRewriter, GrowingFinderRewriter, check_format
+from extproc.policies.matching import (
+    FinderRewriter,
+    GrowingFinderRewriter,
+    MatchTally,
+    check_format,
+)
 from extproc.policies.pii_patterns import DETECTORS, SECRET_DETECTORS
 
 DetectorName = Literal[
@@ -104,18 +110,19 @@ class PiiRedactionConfig(PolicyConfig):
 class PiiRedactionPolicy(Policy[PiiRedactionConfig]):
     type = "pii_redaction"
     rewrites_text = True
+    rewrite_action = Action.REDACT
 
     def __init__(self, config: PiiRedactionConfig | None = None) -> None:
         super().__init__(config)
         cfg = self.config
         enabled = cfg.enabled
-        finders = [
-            d.finder(cfg.replacement.format(kind=d.kind)) for d in DETECTORS if d.name in enabled
-        ]
+        detectors = [d for d in DETECTORS if d.name in enabled]
+        finders = [d.finder(cfg.replacement.format(kind=d.kind)) for d in detectors]
+        kinds = [d.kind for d in detectors]
         self._rewriter = (
-            GrowingFinderRewriter(finders, cfg.effective_holdback, open_pem_block)
+            GrowingFinderRewriter(finders, cfg.effective_holdback, open_pem_block, kinds)
             if "private_key" in enabled
-            else FinderRewriter(finders, cfg.effective_holdback)
+            else FinderRewriter(finders, cfg.effective_holdback, kinds)
         )
 
     def redact(self, text: str) -> str:
@@ -125,7 +132,10 @@ class PiiRedactionPolicy(Policy[PiiRedactionConfig]):
     def rewriter(self, request: ApiRequest) -> TextRewriter | None:
         return self._rewriter if self.config.redact_responses else None
 
-    async def on_request(self, request: ApiRequest) -> Deny | None:
-        if self.config.redact_requests:
-            request.rewrite_texts(self._rewriter.rewrite)
-        return None
+    async def on_request(self, request: ApiRequest) -> Allow | None:
+        if not self.config.redact_requests:
+            return None
+        tally = MatchTally(request.decisions.keep_originals)
+        request.rewrite_texts(lambda text: self._rewriter.rewrite(text, tally))
+        evidence = tally.evidence()
+        return None if evidence is None else Allow(evidence)

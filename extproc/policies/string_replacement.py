@@ -22,13 +22,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from extproc.core.decisions import Deny
+from extproc.core.decisions import Allow
 from extproc.core.request import ApiRequest
 from extproc.core.rewriting import TextRewriter
 from extproc.policies.base import Policy, PolicyConfig
 from extproc.policies.matching import (
     Finder,
     FinderRewriter,
+    MatchTally,
     compile_regex,
     literal_finder,
     regex_finder,
@@ -116,8 +117,12 @@ class StringReplacementPolicy(Policy[StringReplacementConfig]):
 
     def __init__(self, config: StringReplacementConfig | None = None) -> None:
         super().__init__(config)
+        rules = self.config.replacements
         self._rewriter = FinderRewriter(
-            [r.finder() for r in self.config.replacements], self.config.effective_holdback
+            [r.finder() for r in rules],
+            self.config.effective_holdback,
+            # The record names a rule by its place: a pattern may itself be sensitive.
+            [f"pattern {i}" for i in range(1, len(rules) + 1)],
         )
 
     def rewriter(self, request: ApiRequest) -> TextRewriter | None:
@@ -127,7 +132,10 @@ class StringReplacementPolicy(Policy[StringReplacementConfig]):
         """The whole of one text rewritten."""
         return self._rewriter.rewrite(text)
 
-    async def on_request(self, request: ApiRequest) -> Deny | None:
-        if self.config.apply_to_request:
-            request.rewrite_texts(self._rewriter.rewrite)
-        return None
+    async def on_request(self, request: ApiRequest) -> Allow | None:
+        if not self.config.apply_to_request:
+            return None
+        tally = MatchTally(request.decisions.keep_originals)
+        request.rewrite_texts(lambda text: self._rewriter.rewrite(text, tally))
+        evidence = tally.evidence()
+        return None if evidence is None else Allow(evidence)

@@ -74,6 +74,10 @@ def running_stack(
         **_distinct_ports(int(str(overrides.get("extproc_workers", 1)))),
         "max_request_bytes": MAX_REQUEST_BYTES,
         "max_sse_frame_bytes": MAX_SSE_FRAME_BYTES,
+        # Every stack records its decisions (the hot path as users run it), in its own
+        # directory; the admin server only where a test asks for it (a port).
+        "audit_db": str(log_dir / "audit.db"),
+        "gateway_admin_port": 0,
         **overrides,
     }
     settings = Settings.model_validate(values)

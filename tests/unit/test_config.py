@@ -39,6 +39,13 @@ EVERY_VARIABLE = {
     "VALIDATE_STREAMS": "true",
     "RESPONSE_PROCESSING": "always",
     "CA_BUNDLE": "/etc/gw/ca.pem",
+    "AUDIT_ENABLED": "false",
+    "AUDIT_DB": "/var/lib/gw/audit.db",
+    "AUDIT_DATABASE_URL": "postgresql://gw:pw@db:5432/audit",
+    "AUDIT_RETENTION_DAYS": "7",
+    "GATEWAY_ADMIN_HOST": "0.0.0.0",
+    "GATEWAY_ADMIN_PORT": "8101",
+    "GATEWAY_ADMIN_KEY": "adm-secret",
 }
 
 
@@ -66,6 +73,20 @@ def test_every_variable_is_read() -> None:
     )
     assert s.validate_streams is True and s.response_processing == "always"
     assert s.ca_bundle == "/etc/gw/ca.pem"
+    assert (s.audit_enabled, s.audit_db, s.audit_retention_days) == (
+        False,
+        "/var/lib/gw/audit.db",
+        7,
+    )
+    assert s.audit_database_url == SecretStr("postgresql://gw:pw@db:5432/audit")
+    assert (s.gateway_admin_host, s.gateway_admin_port) == ("0.0.0.0", 8101)
+    assert s.gateway_admin_key == SecretStr("adm-secret")
+
+
+def test_the_audit_database_must_be_postgresql() -> None:
+    with pytest.raises(ValidationError, match="postgresql://") as err:
+        Settings.from_env({"AUDIT_DATABASE_URL": "mysql://u:hunter2@db/x"})
+    assert "hunter2" not in str(err.value)
 
 
 @pytest.mark.parametrize("env", [EVERY_VARIABLE, {}, {"GATEWAY_API_KEYS": "sk-x"}])
@@ -74,6 +95,7 @@ def test_to_env_round_trip(env: dict[str, str]) -> None:
     assert Settings.from_env(settings.to_env()) == settings
     # Secrets are written out in full: the child needs them.
     assert "sk-ant" not in str(settings) and "sk-one" not in repr(settings)
+    assert "adm-secret" not in repr(settings) and "pw@db" not in repr(settings)
     if env is EVERY_VARIABLE:
         assert settings.to_env()["ANTHROPIC_API_KEY"] == "sk-ant"
         assert settings.to_env()["GATEWAY_API_KEYS"] == "sk-one,sk-two"

@@ -24,6 +24,9 @@ RANKS: dict[str, int] = {
     "config": 5,
     "keys": 5,
     "routing": 6,
+    # Records, stores, metrics and traces; the admin server that shows them.
+    "observe": 6,
+    "admin": 7,
     "policy_config": 7,
     "gateway": 8,
     "pipeline": 9,

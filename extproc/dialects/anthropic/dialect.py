@@ -11,6 +11,7 @@ import orjson
 from extproc.core.chain import ResponsePolicies
 from extproc.core.providers import ProviderApi
 from extproc.core.request import ApiRequest, DeclaredTool, TextFn
+from extproc.core.usage import Usage, field_count
 from extproc.dialects.anthropic import message_engine, request_text
 from extproc.dialects.anthropic.stream_engine import AnthropicStreamEngine, new_event
 from extproc.dialects.anthropic.validator import StreamValidator
@@ -45,6 +46,8 @@ _ERROR_TYPES = {
 # A stream's end when the event is not named: the payload's type says it.
 _END_PAYLOAD = re.compile(r'\{\s*"type"\s*:\s*"(?:message_stop|error)"')
 _END_EVENTS = ("message_stop", "error")
+_USAGE_EVENTS = ("message_start", "message_delta")
+_USAGE_PAYLOAD = re.compile(r'\{\s*"type"\s*:\s*"(?:message_start|message_delta)"')
 
 
 class AnthropicDialect(Dialect):
@@ -120,6 +123,28 @@ class AnthropicDialect(Dialect):
             return frame.event in _END_EVENTS
         data = frame.data
         return data is not None and _END_PAYLOAD.match(data) is not None
+
+    def reports_usage(self, frame: Frame) -> bool:
+        if frame.event is not None:
+            return frame.event in _USAGE_EVENTS
+        data = frame.data
+        return data is not None and _USAGE_PAYLOAD.match(data) is not None
+
+    def usage(self, document: Any) -> Usage | None:
+        if not isinstance(document, dict):
+            return None
+        # A stream's message_start carries the message, with the input side's usage;
+        # message_delta and a whole message carry it at the top.
+        message = document.get("message")
+        usage = (message if isinstance(message, dict) else document).get("usage")
+        if not isinstance(usage, dict):
+            return None
+        return Usage(
+            input_tokens=field_count(usage, "input_tokens"),
+            output_tokens=field_count(usage, "output_tokens"),
+            cache_read_tokens=field_count(usage, "cache_read_input_tokens"),
+            cache_write_tokens=field_count(usage, "cache_creation_input_tokens"),
+        )
 
     def event(self, payload: dict[str, Any]) -> StreamEvent:
         return new_event(payload)

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from extproc.core.chain import ResponsePolicies
-from extproc.core.decisions import BlockResponse, BlockToolCall, ToolCall, ToolDecision
+from extproc.core.decisions import BlockResponse, BlockToolCall, ToolCall, ToolOutcome
 from extproc.core.request import ApiRequest
 from extproc.engine.text import FaithfulText, TextPipeline
 from extproc.engine.tools import ToolGate, parse_arguments
@@ -318,7 +318,7 @@ class AnthropicStreamEngine:
         held = [b for b in self.order if b.held]
         if not held:
             return
-        decisions: list[ToolDecision] = await self.gate.results() if self.gate is not None else []
+        decisions: list[ToolOutcome] = await self.gate.results() if self.gate is not None else []
         stop_all = next((d for d in decisions if isinstance(d, BlockResponse)), None)
         messages = [d.message for d in decisions if isinstance(d, BlockToolCall)]
         allowed: list[_Block] = []

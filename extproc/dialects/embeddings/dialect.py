@@ -10,8 +10,10 @@ from typing import Any
 from extproc.core.chain import ResponsePolicies
 from extproc.core.providers import ProviderApi
 from extproc.core.request import ApiRequest, DeclaredTool, TextFn
+from extproc.core.usage import Usage
 from extproc.dialects.base import Dialect
 from extproc.dialects.openai.errors import OpenAIWire
+from extproc.dialects.openai.usage import prompt_usage
 from extproc.dialects.request_text import rewrite_list, rewrite_str
 from extproc.engine.stream import ForwardEngine
 from extproc.events import StreamEvent
@@ -30,6 +32,7 @@ class _NoStream:
 
 class OpenAIEmbeddingsDialect(OpenAIWire, Dialect):
     name = "embeddings"
+    operation = "embeddings"
     provider_api = ProviderApi.OPENAI
     path = "/v1/embeddings"
     path_prefixes = ("/v1/embeddings",)
@@ -111,3 +114,6 @@ class OpenAIEmbeddingsDialect(OpenAIWire, Dialect):
 
     def reply_text(self, document: Any) -> str:
         raise TypeError("an embedding has no text")
+
+    def usage(self, document: Any) -> Usage | None:
+        return prompt_usage(document)

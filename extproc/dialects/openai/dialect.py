@@ -11,10 +11,12 @@ import orjson
 from extproc.core.chain import ResponsePolicies
 from extproc.core.providers import ProviderApi
 from extproc.core.request import ApiRequest, DeclaredTool, TextFn
+from extproc.core.usage import Usage
 from extproc.dialects.base import Dialect, ForwardedPath, RoutedBy
 from extproc.dialects.openai import message_engine, request_text
 from extproc.dialects.openai.errors import OpenAIWire, stream_error_type
 from extproc.dialects.openai.stream_engine import DONE, OpenAIStreamEngine
+from extproc.dialects.openai.usage import chunk_reports_usage, prompt_usage
 from extproc.dialects.openai.validator import StreamValidator
 from extproc.dialects.request_text import last_user_text, messages_of, text_of
 from extproc.events import StreamEvent
@@ -88,6 +90,12 @@ class OpenAIChatDialect(OpenAIWire, Dialect):
 
     def close_after_error(self) -> bytes | None:
         return _DONE_EVENT
+
+    def reports_usage(self, frame: Frame) -> bool:
+        return chunk_reports_usage(frame)
+
+    def usage(self, document: Any) -> Usage | None:
+        return prompt_usage(document)
 
     def event(self, payload: dict[str, Any]) -> StreamEvent:
         return StreamEvent.made(b"data: " + orjson.dumps(payload) + b"\n\n", payload)

@@ -40,6 +40,14 @@ class _Choice:
     tools: dict[int, _Tool] = field(default_factory=dict)
     sent_content: bool = False
     finished: bool = False
+    # The original chunks that carried only this choice's tool calls, held until the
+    # calls are decided: when every call is allowed they go out as they came.
+    held: list[bytes] = field(default_factory=list)
+    # False once a tool call arrived in a chunk that carried more (it was split).
+    faithful: bool = True
+    # What a held chunk carried besides its tool calls (the role that opens the
+    # message): sent first if the calls are re-written.
+    opening: dict[str, Any] = field(default_factory=dict)
 
 
 def _data(payload: dict[str, Any]) -> bytes:
@@ -103,6 +111,13 @@ class OpenAIStreamEngine:
         self.usage = self.template.pop("usage", None)
         if "usage" in payload:
             self.template["usage"] = None
+        if self.gated and len(choices) == 1 and self._tool_calls_only(choices[0]):
+            state = self._state(choices[0]["index"])
+            delta = choices[0]["delta"]
+            self._collect(state, delta["tool_calls"])
+            state.opening.update((k, v) for k, v in delta.items() if k == "role")
+            state.held.append(event.raw)
+            return
         if len(choices) == 1 and self._content_only(choices[0]):
             # The common chunk: text only. Its bytes go out as they are unless rewritten.
             state = self._state(choices[0]["index"])
@@ -158,6 +173,7 @@ class OpenAIStreamEngine:
                 same = False
         if self.gated and isinstance(delta.get("tool_calls"), list):
             self._collect(state, delta["tool_calls"])
+            state.faithful = False
             del new_delta["tool_calls"]
             same = False
         finish = choice.get("finish_reason")
@@ -189,6 +205,12 @@ class OpenAIStreamEngine:
                 raw = "".join(tool.parts)
                 gate.submit(ToolCall(tool.id, tool.name, parse_arguments(raw), raw, index=n))
             messages, allowed = split_decisions(tools, await gate.results())
+            if state.faithful and len(allowed) == len(tools):
+                # Nothing blocked: the provider's own chunks, byte for byte.
+                before.extend(state.held)
+                return before, finish, True
+            if state.opening:
+                before.append(self._raw_chunk(state.index, state.opening, None))
             if messages:
                 before.append(self._content_chunk(state, "\n\n".join(messages), separate=True))
             for n, tool in enumerate(allowed):
@@ -244,6 +266,23 @@ class OpenAIStreamEngine:
             and isinstance(delta.get("content", ""), str)
             and set(delta) <= {"content", "role"}
             and not ("role" in delta and delta.get("content"))
+            and not choice.get("finish_reason")
+            and set(choice) <= {"index", "delta", "finish_reason", "logprobs"}
+            and choice.get("logprobs") is None
+        )
+
+    @staticmethod
+    def _tool_calls_only(choice: Any) -> bool:
+        """A chunk of nothing but one choice's tool-call deltas (the role may open it)."""
+        if not isinstance(choice, dict) or not isinstance(choice.get("index"), int):
+            return False
+        delta = choice.get("delta")
+        return (
+            isinstance(delta, dict)
+            and isinstance(delta.get("tool_calls"), list)
+            and set(delta) <= {"tool_calls", "role", "content", "refusal"}
+            and not delta.get("content")
+            and not delta.get("refusal")
             and not choice.get("finish_reason")
             and set(choice) <= {"index", "delta", "finish_reason", "logprobs"}
             and choice.get("logprobs") is None

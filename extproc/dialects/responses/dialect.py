@@ -18,6 +18,7 @@ import orjson
 from extproc.core.chain import ResponsePolicies
 from extproc.core.providers import ProviderApi
 from extproc.core.request import ApiRequest, DeclaredTool, TextFn
+from extproc.core.usage import Usage, field_count
 from extproc.dialects.base import Dialect, ForwardedPath, RoutedBy
 from extproc.dialects.openai.errors import OpenAIWire, stream_error_type
 from extproc.dialects.responses import message_engine, request_text
@@ -152,6 +153,26 @@ class OpenAIResponsesDialect(OpenAIWire, Dialect):
         return NumberedEnding()
 
     # -- streams ------------------------------------------------------------------------
+
+    def reports_usage(self, frame: Frame) -> bool:
+        if frame.event is not None:
+            return frame.event in TERMINAL_EVENTS
+        data = frame.data
+        return data is not None and _END_PAYLOAD.match(data) is not None
+
+    def usage(self, document: Any) -> Usage | None:
+        if not isinstance(document, dict):
+            return None
+        # A stream's terminal event wraps the response; a whole response is one.
+        response = document.get("response")
+        usage = (response if isinstance(response, dict) else document).get("usage")
+        if not isinstance(usage, dict):
+            return None
+        return Usage(
+            input_tokens=field_count(usage, "input_tokens"),
+            output_tokens=field_count(usage, "output_tokens"),
+            cache_read_tokens=field_count(usage, "input_tokens_details", "cached_tokens"),
+        )
 
     def ends_stream(self, frame: Frame) -> bool:
         if frame.event is not None:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from extproc.core.chain import ResponsePolicies
-from extproc.core.decisions import BlockResponse, BlockToolCall, ToolCall, ToolDecision
+from extproc.core.decisions import BlockResponse, BlockToolCall, ToolCall, ToolOutcome
 from extproc.core.request import ApiRequest
 from extproc.dialects.responses import items as itm
 from extproc.dialects.responses.message_engine import rewritten_message
@@ -334,7 +334,7 @@ class ResponsesStreamEngine:
             self._close_part(at, part, out)
         self.parts.clear()
         self.holding = False
-        decisions: list[ToolDecision] = await self.gate.results() if self.gate else []
+        decisions: list[ToolOutcome] = await self.gate.results() if self.gate else []
         stop_all = next((d for d in decisions if isinstance(d, BlockResponse)), None)
         queue, self.queue = self.queue, []
         said = False

@@ -14,7 +14,8 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from extproc.core.decisions import BlockToolCall, ToolCall
+from extproc.core import audit
+from extproc.core.decisions import Allow, BlockToolCall, ToolCall
 from extproc.core.request import ApiRequest
 from extproc.policies.base import Policy, PolicyConfig
 from extproc.policies.matching import check_format
@@ -79,38 +80,45 @@ class ToolCallJudgePolicy(Policy[ToolCallJudgeConfig]):
             context = JudgeContext(system_prompt=context.system_prompt)
         return context
 
-    async def on_tool_call(self, call: ToolCall, request: ApiRequest) -> BlockToolCall | None:
-        started = time.perf_counter()
+    async def on_tool_call(self, call: ToolCall, request: ApiRequest) -> BlockToolCall | Allow:
+        wall, started = time.time(), time.perf_counter()
         try:
             verdict = await self.judge.verdict(call, self._context(request))
         except JudgeError as exc:
-            ms = (time.perf_counter() - started) * 1000
+            seconds = time.perf_counter() - started
             decision = "block" if self.config.on_judge_error == "block" else "allow"
             log.info(
                 "%s: tool=%r judge_error=%r decision=%s latency_ms=%.0f",
-                self.name, call.name, exc.reason, decision, ms,
+                self.name, call.name, exc.reason, decision, seconds * 1000,
             )  # fmt: skip
+            failed = audit.Evidence(
+                judge=audit.JudgeVerdict(None, "", wall, seconds, exc.reason), failed=True
+            )
             if decision == "allow":
-                return None
+                return Allow(failed)
             message = self.config.error_block_message.format(
                 tool=call.name, reason=exc.reason, arguments=_arguments(call)
             )
-            return BlockToolCall(message)
-        ms = (time.perf_counter() - started) * 1000
+            return BlockToolCall(message, failed)
+        seconds = time.perf_counter() - started
         blocked = verdict.probability >= self.config.threshold
         log.info(
             "%s: tool=%r probability=%.2f decision=%s latency_ms=%.0f",
-            self.name, call.name, verdict.probability, "block" if blocked else "allow", ms,
+            self.name, call.name, verdict.probability, "block" if blocked else "allow",
+            seconds * 1000,
         )  # fmt: skip
+        evidence = audit.Evidence(
+            judge=audit.JudgeVerdict(verdict.probability, verdict.explanation, wall, seconds)
+        )
         if not blocked:
-            return None
+            return Allow(evidence)
         message = self.config.block_message.format(
             tool=call.name,
             probability=verdict.probability,
             explanation=verdict.explanation or "no explanation given",
             arguments=_arguments(call),
         )
-        return BlockToolCall(message)
+        return BlockToolCall(message, evidence)
 
     async def aclose(self) -> None:
         await self.judge.aclose()

@@ -153,7 +153,9 @@ async def test_string_replacement_on_request() -> None:
     assert await off.on_request(req) is None and not req.body_changed
     on_config = StringReplacementConfig.model_validate({**config, "apply_to_request": True})
     on = StringReplacementPolicy(on_config)
-    assert await on.on_request(req) is None and req.body_changed
+    verdict = await on.on_request(req)
+    assert req.body_changed and verdict is not None and verdict.evidence is not None
+    assert verdict.evidence.matches == {"pattern 1": 1}
     assert req.body["messages"][0]["content"] == "bye"
     unchanged = api_request(openai_body(), OPENAI_CHAT)
     assert await on.on_request(unchanged) is None and not unchanged.body_changed

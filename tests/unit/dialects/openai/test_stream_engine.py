@@ -119,6 +119,32 @@ async def test_blocked_calls_become_content_and_the_rest_are_renumbered() -> Non
     assert finishes[-1] == "tool_calls"
 
 
+async def test_allowed_calls_leave_as_the_providers_own_chunks() -> None:
+    stream, _ = streams(plan(["hi"], ["get_weather", "get_time"]), OPENAI_CHAT)
+    assert await engine_output(PolicyChain([BlockBash()]), stream) == stream
+
+
+async def test_a_role_that_opened_a_blocked_call_still_opens_the_message() -> None:
+    call = {"index": 0, "id": "c1", "type": "function"}
+    data = (
+        chunk(
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [{**call, "function": {"name": "bash", "arguments": ""}}],
+            }
+        )
+        + chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"command": "ls"}'}}]})
+        + chunk({}, "tool_calls")
+        + b"data: [DONE]\n\n"
+    )
+    out = await engine_output(PolicyChain([BlockBash()]), data)
+    assert validate_stream(PATH, {}, out) == []
+    first = payloads(out)[0]["choices"][0]["delta"]
+    assert first == {"role": "assistant"}
+    assert openai_text(out) == "blocked bash" and b'"tool_calls"' not in out
+
+
 async def test_finish_reason_stop_when_every_call_is_blocked() -> None:
     stream, _ = streams(plan([], ["bash"]), OPENAI_CHAT)
     out = await engine_output(PolicyChain([BlockBash()]), stream)

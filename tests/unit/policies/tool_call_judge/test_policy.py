@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 from pydantic import ValidationError
 
-from extproc.core.decisions import BlockToolCall
+from extproc.core.decisions import Allow, BlockToolCall
 from extproc.dialects.registry import dialect_named
 from extproc.policies.base import PolicyChain
 from extproc.policies.tool_call_judge import ToolCallJudgeConfig
@@ -24,7 +24,12 @@ Mock = tuple[str, web.Application]
 @pytest.mark.parametrize("api", ["openai", "anthropic"])
 async def test_benign_call_allowed(make: PolicyFactory, api: str) -> None:
     policy = make(judge_api=api)
-    assert await policy.on_tool_call(bash("ls -la"), judged_request(dialect_named(api))) is None
+    verdict = await policy.on_tool_call(bash("ls -la"), judged_request(dialect_named(api)))
+    # The judge's verdict goes with the decision, for the record.
+    assert isinstance(verdict, Allow) and verdict.evidence and verdict.evidence.judge
+    judged = verdict.evidence.judge
+    assert judged.probability is not None and judged.probability < 0.6
+    assert judged.seconds > 0 and judged.error is None and not verdict.evidence.failed
 
 
 @pytest.mark.parametrize("api", ["openai", "anthropic"])
@@ -50,10 +55,11 @@ async def test_dangerous_rules(make: PolicyFactory, command: str) -> None:
 
 async def test_threshold_and_custom_message(make: PolicyFactory) -> None:
     policy = make(threshold=0.99, block_message="{tool}|{arguments}")
-    assert await policy.on_tool_call(bash("rm -rf /"), judged_request()) is None
+    assert isinstance(await policy.on_tool_call(bash("rm -rf /"), judged_request()), Allow)
     policy = make(threshold=0.0, block_message="no {tool}: {arguments}")
     verdict = await policy.on_tool_call(bash("ls"), judged_request())
-    assert verdict == BlockToolCall('no bash: {"command": "ls"}')
+    assert isinstance(verdict, BlockToolCall)
+    assert verdict.message == 'no bash: {"command": "ls"}'
 
 
 @pytest.mark.parametrize(
@@ -71,8 +77,11 @@ async def test_judge_errors(
     verdict = await make(**options).on_tool_call(call, judged_request())
     assert isinstance(verdict, BlockToolCall)
     assert "'bash'" in verdict.message and reason in verdict.message
+    assert verdict.evidence and verdict.evidence.failed and verdict.evidence.judge
+    assert verdict.evidence.judge.error and reason in verdict.evidence.judge.error
     allowing = make(on_judge_error="allow", **options)
-    assert await allowing.on_tool_call(call, judged_request()) is None
+    allowed = await allowing.on_tool_call(call, judged_request())
+    assert isinstance(allowed, Allow) and allowed.evidence and allowed.evidence.failed
     if marker == "JUDGE_500":  # retried once per call
         assert len(judge_records(mock[1])) == 4
 
@@ -81,7 +90,8 @@ async def test_concurrent_calls(make: PolicyFactory, mock: Mock) -> None:
     policy = make()
     calls = [bash(f"echo {i}", i) for i in range(4)] + [bash("rm -rf /home", 4)]
     verdicts = await asyncio.gather(*(policy.on_tool_call(c, judged_request()) for c in calls))
-    assert verdicts[:4] == [None] * 4 and isinstance(verdicts[4], BlockToolCall)
+    assert all(isinstance(v, Allow) for v in verdicts[:4])
+    assert isinstance(verdicts[4], BlockToolCall)
     assert len(judge_records(mock[1])) == 5
 
 
@@ -96,7 +106,7 @@ async def test_key_sent_but_never_logged(
     caplog.set_level(logging.DEBUG)
     monkeypatch.setenv("JUDGE_TEST_KEY", JUDGE_KEY)
     policy = make(judge_api=api, judge_api_key_env="JUDGE_TEST_KEY")
-    assert await policy.on_tool_call(bash("ls ARG_MARKER"), judged_request()) is None
+    assert isinstance(await policy.on_tool_call(bash("ls ARG_MARKER"), judged_request()), Allow)
     headers = judge_records(mock[1])[-1]["headers"]
     if api == "openai":
         assert headers["authorization"] == f"Bearer {JUDGE_KEY}"
@@ -113,12 +123,12 @@ async def test_key_sent_but_never_logged(
 
 async def test_context_sent_follows_the_options(make: PolicyFactory, mock: Mock) -> None:
     full = make(system_prompt_chars=7)
-    assert await full.on_tool_call(bash("ls"), judged_request()) is None
+    assert isinstance(await full.on_tool_call(bash("ls"), judged_request()), Allow)
     user = judge_records(mock[1])[-1]["body"]["messages"][-1]["content"]
     assert "<system_prompt>\nYou are\n</system_prompt>" in user
     assert "<last_user_message>\nClean up the build dir\n" in user
     bare = make(system_prompt_chars=0, include_last_user_message=False)
-    assert await bare.on_tool_call(bash("ls"), judged_request()) is None
+    assert isinstance(await bare.on_tool_call(bash("ls"), judged_request()), Allow)
     user = judge_records(mock[1])[-1]["body"]["messages"][-1]["content"]
     assert "<system_prompt>" not in user and "<last_user_message>" not in user
 

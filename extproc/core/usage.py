@@ -1,0 +1,44 @@
+"""Token counts from a provider's own usage report."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cache_read_tokens: int | None = None
+    cache_write_tokens: int | None = None
+
+    def merged(self, later: Usage | None) -> Usage:
+        """This report updated by a later one: what the later one states wins (a
+        stream's last count of output tokens is its total)."""
+        if later is None:
+            return self
+        return Usage(
+            _later(self.input_tokens, later.input_tokens),
+            _later(self.output_tokens, later.output_tokens),
+            _later(self.cache_read_tokens, later.cache_read_tokens),
+            _later(self.cache_write_tokens, later.cache_write_tokens),
+        )
+
+
+def _later(old: int | None, new: int | None) -> int | None:
+    return old if new is None else new
+
+
+def count(value: Any) -> int | None:
+    """A token count as a provider wrote it, or None for anything that is not one."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def field_count(document: Any, *path: str) -> int | None:
+    """The count at `path` in nested objects, or None."""
+    for key in path:
+        if not isinstance(document, dict):
+            return None
+        document = document.get(key)
+    return count(document)

@@ -1,0 +1,140 @@
+"""Each policy outcome as a decision in the request's log, and shadow mode.
+
+The chain asks one policy at a time through these functions: they call the policy's
+hook, turn what it returned (or raised) into a `Decision` for `request.decisions`, and,
+for a policy in shadow mode, give back what lets the traffic pass exactly as it came.
+A policy only returns decisions and evidence; it never records itself.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from extproc.core.audit import Action, Decision, DecisionLog, Evidence, Mode
+from extproc.core.decisions import (
+    Allow,
+    BlockResponse,
+    Deny,
+    ToolCall,
+    ToolOutcome,
+)
+from extproc.core.request import ApiRequest
+from extproc.core.rewriting import RewriteStep, Span, TextRewriter
+
+if TYPE_CHECKING:
+    from extproc.policies.base import Policy
+
+log = logging.getLogger("extproc.policies")
+
+
+def _decision(
+    policy: Policy[Any],
+    action: Action,
+    target: Mapping[str, Any],
+    message: str | None = None,
+    evidence: Evidence | None = None,
+) -> Decision:
+    judge = evidence.judge if evidence is not None else None
+    return Decision(policy.name, policy.type, action, policy.mode, target, message, judge)
+
+
+def _failed(exc: BaseException) -> str:
+    return f"the policy failed ({type(exc).__name__})"
+
+
+async def request_outcome(policy: Policy[Any], request: ApiRequest) -> Deny | None:
+    """One policy's look at the request: a Deny to apply, or None."""
+    shadow = policy.mode is Mode.SHADOW
+    body, changed = request.body, request.body_changed
+    decisions = request.decisions
+    try:
+        verdict = await policy.on_request(request)
+    except Exception as exc:
+        decisions.add(
+            _decision(policy, Action.ERROR_FAIL_CLOSED, {"where": "request"}, _failed(exc))
+        )
+        if not shadow:
+            raise
+        log.exception("%s (shadow) failed on a request", policy.name)
+        request.body, request.body_changed = body, changed
+        return None
+    evidence = verdict.evidence if verdict is not None else None
+    if request.body is not body:
+        _log_request_rewrite(policy, evidence, decisions)
+        if shadow:
+            request.body, request.body_changed = body, changed
+    if isinstance(verdict, Deny):
+        failed = evidence is not None and evidence.failed
+        action = Action.ERROR_FAIL_CLOSED if failed else Action.REJECT_REQUEST
+        target = {"where": "request", "status": verdict.status}
+        decisions.add(_decision(policy, action, target, verdict.message, evidence))
+        return None if shadow else verdict
+    if evidence is not None and evidence.failed:
+        decisions.add(
+            _decision(policy, Action.ERROR_FAIL_OPEN, {"where": "request"}, None, evidence)
+        )
+    return None
+
+
+def _log_request_rewrite(
+    policy: Policy[Any], evidence: Evidence | None, decisions: DecisionLog
+) -> None:
+    matches = evidence.matches if evidence is not None and evidence.matches else {"": 1}
+    examples = evidence.examples if evidence is not None else ()
+    for kind, count in matches.items():
+        target: dict[str, Any] = {"kind": kind or "text", "count": count, "where": "request"}
+        if decisions.keep_originals and examples:
+            target["examples"] = [{"before": b, "after": a} for b, a in examples]
+            examples = ()  # shown once, with the first kind
+        decisions.add(_decision(policy, policy.rewrite_action, target, None, evidence))
+
+
+def tool_target(call: ToolCall) -> dict[str, Any]:
+    return {"tool": call.name, "id": call.id, "arguments": call.arguments}
+
+
+async def tool_call_outcome(
+    policy: Policy[Any], call: ToolCall, request: ApiRequest
+) -> ToolOutcome:
+    """One gate's look at one complete tool call: a block to apply, or None."""
+    shadow = policy.mode is Mode.SHADOW
+    decisions = request.decisions
+    try:
+        verdict = await policy.on_tool_call(call, request)
+    except Exception as exc:
+        decisions.add(_decision(policy, Action.ERROR_FAIL_CLOSED, tool_target(call), _failed(exc)))
+        if not shadow:
+            raise
+        log.exception("%s (shadow) failed on tool call %r", policy.name, call.name)
+        return None
+    evidence = verdict.evidence if verdict is not None else None
+    failed = evidence is not None and evidence.failed
+    if verdict is None or isinstance(verdict, Allow):
+        action = Action.ERROR_FAIL_OPEN if failed else Action.ALLOW
+        decisions.add(_decision(policy, action, tool_target(call), None, evidence))
+        return None
+    if failed:
+        action = Action.ERROR_FAIL_CLOSED
+    elif isinstance(verdict, BlockResponse):
+        action = Action.BLOCK_RESPONSE
+    else:
+        action = Action.BLOCK_TOOL_CALL
+    decisions.add(_decision(policy, action, tool_target(call), verdict.message, evidence))
+    return None if shadow else verdict
+
+
+def rewrite_step(
+    policy: Policy[Any], rewriter: TextRewriter, decisions: DecisionLog
+) -> RewriteStep:
+    """The policy's rewriter for one response text, counting each span it applies (or,
+    in shadow mode, would apply) into the request's log."""
+    name, type_, action, mode = policy.name, policy.type, policy.rewrite_action, policy.mode
+
+    def on_span(span: Span, original: str) -> None:
+        decisions.count_rewrite(
+            name, type_, action, mode, span.kind or "text", "response", original, span.replacement
+        )
+
+    return RewriteStep(rewriter, on_span, shadow=mode is Mode.SHADOW)

@@ -1,0 +1,90 @@
+"""Shadow mode end to end: every policy's decision is computed and recorded, and the
+traffic is exactly what it would be without the gateway (bytes compared with the mock's
+own answer to the same request)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from pydantic import SecretStr
+
+from extproc.stack import Stack, free_port
+from tests.helpers.admin import ADMIN_KEY, decisions, wait_decisions
+from tests.helpers.policy_stack import (
+    APIS,
+    anthropic_body,
+    assert_no_stream_violations,
+    chunking,
+    mock_requests,
+    openai_body,
+    post,
+)
+from tests.helpers.stack import running_stack
+from tests.helpers.streams import validate_stream
+
+pytestmark = pytest.mark.e2e
+
+CONFIG = """
+policies:
+  - {type: request_guard, mode: shadow, deny_patterns: ["forbidden-topic"]}
+  - {type: pii_redaction, mode: shadow}
+  - type: string_replacement
+    mode: shadow
+    replacements: [{pattern: "Plain", replacement: "Fancy"}]
+    apply_to_request: true
+  - type: tool_call_judge
+    mode: shadow
+    judge:
+      base_url: "http://127.0.0.1:${MOCK_LLM_PORT}/v1"
+      model: judge-mock
+      timeout_s: 2
+      max_retries: 0
+validate_streams: true
+"""
+PATHS = {"anthropic": "/v1/messages", "openai": "/v1/chat/completions"}
+CASES = {
+    # name -> (prompt, whether the request offers tools, the actions it is recorded with)
+    "redacted": ("Repeat after me: Plain mail to bob@example.com", False, {"redact", "replace"}),
+    "blocked": ("use bash to run `rm -rf /`", True, {"block_tool_call"}),
+    "rejected": ("Repeat after me: the forbidden-topic", False, {"reject_request"}),
+}
+
+
+@pytest.fixture(scope="module")
+def shadow_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    log_dir = tmp_path_factory.mktemp("shadow")
+    (log_dir / "policy.yaml").write_text(CONFIG)
+    admin = {"gateway_admin_port": free_port(), "gateway_admin_key": SecretStr(ADMIN_KEY)}
+    with running_stack(log_dir, policy_config=str(log_dir / "policy.yaml"), **admin) as st:
+        yield st
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("api", APIS)
+def test_traffic_untouched_and_decisions_recorded(
+    shadow_stack: Stack, api: str, stream: bool, case: str
+) -> None:
+    prompt, tools, actions = CASES[case]
+    make = anthropic_body if api == "anthropic" else openai_body
+    body = {**make(prompt, tools=tools), "stream": stream}
+    headers = chunking(f"shadow-{api}-{case}") if stream else {}
+    model = body["model"]
+    before = {a: len(decisions(shadow_stack, action=a, model=model)) for a in actions}
+    via = post(shadow_stack, PATHS[api], body, headers)
+    # The judge's own calls reach the mock too: the client's request is the last for its model.
+    sent = [r["body"] for r in mock_requests(shadow_stack) if r["body"].get("model") == model][-1]
+    direct = post(shadow_stack, PATHS[api], body, headers, direct=True)
+    assert via.status_code == direct.status_code == 200
+    assert via.content == direct.content
+    assert sent == body  # the request reached the provider as the client sent it
+    if stream:
+        assert validate_stream(PATHS[api], body, via.content) == []
+    for action in actions:
+        found = wait_decisions(shadow_stack, before[action] + 1, action=action, model=model)
+        assert {d["mode"] for d in found} == {"shadow"}
+
+
+def test_no_stream_violations_logged(shadow_stack: Stack) -> None:
+    assert_no_stream_violations(shadow_stack)

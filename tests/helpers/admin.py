@@ -1,0 +1,75 @@
+"""Talking to a stack's admin server from the end-to-end tests: its JSON API (waiting
+for records, which are written in batches off the hot path) and its metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from extproc.stack import Stack
+from tests.helpers.wait import wait_for
+
+ADMIN_KEY = "adm-canary-0b7c4e9a1f"  # a canary: it must never show up in output
+
+
+def admin_get(st: Stack, path: str, key: str = ADMIN_KEY, **params: Any) -> httpx.Response:
+    return httpx.get(
+        f"{st.admin_url}{path}",
+        params=params,
+        headers={"authorization": f"Bearer {key}"},
+        timeout=10,
+    )
+
+
+def decisions(st: Stack, **filters: Any) -> list[dict[str, Any]]:
+    resp = admin_get(st, "/api/decisions", **filters)
+    assert resp.status_code == 200, resp.text
+    return list(resp.json()["decisions"])
+
+
+def wait_decisions(st: Stack, count: int = 1, timeout: float = 15, **filters: Any) -> list[Any]:
+    """At least `count` decisions matching the filters, once written."""
+    found: list[dict[str, Any]] = []
+
+    def enough() -> bool:
+        found[:] = decisions(st, **filters)
+        return len(found) >= count
+
+    wait_for(enough, f"{count} decision(s) with {filters}", timeout)
+    return found
+
+
+def request_detail(st: Stack, request_id: str, timeout: float = 15) -> dict[str, Any]:
+    """A request's summary and decisions, once its summary was written."""
+    detail: dict[str, Any] = {}
+
+    def written() -> bool:
+        resp = admin_get(st, f"/api/requests/{request_id}")
+        if resp.status_code != 200 or resp.json().get("request") is None:
+            return False
+        detail.update(resp.json())
+        return True
+
+    wait_for(written, f"request {request_id}'s summary", timeout)
+    return detail
+
+
+def scrape(st: Stack) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Every sample of /metrics: (name, labels) -> value."""
+    resp = httpx.get(f"{st.admin_url}/metrics", timeout=10)
+    assert resp.status_code == 200
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(resp.text)
+        for s in family.samples
+    }
+
+
+def metric(
+    samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
+) -> float:
+    """The sum of a metric's samples whose labels include `labels`."""
+    want = set(labels.items())
+    return sum(v for (n, ls), v in samples.items() if n == name and want <= ls)
