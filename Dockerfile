@@ -19,13 +19,18 @@ COPY extproc /tmp/src/extproc
 RUN pip install /tmp/src && rm -rf /tmp/src
 
 # Numeric uid so Kubernetes' runAsNonRoot can check it.
-RUN useradd --system --uid 10001 --user-group --create-home --shell /usr/sbin/nologin gateway
+RUN useradd --system --uid 10001 --user-group --create-home --shell /usr/sbin/nologin gateway \
+    && install -d -o 10001 -g 10001 /var/lib/llm-gateway
+# The audit store's directory (AUDIT_DB), owned by the gateway so a volume mounted
+# there starts writable.
+VOLUME /var/lib/llm-gateway
 USER 10001:10001
 WORKDIR /home/gateway
 
 # ext_proc gRPC (EXTPROC_PORT). It binds EXTPROC_LISTEN, 127.0.0.1 by default: set
 # EXTPROC_LISTEN=0.0.0.0 when Envoy runs in another container (compose); leave the
 # default when Envoy shares the pod's network namespace (Kubernetes sidecar).
+# The admin server (web view, admin API, /metrics) on GATEWAY_ADMIN_PORT, 8001.
 # The mock LLM, when run from this image, listens on 9000.
-EXPOSE 50051
+EXPOSE 50051 8001
 CMD ["python", "-m", "extproc", "serve"]

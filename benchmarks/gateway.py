@@ -36,6 +36,8 @@ class Config:
     description: str
     policy_file: Path | None = None
     response_processing: Literal["auto", "always"] = "auto"
+    # Decision records and request summaries written to SQLite (the default).
+    audit: bool = True
 
 
 def configurations(policy_files: dict[str, Path]) -> list[Config]:
@@ -72,6 +74,13 @@ def configurations(policy_files: dict[str, Path]) -> list[Config]:
             "extproc",
             "config/strict.yaml: guard, PII both ways, tool filter, judge, validation",
             REPO / "config" / "strict.yaml",
+        ),
+        Config(
+            "strict_audit_off",
+            "extproc",
+            "strict with AUDIT_ENABLED=false: no decision records or request summaries",
+            REPO / "config" / "strict.yaml",
+            audit=False,
         ),
     ]
 
@@ -133,6 +142,10 @@ class BenchTarget:
             upstream_openai_url=self.upstream.url,
             policy_config=str(self.config.policy_file) if self.config.policy_file else None,
             response_processing=self.config.response_processing,
+            audit_enabled=self.config.audit,
+            audit_db=str(log_dir / "audit.db"),
+            # `llm-gateway run` serves the admin API from a process of its own.
+            gateway_admin_port=0,
         )
         self.group = group = Group(log_dir)
         try:

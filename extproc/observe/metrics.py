@@ -49,6 +49,7 @@ TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75
 TPOT_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5)
 
 NONE = "none"
+UNSEEN = "unseen"
 OTHER = "other"
 
 _MODEL_LABELS = ("gen_ai_request_model", "gen_ai_provider_name", "caller")
@@ -203,7 +204,12 @@ class GatewayMetrics:
         caller = self.callers.label(record.caller)
         provider = self.providers.label(record.provider)
         model = self.models.label(record.model)
-        m.requests.labels(caller, record.api or NONE, provider, str(record.status)).inc()
+        # Status 0: the response went straight from Envoy to the client (no policy reads
+        # responses), so its status, length and tokens are not the gateway's to know.
+        status = str(record.status) if record.status else UNSEEN
+        m.requests.labels(caller, record.api or NONE, provider, status).inc()
+        if not record.status:
+            return
         duration = record.duration_ms / 1000
         m.duration.labels(model, provider, caller).observe(duration)
         if record.input_tokens is not None:

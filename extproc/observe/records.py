@@ -61,6 +61,8 @@ class RequestRecord:
     provider: str | None
     method: str
     path: str
+    # 0: not seen, because no policy reads responses and Envoy sent the response
+    # straight to the client (then duration and tokens are not known either).
     status: int
     stream: bool | None
     # ok | rejected | incomplete | cancelled | error

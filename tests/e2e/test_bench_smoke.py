@@ -22,6 +22,7 @@ CONFIGS = [
     "string_replacement",
     "tool_call_judge",
     "strict",
+    "strict_audit_off",
 ]
 EXTPROC = CONFIGS[2:]
 

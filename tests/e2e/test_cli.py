@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -15,6 +18,7 @@ import pytest
 from extproc.config import DEV_GATEWAY_KEY
 from extproc.stack import free_port, port_in_use
 from tests.helpers.stack import run_cli
+from tests.helpers.wait import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -25,8 +29,13 @@ def _env(**extra: str) -> dict[str, str]:
         "ENVOY_ADMIN_PORT": str(free_port()),
         "EXTPROC_PORT": str(free_port()),
         "MOCK_LLM_PORT": str(free_port()),
+        "GATEWAY_ADMIN_PORT": str(free_port()),
+        # Not the working directory's .llm-gateway/: each run its own store.
+        "AUDIT_DB": str(Path(tempfile.mkdtemp(prefix="gw-cli-")) / "audit.db"),
     }
-    return {**os.environ, **ports, **extra}
+    env = {**os.environ, **ports, **extra}
+    env.pop("GATEWAY_ADMIN_KEY", None)
+    return env
 
 
 def _start(env: dict[str, str]) -> subprocess.Popen[str]:
@@ -72,6 +81,18 @@ def test_run_serves_and_stops_every_child(sig: signal.Signals) -> None:
             timeout=30,
         )
         assert resp.json()["content"][0]["text"] == "1, 2"
+        # The admin server, with the key made up for this run and printed in the banner.
+        admin = f"http://127.0.0.1:{env['GATEWAY_ADMIN_PORT']}"
+        key = re.search(r"admin key:\s+(\S+)", banner)
+        assert key is not None and f"{admin}/#key={key.group(1)}" in banner
+        bearer = {"authorization": f"Bearer {key.group(1)}"}
+        wait_for(
+            lambda: (
+                httpx.get(f"{admin}/api/stats", headers=bearer, timeout=5).json()["requests"] != []
+            ),
+            "the request's summary in the admin API",
+        )
+        assert httpx.get(f"{admin}/api/stats", timeout=5).status_code == 401
         proc.send_signal(sig)
         # The stack and its children write to these pipes: read them while it stops,
         # or a full pipe would block a child's last log line and the stop with it.

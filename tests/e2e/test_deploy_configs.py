@@ -87,13 +87,16 @@ def _configmap_bootstrap() -> str:
 
 
 def _manifests() -> dict[str, dict[str, Any]]:
-    """kind -> document, over every manifest `kubectl apply -f deploy/kubernetes/` applies."""
+    """Every manifest `kubectl apply -f deploy/kubernetes/` applies, as `kind/name` ->
+    document, and `kind` -> the first document of that kind."""
     docs: dict[str, dict[str, Any]] = {}
     for path in sorted(K8S_DIR.glob("*.yaml")):
         for doc in yaml.safe_load_all(path.read_text()):
             if doc:
-                assert doc["kind"] not in docs, f"two {doc['kind']} documents"
-                docs[doc["kind"]] = doc
+                key = f"{doc['kind']}/{doc['metadata']['name']}"
+                assert key not in docs, f"two {key} documents"
+                docs[key] = doc
+                docs.setdefault(doc["kind"], doc)
     return docs
 
 
@@ -395,7 +398,7 @@ def test_kubernetes_ports_match_settings() -> None:
     containers = _containers(docs["Deployment"])
     assert set(containers) == {"envoy", "extproc", "mock-llm"}
     assert _ports(containers["envoy"]) == {"http": s.gateway_port}
-    assert _ports(containers["extproc"]) == {"grpc": s.extproc_port}
+    assert _ports(containers["extproc"]) == {"grpc": s.extproc_port, "admin": s.gateway_admin_port}
     assert _ports(containers["mock-llm"]) == {"mock": s.mock_port}
 
     mock_cmd = containers["mock-llm"]["command"]
@@ -416,6 +419,40 @@ def test_kubernetes_ports_match_settings() -> None:
     [svc_port] = service["spec"]["ports"]
     assert svc_port["port"] == s.gateway_port
     assert svc_port["targetPort"] == "http"
+
+
+def test_kubernetes_admin_server_stays_in_the_cluster() -> None:
+    docs = _manifests()
+    extproc = _containers(docs["Deployment"])["extproc"]
+    env = {e["name"]: e.get("value") for e in extproc["env"]}
+    # Listening on the pod IP for Prometheus and the Service, not for the world.
+    assert env["GATEWAY_ADMIN_HOST"] == "0.0.0.0"
+    service = docs["Service/llm-gateway-admin"]
+    assert service["spec"]["type"] == "ClusterIP"
+    assert service["spec"]["ports"] == [
+        {"name": "admin", "port": K8S_SETTINGS.gateway_admin_port, "targetPort": "admin"}
+    ]
+    annotations = docs["Deployment"]["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == str(K8S_SETTINGS.gateway_admin_port)
+    assert "REPLACE-ME" in docs["Secret"]["stringData"]["GATEWAY_ADMIN_KEY"]
+    # The root filesystem is read-only: the SQLite store lives on a volume.
+    [mount] = extproc["volumeMounts"]
+    assert env["AUDIT_DB"].startswith(mount["mountPath"] + "/")
+    refs = {e["secretRef"]["name"]: e["secretRef"].get("optional") for e in extproc["envFrom"]}
+    assert refs["llm-gateway-audit-db"] is True
+
+
+def test_compose_admin_server_on_loopback_and_postgres_optional() -> None:
+    services = _compose()["services"]
+    extproc = services["extproc"]
+    port = COMPOSE_SETTINGS.gateway_admin_port
+    assert extproc["ports"] == [f"127.0.0.1:{port}:{port}"]
+    env = extproc["environment"]
+    assert env["GATEWAY_ADMIN_HOST"] == "0.0.0.0"
+    assert env["GATEWAY_ADMIN_KEY"] == "${GATEWAY_ADMIN_KEY:-}"
+    assert env["AUDIT_DB"].startswith("/var/lib/llm-gateway/")
+    assert "audit:/var/lib/llm-gateway" in extproc["volumes"]
+    assert services["audit-db"]["profiles"] == ["postgres"]
 
 
 def test_kubernetes_envoy_reads_the_configmap() -> None:

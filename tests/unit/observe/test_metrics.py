@@ -173,6 +173,17 @@ def test_a_plain_request_records_no_stream_timings(registry: CollectorRegistry) 
     assert series(s, "gen_ai_client_token_usage_count") == []
 
 
+def test_a_response_the_gateway_never_saw_counts_as_unseen(registry: CollectorRegistry) -> None:
+    metrics = GatewayMetrics(registry)
+    # Status 0: Envoy sent the response straight on; its duration is not the gateway's.
+    metrics.observe_request(request(status=0, stream=False, duration_ms=4.0))
+    _, s = scrape(registry)
+    assert series(s, "gateway_requests_total") == [
+        {"caller": "alice", "api": "anthropic", "provider": "anthropic", "status": "unseen"}
+    ]
+    assert series(s, "gen_ai_server_request_duration_seconds_count") == []
+
+
 def test_a_one_token_stream_has_a_first_token_but_no_time_per_token(
     registry: CollectorRegistry,
 ) -> None:
