@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterable, Sequence
 from fnmatch import fnmatchcase
 
 from extproc.core.audit import MAX_EXAMPLE_CHARS, MAX_EXAMPLES, Evidence
+from extproc.core.decisions import Allow
+from extproc.core.request import ApiRequest
 from extproc.core.rewriting import Span
 
 # -- globs, regexes, templates ----------------------------------------------------------
@@ -161,6 +163,14 @@ class MatchTally:
         if not self.counts:
             return None
         return Evidence(matches=dict(self.counts), examples=tuple(self.examples))
+
+
+def rewrite_request(request: ApiRequest, rewriter: FinderRewriter) -> Allow | None:
+    """Every user-visible text of the request rewritten; the matches, for the record."""
+    tally = MatchTally(request.decisions.keep_originals)
+    request.rewrite_texts(lambda text: rewriter.rewrite(text, tally))
+    evidence = tally.evidence()
+    return None if evidence is None else Allow(evidence)
 
 
 class GrowingFinderRewriter(FinderRewriter):

@@ -30,8 +30,8 @@ from extproc.policies.base import Policy, PolicyConfig
 from extproc.policies.matching import (
     FinderRewriter,
     GrowingFinderRewriter,
-    MatchTally,
     check_format,
+    rewrite_request,
 )
 from extproc.policies.pii_patterns import DETECTORS, SECRET_DETECTORS
 
@@ -133,9 +133,4 @@ class PiiRedactionPolicy(Policy[PiiRedactionConfig]):
         return self._rewriter if self.config.redact_responses else None
 
     async def on_request(self, request: ApiRequest) -> Allow | None:
-        if not self.config.redact_requests:
-            return None
-        tally = MatchTally(request.decisions.keep_originals)
-        request.rewrite_texts(lambda text: self._rewriter.rewrite(text, tally))
-        evidence = tally.evidence()
-        return None if evidence is None else Allow(evidence)
+        return rewrite_request(request, self._rewriter) if self.config.redact_requests else None

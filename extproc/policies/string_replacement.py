@@ -29,10 +29,10 @@ from extproc.policies.base import Policy, PolicyConfig
 from extproc.policies.matching import (
     Finder,
     FinderRewriter,
-    MatchTally,
     compile_regex,
     literal_finder,
     regex_finder,
+    rewrite_request,
 )
 
 REGEX_HOLDBACK = 256
@@ -133,9 +133,4 @@ class StringReplacementPolicy(Policy[StringReplacementConfig]):
         return self._rewriter.rewrite(text)
 
     async def on_request(self, request: ApiRequest) -> Allow | None:
-        if not self.config.apply_to_request:
-            return None
-        tally = MatchTally(request.decisions.keep_originals)
-        request.rewrite_texts(lambda text: self._rewriter.rewrite(text, tally))
-        evidence = tally.evidence()
-        return None if evidence is None else Allow(evidence)
+        return rewrite_request(request, self._rewriter) if self.config.apply_to_request else None

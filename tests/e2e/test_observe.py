@@ -26,7 +26,7 @@ from tests.helpers.admin import (
     wait_decisions,
 )
 from tests.helpers.otlp import OtlpReceiver, otlp_receiver
-from tests.helpers.policy_stack import A_TOOLS, assert_no_stream_violations
+from tests.helpers.policy_stack import A_TOOLS, MOCK_JUDGE, assert_no_stream_violations
 from tests.helpers.stack import running_stack
 from tests.helpers.wait import wait_for
 
@@ -37,7 +37,8 @@ GATEWAY_KEY = "sk-gw-canary-5d1e8f3a9c"
 PROVIDER_KEY = "sk-ant-api03-canary-7f2b9d4e1a6c"
 EMAIL = "alice.smith@example.com"
 
-CONFIG = """
+CONFIG = (
+    """
 policies:
   - type: request_guard
     deny_patterns: ["forbidden-topic"]
@@ -47,13 +48,12 @@ policies:
     apply_to_request: true
   - type: tool_call_judge
     threshold: 0.6
-    judge:
-      base_url: "http://127.0.0.1:${MOCK_LLM_PORT}/v1"
-      model: judge-mock
-      timeout_s: 2
-      max_retries: 0
+    judge: """
+    + MOCK_JUDGE
+    + """
 validate_streams: true
 """
+)
 MODEL = "claude-sonnet-4-6"
 
 

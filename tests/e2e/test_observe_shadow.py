@@ -13,6 +13,7 @@ from extproc.stack import Stack, free_port
 from tests.helpers.admin import ADMIN_KEY, decisions, wait_decisions
 from tests.helpers.policy_stack import (
     APIS,
+    MOCK_JUDGE,
     anthropic_body,
     assert_no_stream_violations,
     chunking,
@@ -25,7 +26,8 @@ from tests.helpers.streams import validate_stream
 
 pytestmark = pytest.mark.e2e
 
-CONFIG = """
+CONFIG = (
+    """
 policies:
   - {type: request_guard, mode: shadow, deny_patterns: ["forbidden-topic"]}
   - {type: pii_redaction, mode: shadow}
@@ -35,13 +37,12 @@ policies:
     apply_to_request: true
   - type: tool_call_judge
     mode: shadow
-    judge:
-      base_url: "http://127.0.0.1:${MOCK_LLM_PORT}/v1"
-      model: judge-mock
-      timeout_s: 2
-      max_retries: 0
+    judge: """
+    + MOCK_JUDGE
+    + """
 validate_streams: true
 """
+)
 PATHS = {"anthropic": "/v1/messages", "openai": "/v1/chat/completions"}
 CASES = {
     # name -> (prompt, whether the request offers tools, the actions it is recorded with)

@@ -30,6 +30,11 @@ from tests.helpers.streams import validate_responses_stream, validate_stream
 A_MODEL = "claude-sonnet-4-6"
 O_MODEL = "gpt-4o-mini"
 KEY_HEADERS = {"x-api-key": DEV_GATEWAY_KEY}
+# A tool_call_judge's `judge:` in a policy file: the stack's mock, quick to give up.
+MOCK_JUDGE = (
+    '{base_url: "http://127.0.0.1:${MOCK_LLM_PORT}/v1", model: judge-mock, timeout_s: 2, '
+    "max_retries: 0}"
+)
 
 
 def chunking(seed: int | str) -> dict[str, str]:

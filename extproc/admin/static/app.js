@@ -319,15 +319,22 @@ async function startStream() {
 
 // ---- request detail ----------------------------------------------------------------
 
-async function openDetail(requestId, decisionId) {
+// A decision can arrive before its request's summary, which is written when the
+// response ends: the detail asks again for a while until the summary is there.
+const SUMMARY_RETRY_MS = 1000;
+const SUMMARY_RETRIES = 30;
+
+async function openDetail(requestId, decisionId, attempt = 0) {
   const generation = state.generation;
   state.selected = decisionId;
   for (const tr of $("decisions").tBodies[0].rows) tr.classList.toggle("selected", Number(tr.dataset.decisionId) === decisionId);
   const panel = $("detail");
   const body = $("detail-body");
   $("detail-title").textContent = requestId;
-  clear(body);
-  body.append(el("p", { cls: "muted", text: "Loading…" }));
+  if (attempt === 0) {
+    clear(body);
+    body.append(el("p", { cls: "muted", text: "Loading…" }));
+  }
   panel.hidden = false;
   document.body.classList.add("with-detail");
   try {
@@ -339,7 +346,14 @@ async function openDetail(requestId, decisionId) {
     body.append(el("h3", { text: `Decisions (${found.decisions.length})` }));
     for (const d of found.decisions) body.append(renderDecision(d, state.selected));
     const chosen = body.querySelector(".decision-card.selected");
-    if (chosen && chosen.scrollIntoView) chosen.scrollIntoView({ block: "nearest" });
+    if (chosen && chosen.scrollIntoView && attempt === 0) chosen.scrollIntoView({ block: "nearest" });
+    if (!found.request && attempt < SUMMARY_RETRIES) {
+      setTimeout(() => {
+        if (generation === state.generation && state.selected === decisionId) {
+          openDetail(requestId, decisionId, attempt + 1);
+        }
+      }, SUMMARY_RETRY_MS);
+    }
   } catch (err) {
     if (err instanceof Unauthorized) return;
     clear(body);
