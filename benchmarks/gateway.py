@@ -51,6 +51,13 @@ def configurations(policy_files: dict[str, Path]) -> list[Config]:
             REPO / "config" / "noop.yaml",
         ),
         Config(
+            "noop_audit_off",
+            "extproc",
+            "noop with AUDIT_ENABLED=false: no request summaries written",
+            REPO / "config" / "noop.yaml",
+            audit=False,
+        ),
+        Config(
             "noop_streamed",
             "extproc",
             "noop chain with RESPONSE_PROCESSING=always: every body through ext_proc",

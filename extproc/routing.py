@@ -279,6 +279,11 @@ class Router:
             upstreams, list(DEFAULT_ROUTES if routes is None else routes), mock_url(settings)
         )
 
+    def named_models(self) -> frozenset[str]:
+        """The model names routes spell out whole (no wildcard): the ones a metric may
+        always name, whatever clients send."""
+        return frozenset(p for r in self.routes for p in r.models if not any(c in p for c in "*?["))
+
     def for_model(self, model: str) -> Upstream | None:
         found = self._cache.get(model, self)
         if found is not self:

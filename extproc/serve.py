@@ -81,7 +81,11 @@ async def serve_forever(gateway: Gateway, admin: bool = True) -> None:
     """The ext_proc server, and the admin server beside it unless `admin` is False (the
     stack runs one admin server for all its workers) or its port is 0."""
     settings = gateway.settings
-    observer = build_observer(settings, gateway.policy_file.audit.store_originals)
+    observer = build_observer(
+        settings,
+        gateway.policy_file.audit.store_originals,
+        models=gateway.router.named_models(),
+    )
     runtime = gateway.runtime(observer)
     admin_server = None
     try:

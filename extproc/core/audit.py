@@ -77,6 +77,8 @@ class Decision:
 
 
 DecisionSink = Callable[[Decision], None]
+# Outcomes that leave the traffic as it was.
+_NO_CHANGE = frozenset({Action.ALLOW, Action.ERROR_FAIL_OPEN})
 
 # Examples kept per policy and kind when originals are stored: enough for a
 # before/after view, bounded so one chatty response cannot grow a record without end.
@@ -100,16 +102,21 @@ class DecisionLog:
         self._sink = sink
         self.keep_originals = keep_originals
         self._tallies: dict[tuple[str, str, Action, Mode, str, str], _Tally] = {}
-        # Names of the policies that did something other than allow, in order, once each.
+        # Names of the policies that changed something (not shadow, not allow, not a
+        # failure let through), in order, once each.
         self.acted: list[str] = []
 
     @property
     def recording(self) -> bool:
         return self._sink is not None
 
+    def _acted(self, policy: str, action: Action, mode: Mode) -> None:
+        changed = mode is Mode.ENFORCE and action not in _NO_CHANGE
+        if changed and policy not in self.acted:
+            self.acted.append(policy)
+
     def add(self, decision: Decision) -> None:
-        if decision.action is not Action.ALLOW and decision.policy not in self.acted:
-            self.acted.append(decision.policy)
+        self._acted(decision.policy, decision.action, decision.mode)
         if self._sink is not None:
             self._sink(decision)
 
@@ -129,8 +136,7 @@ class DecisionLog:
         tally = self._tallies.get(key)
         if tally is None:
             tally = self._tallies[key] = _Tally()
-            if policy not in self.acted:
-                self.acted.append(policy)
+            self._acted(policy, action, mode)
         tally.count += 1
         if self.keep_originals and len(tally.examples) < MAX_EXAMPLES:
             tally.examples.append((before[:MAX_EXAMPLE_CHARS], after[:MAX_EXAMPLE_CHARS]))

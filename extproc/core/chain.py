@@ -17,7 +17,8 @@ from extproc.core.rewriting import RewriteStep, TextRewriter
 class ResponsePolicies(Protocol):
     # Which work any policy asked for: the engines do only that.
     rewrites_text: bool
-    gates_tool_calls: bool
+    gates_tool_calls: bool  # a policy decides calls: they are held until it has
+    watches_tool_calls: bool  # a shadow policy looks at calls: they are not held
     observes_events: bool
 
     def text_rewriters(self, request: ApiRequest) -> list[TextRewriter | RewriteStep]:
@@ -26,6 +27,10 @@ class ResponsePolicies(Protocol):
 
     async def decide_tool_call(self, call: ToolCall, request: ApiRequest) -> ToolOutcome:
         """One complete tool call's fate; None lets it through."""
+        ...
+
+    async def watch_tool_call(self, call: ToolCall, request: ApiRequest) -> None:
+        """Show one complete call to the shadow policies (never raises; bounded)."""
         ...
 
     def observe(self, event_type: str, payload: Any, request: ApiRequest) -> None:

@@ -14,20 +14,26 @@ class Usage:
     cache_write_tokens: int | None = None
 
     def merged(self, later: Usage | None) -> Usage:
-        """This report updated by a later one: what the later one states wins (a
-        stream's last count of output tokens is its total)."""
+        """This report updated by a later one. Output tokens: what the later one states
+        wins (a stream's last count is its total). Input and cache tokens are known from
+        the start, and some Anthropic-compatible servers (SGLang...) repeat them as 0 at
+        the end: a later 0 never wipes an earlier count."""
         if later is None:
             return self
         return Usage(
-            _later(self.input_tokens, later.input_tokens),
+            _known(self.input_tokens, later.input_tokens),
             _later(self.output_tokens, later.output_tokens),
-            _later(self.cache_read_tokens, later.cache_read_tokens),
-            _later(self.cache_write_tokens, later.cache_write_tokens),
+            _known(self.cache_read_tokens, later.cache_read_tokens),
+            _known(self.cache_write_tokens, later.cache_write_tokens),
         )
 
 
 def _later(old: int | None, new: int | None) -> int | None:
     return old if new is None else new
+
+
+def _known(old: int | None, new: int | None) -> int | None:
+    return old if new is None or (new == 0 and old) else new
 
 
 def count(value: Any) -> int | None:

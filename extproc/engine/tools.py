@@ -1,4 +1,5 @@
-"""Tool-call gate: decisions for complete tool calls, made concurrently, read in order."""
+"""Tool-call gate: decisions for complete tool calls, made concurrently, read in order;
+and the watch: the same calls shown to shadow policies without holding anything."""
 
 from __future__ import annotations
 
@@ -55,6 +56,22 @@ class ToolGate:
     def cancel(self) -> None:
         for task in self.tasks:
             task.cancel()
+
+
+# Shadow decisions outlive their request (a response often ends right after its tool
+# call): their tasks are kept here, each bounded by the chain's own shadow time limit.
+_WATCHING: set[asyncio.Task[None]] = set()
+
+
+def watch_calls(chain: ResponsePolicies, request: ApiRequest, calls: list[ToolCall]) -> None:
+    """Show complete calls to the chain's shadow policies, in the background: the
+    response goes on as it came, whatever they decide (they only record it)."""
+    if not chain.watches_tool_calls:
+        return
+    for call in calls:
+        task = asyncio.create_task(chain.watch_tool_call(call, request))
+        _WATCHING.add(task)
+        task.add_done_callback(_WATCHING.discard)
 
 
 def split_decisions(items: list[T], decisions: list[ToolOutcome]) -> tuple[list[str], list[T]]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import threading
 import weakref
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,12 +65,17 @@ class LabelBound:
     answers "other" for any new one: a client sending a fresh model name per request
     costs one series, not one each."""
 
-    __slots__ = ("_lock", "_seen", "max_length", "max_values")
+    __slots__ = ("_always", "_lock", "_seen", "max_length", "max_values")
 
-    def __init__(self, max_values: int = 64, max_length: int = 128) -> None:
+    def __init__(
+        self, max_values: int = 64, max_length: int = 128, always: Iterable[str] = ()
+    ) -> None:
         self.max_values = max_values
         # A label is no place for a kilobyte of text, whatever the client sent.
         self.max_length = max_length
+        # Values named in the configuration (a routing table's model names): always
+        # themselves, and never crowded out by what clients send first.
+        self._always = frozenset(v[:max_length] for v in always)
         self._seen: set[str] = set()
         self._lock = threading.Lock()
 
@@ -78,7 +84,7 @@ class LabelBound:
             return NONE
         value = value[: self.max_length]
         # Seen values are never removed, so the common case needs no lock.
-        if value in self._seen:
+        if value in self._seen or value in self._always:
             return value
         with self._lock:
             if value in self._seen:
@@ -87,6 +93,10 @@ class LabelBound:
                 self._seen.add(value)
                 return value
         return OTHER
+
+
+def _unrouted(model: str | None) -> str:
+    return OTHER if model else NONE
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,7 +213,9 @@ class GatewayMetrics:
         m = self._m
         caller = self.callers.label(record.caller)
         provider = self.providers.label(record.provider)
-        model = self.models.label(record.model)
+        # Only a routed model takes a place among the labels: a name no route serves is
+        # refused anyway, and must not crowd out the real ones.
+        model = self.models.label(record.model) if record.provider else _unrouted(record.model)
         # Status 0: the response went straight from Envoy to the client (no policy reads
         # responses), so its status, length and tokens are not the gateway's to know.
         status = str(record.status) if record.status else UNSEEN

@@ -1,11 +1,14 @@
 """Audit records to the store, off the traffic's path.
 
-The gateway hands records over from its event loop: `submit_*` appends to a bounded
-buffer under a lock held for a few instructions, and never waits for the database.
-A daemon thread writes the buffer in batches, one transaction each. When the buffer is
-full, or the database is unreachable, records are dropped and counted (`dropped`,
-`on_drop`) rather than slowing a single request: an audit trail with gaps, reported as
-such, beats a gateway that stalls with its database.
+The gateway hands records over from its event loop: `submit_*` appends to a buffer
+under a lock held for a few instructions, and never waits for the database. The buffer
+is bounded in records and in bytes (each record's size, about), so a backlog of huge
+records cannot take the process's memory while the database is away. A daemon thread
+redacts each decision (`redact.redact_decision`: the slow part, kept off the loop) and
+writes the buffer in batches, one transaction each. When the buffer is full, or the
+database is unreachable, records are dropped and counted (`dropped`, `on_drop`) rather
+than slowing a single request: an audit trail with gaps, reported as such, beats a
+gateway that stalls with its database.
 
 The thread opens the store itself (`store_factory`, then `migrate`), so a database
 that is down at start-up is opened once it is up, and a store that failed is thrown
@@ -19,8 +22,11 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
-from extproc.observe.records import DecisionRecord, RequestRecord
+from extproc.observe.records import RECORD_OVERHEAD_BYTES, DecisionRecord, RequestRecord
+from extproc.observe.redact import redact_decision
 from extproc.observe.store.base import AuditStore, StoreError
 
 log = logging.getLogger("extproc.observe")
@@ -29,6 +35,34 @@ LOG_EVERY_S = 10.0
 DAY_S = 86_400
 
 Record = RequestRecord | DecisionRecord
+
+
+@dataclass(frozen=True, slots=True)
+class _Queued:
+    record: Record
+    size: int  # bytes it holds, about
+    examples: Any = None  # a decision's kept originals, stored unredacted
+
+
+def _text_size(*values: str | None) -> int:
+    return sum(len(v) for v in values if v is not None)
+
+
+def request_size(record: RequestRecord) -> int:
+    """What a request's summary holds in memory, about."""
+    return RECORD_OVERHEAD_BYTES + _text_size(
+        record.request_id, record.caller, record.model, record.path, record.trace_id
+    )
+
+
+def decision_size(record: DecisionRecord, target_size: int) -> int:
+    """What a decision holds in memory, about, given its target's size."""
+    return (
+        RECORD_OVERHEAD_BYTES
+        + target_size
+        + _text_size(record.request_id, record.caller, record.model, record.policy)
+        + _text_size(record.message, record.explanation)
+    )
 
 
 class _Throttle:
@@ -59,7 +93,8 @@ class AuditRecorder:
 
     `written` and `dropped` count records; `on_drop(n)` hears of every drop (a metric),
     `on_written()` of every batch written (live views that poll the store). The
-    `retry_*` pauses bound how often a failed store is opened again.
+    `retry_*` pauses bound how often a failed store is opened again. The queue holds at
+    most `max_queue` records and `max_queue_bytes` of them (by the sizes submitted).
     """
 
     def __init__(
@@ -67,6 +102,7 @@ class AuditRecorder:
         store_factory: Callable[[], AuditStore],
         *,
         max_queue: int = 10_000,
+        max_queue_bytes: int = 64 * 1024 * 1024,
         batch_size: int = 500,
         flush_interval_s: float = 0.2,
         retention_days: float = 30,
@@ -78,6 +114,7 @@ class AuditRecorder:
     ) -> None:
         self._factory = store_factory
         self._max_queue = max(1, max_queue)
+        self._max_queue_bytes = max(1, max_queue_bytes)
         self._batch_size = max(1, batch_size)
         self._flush_interval_s = flush_interval_s
         self._retention_s = max(0.0, retention_days) * DAY_S
@@ -90,7 +127,8 @@ class AuditRecorder:
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)  # the writer waits on it
         self._settled_cond = threading.Condition(self._lock)  # flush() waits on it
-        self._buffer: deque[Record] = deque()
+        self._buffer: deque[_Queued] = deque()
+        self._buffered_bytes = 0
         self._accepted = 0  # records ever taken into the buffer
         self._settled = 0  # of those, how many were written or dropped since
         self._flushing = 0  # flush() calls waiting: write now, not at the interval
@@ -112,15 +150,29 @@ class AuditRecorder:
     # The hot path: called from the event loop for every request and decision.
 
     def submit_request(self, record: RequestRecord) -> None:
-        self._submit(record)
+        self._submit(_Queued(record, request_size(record)))
 
-    def submit_decision(self, record: DecisionRecord) -> None:
-        self._submit(record)
+    def submit_decision(
+        self, record: DecisionRecord, examples: Any = None, target_size: int | None = None
+    ) -> None:
+        """Queue a decision, redacted before it is written. Its fields should be bounded
+        already (`records.bound_target`, `clip_text`), `target_size` what its target
+        holds (estimated from its text when not given). `examples` are the originals a
+        rewrite replaced, stored as they are: pass them only when the policy file keeps
+        originals."""
+        if target_size is None:
+            target_size = len(repr(record.target))
+        self._submit(_Queued(record, decision_size(record, target_size), examples))
 
-    def _submit(self, record: Record) -> None:
+    def _submit(self, item: _Queued) -> None:
         with self._lock:
-            if not self._stopping and len(self._buffer) < self._max_queue:
-                self._buffer.append(record)
+            fits = (
+                len(self._buffer) < self._max_queue
+                and self._buffered_bytes + item.size <= self._max_queue_bytes
+            )
+            if not self._stopping and fits:
+                self._buffer.append(item)
+                self._buffered_bytes += item.size
                 self._accepted += 1
                 size = len(self._buffer)
                 # The writer sleeps while the buffer is empty, and until a batch is full.
@@ -181,7 +233,7 @@ class AuditRecorder:
         finally:
             self._drop_store()
 
-    def _take(self) -> list[Record] | None:
+    def _take(self) -> list[_Queued] | None:
         """The next batch; [] when only a purge is due; None when stopped and drained."""
         with self._lock:
             deadline: float | None = None
@@ -214,8 +266,10 @@ class AuditRecorder:
                 return None if self._stopping else []
             if len(self._buffer) <= self._batch_size:
                 batch, self._buffer = list(self._buffer), deque()
-                return batch
-            return [self._buffer.popleft() for _ in range(self._batch_size)]
+            else:
+                batch = [self._buffer.popleft() for _ in range(self._batch_size)]
+            self._buffered_bytes -= sum(item.size for item in batch)
+            return batch
 
     def _open_store(self) -> AuditStore | None:
         if self._store is not None:
@@ -235,20 +289,35 @@ class AuditRecorder:
         self._retry_delay_s = self._retry_min_s
         return store
 
-    def _write(self, batch: list[Record]) -> None:
+    def _write(self, batch: list[_Queued]) -> None:
         store = self._open_store()
         if store is None:
             self._settle(0, len(batch))
             return
-        requests = [r for r in batch if isinstance(r, RequestRecord)]
-        decisions = [r for r in batch if isinstance(r, DecisionRecord)]
+        requests: list[RequestRecord] = []
+        decisions: list[DecisionRecord] = []
+        unredacted = 0
+        for item in batch:
+            record = item.record
+            if isinstance(record, RequestRecord):
+                requests.append(record)
+                continue
+            try:
+                decisions.append(redact_decision(record, item.examples))
+            except Exception:
+                # Never stored unredacted: dropped (and counted) instead.
+                unredacted += 1
+                log.exception("could not redact a decision record; it is dropped")
+        if unredacted:
+            self._settle(0, unredacted)
+        written = len(requests) + len(decisions)
         try:
             store.write(requests, decisions)
         except Exception as exc:
             self._failed("could not write audit records", exc)
-            self._settle(0, len(batch))
+            self._settle(0, written)
             return
-        self._settle(len(batch), 0)
+        self._settle(written, 0)
         if self._on_written is not None:
             try:
                 self._on_written()

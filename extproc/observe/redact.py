@@ -1,32 +1,73 @@
-"""Secrets and personal data out of what is recorded: tool arguments, block messages and
-judge explanations pass through every pii pattern (all detectors, secrets included)
-before they reach a record, a span or a log."""
+"""Secrets and personal data out of what is recorded: a decision's target (tool
+arguments...), its message and the judge's explanation pass through every pii pattern
+(all detectors, secrets included) before they reach the store, and so the admin API and
+the live feed that read it.
+
+This is the slow part of recording, so the recorder's own thread does it
+(`redact_decision`), never the event loop; the loop only bounds sizes
+(`records.bound_target`, `records.clip_text`). A string the loop clipped still holds
+`REDACTION_CONTEXT_CHARS` past its cut: it is redacted with that context, then cut, so
+a secret that straddles the cut is replaced whole rather than left half visible.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from extproc.policies.matching import FinderRewriter
+from extproc.observe.records import (
+    MAX_DEPTH,
+    MAX_STRING_CHARS,
+    MAX_TEXT_CHARS,
+    TOO_DEEP,
+    DecisionRecord,
+)
+from extproc.policies.matching import FinderRewriter, apply_spans
 from extproc.policies.pii_patterns import DETECTORS
 
 _REWRITER = FinderRewriter([d.finder(f"[REDACTED:{d.kind}]") for d in DETECTORS], holdback=0)
-# Deeper than any real tool call nests; beyond it the value is dropped, not walked.
-_MAX_DEPTH = 32
+TRUNCATED = "…[truncated]"
 
 
-def redact_text(text: str) -> str:
-    return _REWRITER.rewrite(text)
+def redact_text(text: str, limit: int | None = None) -> str:
+    """`text` with every match replaced; past `limit` characters (of the original) cut,
+    a match that begins before the cut replaced whole."""
+    spans = _REWRITER.spans(text, 0)
+    if limit is None or len(text) <= limit:
+        return apply_spans(text, spans) if spans else text
+    kept = [span for span in spans if span.start < limit]
+    end = max(limit, kept[-1].end) if kept else limit
+    return apply_spans(text[:end], kept) + TRUNCATED
 
 
-def redact_value(value: Any, depth: int = 0) -> Any:
-    """A JSON value with every string (keys included) redacted."""
+def redact_value(value: Any, limit: int | None = None, depth: int = 0) -> Any:
+    """A JSON value with every string (keys included) redacted, and cut past `limit`."""
     if isinstance(value, str):
-        return redact_text(value)
-    if depth >= _MAX_DEPTH:
-        return "[too deep]"
+        return redact_text(value, limit)
+    if depth >= MAX_DEPTH:
+        return TOO_DEEP
     if isinstance(value, Mapping):
-        return {redact_text(str(k)): redact_value(v, depth + 1) for k, v in value.items()}
+        return {
+            redact_text(str(k), limit): redact_value(v, limit, depth + 1) for k, v in value.items()
+        }
     if isinstance(value, list | tuple):
-        return [redact_value(v, depth + 1) for v in value]
+        return [redact_value(v, limit, depth + 1) for v in value]
     return value
+
+
+def redact_decision(record: DecisionRecord, examples: Any = None) -> DecisionRecord:
+    """The record as it may be stored: target, message and explanation redacted and cut
+    to their bounds. `examples` (before/after pairs of rewritten text, given only when
+    the policy file keeps originals) go into the target as they are: they are the very
+    text a policy hid, kept on purpose for the before/after view."""
+    target: dict[str, Any] = redact_value(record.target, MAX_STRING_CHARS)
+    if examples:
+        target["examples"] = examples
+    message, explanation = record.message, record.explanation
+    return dataclasses.replace(
+        record,
+        target=target,
+        message=None if message is None else redact_text(message, MAX_TEXT_CHARS),
+        explanation=None if explanation is None else redact_text(explanation, MAX_TEXT_CHARS),
+    )

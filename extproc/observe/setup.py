@@ -4,11 +4,11 @@ SQLite or PostgreSQL, the Prometheus metrics, and traces when an OTLP endpoint i
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from extproc.config import Settings
 from extproc.observe.hub import Observer
-from extproc.observe.metrics import GatewayMetrics
+from extproc.observe.metrics import GatewayMetrics, LabelBound
 from extproc.observe.recorder import AuditRecorder
 from extproc.observe.store import open_store
 from extproc.observe.store.base import AuditStore
@@ -22,9 +22,13 @@ def audit_store(settings: Settings) -> AuditStore:
 
 
 def build_observer(
-    settings: Settings, keep_originals: bool = False, env: Mapping[str, str] | None = None
+    settings: Settings,
+    keep_originals: bool = False,
+    env: Mapping[str, str] | None = None,
+    models: Iterable[str] = (),
 ) -> Observer:
-    metrics = GatewayMetrics()
+    """`models`: the model names the routing table spells out, always metric labels."""
+    metrics = GatewayMetrics(models=LabelBound(always=models))
     recorder = None
     if settings.audit_enabled:
         recorder = AuditRecorder(

@@ -9,7 +9,8 @@ changes where its spans go.
 
 A span carries what the gateway knows of a request and what it decided, never what a
 client sent: of the request's headers only `traceparent` and `tracestate` are read (to
-join the caller's trace), and of a tool call only its name is kept.
+join the caller's trace), of a tool call only its name is kept (redacted: a model may
+name a tool anything), and never a decision's message or a judge's explanation.
 """
 
 from __future__ import annotations
@@ -30,16 +31,14 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from extproc.core.audit import JudgeVerdict
-from extproc.observe.records import DecisionRecord, RequestRecord
+from extproc.observe.records import DecisionRecord, RequestRecord, clip_text
+from extproc.observe.redact import redact_text
 
 DEFAULT_SERVICE_NAME = "llm-policy-gateway"
 ENDPOINT_ENV = "OTEL_EXPORTER_OTLP_ENDPOINT"
 TRACES_ENDPOINT_ENV = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
 SERVICE_NAME_ENV = "OTEL_SERVICE_NAME"
 
-# The APIs whose requests are chat turns (GenAI `gen_ai.operation.name` = chat) when the
-# dialect named no operation of its own.
-_CHAT_APIS = frozenset({"anthropic", "openai", "messages", "chat"})
 # Parts of a decision's target that say what was acted on without saying what it held:
 # the tool's name, never its arguments; the kind and count of rewrites, never the text.
 _TARGET_ATTRIBUTES = ("tool", "kind", "where", "count", "status")
@@ -54,6 +53,11 @@ def _ns(seconds: float) -> int:
     # only to a few hundred of them.
     whole = int(seconds)
     return whole * 1_000_000_000 + round((seconds - whole) * 1_000_000_000)
+
+
+def _redacted(text: str) -> str:
+    # Redacted before it is cut, so a secret across the cut goes whole.
+    return redact_text(clip_text(text, _MAX_VALUE_CHARS), _MAX_VALUE_CHARS)
 
 
 def _without_query(path: str) -> str:
@@ -97,14 +101,15 @@ class RequestSpan:
     def set_request(
         self, api: str, model: str | None, provider: str | None, operation: str
     ) -> None:
+        """What the gateway learnt of the request; `operation` is the GenAI operation
+        its dialect names (`Dialect.operation`), left out when empty."""
         span = self._span
         if not span.is_recording():
             return
         if api:
             span.set_attribute("gateway.api", api)
-        op = operation or ("chat" if api in _CHAT_APIS else "")
-        if op:
-            span.set_attribute("gen_ai.operation.name", op)
+        if operation:
+            span.set_attribute("gen_ai.operation.name", operation)
         if provider:
             span.set_attribute("gen_ai.provider.name", provider)
         if model:
@@ -122,7 +127,7 @@ class RequestSpan:
         for key in _TARGET_ATTRIBUTES:
             value = d.target.get(key)
             if isinstance(value, str):
-                attributes[f"gateway.target.{key}"] = value[:_MAX_VALUE_CHARS]
+                attributes[f"gateway.target.{key}"] = _redacted(value)
             elif isinstance(value, int | float) and not isinstance(value, bool):
                 attributes[f"gateway.target.{key}"] = value
         if d.probability is not None:
@@ -145,15 +150,20 @@ class RequestSpan:
         if verdict.probability is not None:
             child.set_attribute("gateway.judge.probability", verdict.probability)
         if verdict.error is not None or verdict.probability is None:
-            child.set_status(Status(StatusCode.ERROR, verdict.error or "judge failed"))
+            why = _redacted(verdict.error) if verdict.error else "judge failed"
+            child.set_status(Status(StatusCode.ERROR, why))
         child.end(end_time=start + round(verdict.seconds * 1_000_000_000))
 
-    def end(self, record: RequestRecord, end_ns: int) -> None:
+    def end(self, record: RequestRecord | None, end_ns: int) -> None:
+        """End the span with the request's summary (None when it could not be made:
+        the span still ends, marked as an error)."""
         if self._ended:
             return
         self._ended = True
         span = self._span
-        if span.is_recording():
+        if record is None:
+            span.set_status(Status(StatusCode.ERROR, "the request's summary failed"))
+        elif span.is_recording():
             attributes: dict[str, Any] = {
                 "http.request.method": record.method,
                 "url.path": _without_query(record.path),

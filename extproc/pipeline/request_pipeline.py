@@ -235,15 +235,18 @@ class RequestPipeline:
 
     def finish(self, outcome: str) -> None:
         """The request is over (`outcome`: ok, rejected, incomplete, cancelled, error):
-        its counted rewrites become decisions, and its summary goes to the observers."""
-        self.decisions.flush()
-        observation = self.observation
-        if observation is None:
-            return
-        self.observation = None  # once
-        observation.usage = self.body_handler.usage
-        events = self.body_handler.events_in if isinstance(self.body_handler, SseBody) else 0
-        observation.finish(self.status, outcome, events, self.decisions.acted)
+        its counted rewrites become decisions, and its summary goes to the observers
+        (even when logging the rewrites failed: the summary also closes the stream's
+        gauge and its span)."""
+        try:
+            self.decisions.flush()
+        finally:
+            observation, self.observation = self.observation, None  # once
+            if observation is not None:
+                observation.usage = self.body_handler.usage
+                handler = self.body_handler
+                events = handler.events_in if isinstance(handler, SseBody) else 0
+                observation.finish(self.status, outcome, events, self.decisions.acted)
 
     def summary(self) -> dict[str, Any]:
         """One log line's worth of facts about the request; never headers or bodies."""

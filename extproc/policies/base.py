@@ -20,7 +20,12 @@ from extproc.core.audit import Action, Mode
 from extproc.core.decisions import Deny, RequestDecision, ToolCall, ToolDecision, ToolOutcome
 from extproc.core.request import ApiRequest
 from extproc.core.rewriting import RewriteStep, TextRewriter
-from extproc.policies.recording import request_outcome, rewrite_step, tool_call_outcome
+from extproc.policies.recording import (
+    request_outcome,
+    rewrite_step,
+    shadow_request,
+    tool_call_outcome,
+)
 
 log = logging.getLogger("extproc.policies")
 
@@ -82,10 +87,16 @@ class Policy(Generic[C]):
                 and issubclass(args[0], PolicyConfig)
             ):
                 cls.Config = args[0]
+        mode = cls.Config.model_fields.get("mode")
+        if mode is None or mode.annotation != PolicyConfig.model_fields["mode"].annotation:
+            # Every policy's `mode` is enforce | shadow: a field of its own by that name
+            # would make the chain misread it.
+            raise TypeError(f"{cls.__name__}.Config must not redefine `mode` (enforce | shadow)")
 
     def __init__(self, config: C | None = None) -> None:
         # The default config is the policy's own model: `C` and `Config` are one class.
         self.config = config if config is not None else self.Config(type=self.type)  # type: ignore[assignment]
+        self._mode = Mode(self.config.mode)
 
     @classmethod
     def reads_responses(cls) -> bool:
@@ -99,7 +110,7 @@ class Policy(Generic[C]):
 
     @property
     def mode(self) -> Mode:
-        return Mode(self.config.mode)
+        return self._mode
 
     async def on_request(self, request: ApiRequest) -> RequestDecision:
         """Inspect the request; change it with `request.replace_body`, or deny it."""
@@ -130,10 +141,15 @@ class PolicyChain:
     def __init__(self, policies: Iterable[Policy[Any]]) -> None:
         self.policies = tuple(policies)
         self.rewriters = tuple(p for p in self.policies if p.rewrites_text)
-        self.gates = tuple(p for p in self.policies if p.gates_tool_calls)
+        # Shadow policies never hold traffic: tool calls are shown to them in the
+        # background, and their request checks run beside the request.
+        gating = [p for p in self.policies if p.gates_tool_calls]
+        self.gates = tuple(p for p in gating if p.mode is Mode.ENFORCE)
+        self.watchers = tuple(p for p in gating if p.mode is Mode.SHADOW)
         self.observers = tuple(p for p in self.policies if p.observes_events)
         self.rewrites_text = bool(self.rewriters)
         self.gates_tool_calls = bool(self.gates)
+        self.watches_tool_calls = bool(self.watchers)
         self.observes_events = bool(self.observers)
         # Whether anything in the chain looks at the response; if not, the engine is
         # skipped entirely and bytes flow through untouched.
@@ -159,6 +175,9 @@ class PolicyChain:
 
     async def on_request(self, request: ApiRequest) -> Deny | None:
         for policy in self.policies:
+            if policy.mode is Mode.SHADOW:
+                shadow_request(policy, request)
+                continue
             verdict = await request_outcome(policy, request)
             if verdict is not None:
                 return verdict
@@ -171,6 +190,10 @@ class PolicyChain:
             if verdict is not None:
                 return verdict
         return None
+
+    async def watch_tool_call(self, call: ToolCall, request: ApiRequest) -> None:
+        for policy in self.watchers:
+            await tool_call_outcome(policy, call, request)
 
     def observe(self, event_type: str, payload: Any, request: ApiRequest) -> None:
         for policy in self.observers:

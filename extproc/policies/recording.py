@@ -8,6 +8,8 @@ A policy only returns decisions and evidence; it never records itself.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -28,6 +30,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("extproc.policies")
 
+# How long a shadow policy may take over one request or tool call. Nothing waits for it
+# (the traffic has gone on), so this only bounds how long its work lives on.
+SHADOW_TIMEOUT_S = 60.0
+# Shadow request checks run beside their request: held here until they end.
+_SHADOWING: set[asyncio.Task[Deny | None]] = set()
+
 
 def _decision(
     policy: Policy[Any],
@@ -45,21 +53,23 @@ def _failed(exc: BaseException) -> str:
 
 
 async def request_outcome(policy: Policy[Any], request: ApiRequest) -> Deny | None:
-    """One policy's look at the request: a Deny to apply, or None."""
+    """One policy's look at the request: a Deny to apply, or None. In shadow mode
+    (`shadow_request` runs it on a copy) the body it leaves is thrown away."""
     shadow = policy.mode is Mode.SHADOW
     body, changed = request.body, request.body_changed
     decisions = request.decisions
     try:
-        verdict = await policy.on_request(request)
+        async with asyncio.timeout(SHADOW_TIMEOUT_S if shadow else None):
+            verdict = await policy.on_request(request)
     except Exception as exc:
+        if shadow:
+            why = _shadow_failed(exc)
+            decisions.add(_decision(policy, Action.ERROR_FAIL_OPEN, {"where": "request"}, why))
+            return None
         decisions.add(
             _decision(policy, Action.ERROR_FAIL_CLOSED, {"where": "request"}, _failed(exc))
         )
-        if not shadow:
-            raise
-        log.exception("%s (shadow) failed on a request", policy.name)
-        request.body, request.body_changed = body, changed
-        return None
+        raise
     evidence = verdict.evidence if verdict is not None else None
     if request.body is not body:
         _log_request_rewrite(policy, evidence, decisions)
@@ -76,6 +86,22 @@ async def request_outcome(policy: Policy[Any], request: ApiRequest) -> Deny | No
             _decision(policy, Action.ERROR_FAIL_OPEN, {"where": "request"}, None, evidence)
         )
     return None
+
+
+def shadow_request(policy: Policy[Any], request: ApiRequest) -> None:
+    """A shadow policy's look at the request, beside it: on a copy (the request goes on
+    at once, with the body the enforcing policies leave), its decisions recorded."""
+    copy = dataclasses.replace(request, state={})
+    task = asyncio.create_task(request_outcome(policy, copy))
+    _SHADOWING.add(task)
+    task.add_done_callback(_SHADOWING.discard)
+
+
+def _shadow_failed(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return f"the policy did not decide within {SHADOW_TIMEOUT_S:g}s"
+    log.error("a shadow policy failed", exc_info=exc)
+    return _failed(exc)
 
 
 def _log_request_rewrite(
@@ -98,17 +124,20 @@ def tool_target(call: ToolCall) -> dict[str, Any]:
 async def tool_call_outcome(
     policy: Policy[Any], call: ToolCall, request: ApiRequest
 ) -> ToolOutcome:
-    """One gate's look at one complete tool call: a block to apply, or None."""
+    """One gate's look at one complete tool call: a block to apply, or None (always
+    None for a shadow policy, whose decision is only recorded)."""
     shadow = policy.mode is Mode.SHADOW
     decisions = request.decisions
     try:
-        verdict = await policy.on_tool_call(call, request)
+        async with asyncio.timeout(SHADOW_TIMEOUT_S if shadow else None):
+            verdict = await policy.on_tool_call(call, request)
     except Exception as exc:
+        if shadow:
+            why = _shadow_failed(exc)
+            decisions.add(_decision(policy, Action.ERROR_FAIL_OPEN, tool_target(call), why))
+            return None
         decisions.add(_decision(policy, Action.ERROR_FAIL_CLOSED, tool_target(call), _failed(exc)))
-        if not shadow:
-            raise
-        log.exception("%s (shadow) failed on tool call %r", policy.name, call.name)
-        return None
+        raise
     evidence = verdict.evidence if verdict is not None else None
     failed = evidence is not None and evidence.failed
     if verdict is None or isinstance(verdict, Allow):

@@ -18,6 +18,7 @@ CONFIGS = [
     "direct",
     "passthrough",
     "noop",
+    "noop_audit_off",
     "noop_streamed",
     "string_replacement",
     "tool_call_judge",

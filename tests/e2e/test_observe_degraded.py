@@ -53,7 +53,8 @@ def test_traffic_flows_while_the_audit_database_is_down(stack: Stack) -> None:
     assert resp.status_code == 503
     assert resp.json()["error"]["type"] == "store_unavailable"
     assert "secret-pw" not in resp.text
-    logs = "".join(p.read_text(errors="replace") for p in (stack.log_dir or ".").glob("*.log"))
+    assert stack.log_dir is not None
+    logs = "".join(p.read_text(errors="replace") for p in stack.log_dir.glob("*.log"))
     assert "secret-pw" not in logs
 
 
@@ -63,5 +64,6 @@ def test_metrics_are_the_sum_over_every_worker(stack: Stack) -> None:
     total = metric(samples, "gateway_requests_total", api="anthropic", status="unseen")
     assert total == REQUESTS
     # Each worker wrote its own file; the admin server read both.
-    files = list((stack.metrics_dir or stack.log_dir or ".").glob("counter_*.db"))
+    assert stack.metrics_dir is not None
+    files = list(stack.metrics_dir.glob("counter_*.db"))
     assert len(files) == 2

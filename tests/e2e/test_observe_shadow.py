@@ -12,7 +12,6 @@ from pydantic import SecretStr
 from extproc.stack import Stack, free_port
 from tests.helpers.admin import ADMIN_KEY, decisions, wait_decisions
 from tests.helpers.policy_stack import (
-    APIS,
     MOCK_JUDGE,
     anthropic_body,
     assert_no_stream_violations,
@@ -20,6 +19,7 @@ from tests.helpers.policy_stack import (
     mock_requests,
     openai_body,
     post,
+    responses_body,
 )
 from tests.helpers.stack import running_stack
 from tests.helpers.streams import validate_stream
@@ -43,12 +43,19 @@ policies:
 validate_streams: true
 """
 )
-PATHS = {"anthropic": "/v1/messages", "openai": "/v1/chat/completions"}
+PATHS = {
+    "anthropic": "/v1/messages",
+    "openai": "/v1/chat/completions",
+    "responses": "/v1/responses",
+}
+BODIES = {"anthropic": anthropic_body, "openai": openai_body, "responses": responses_body}
 CASES = {
     # name -> (prompt, whether the request offers tools, the actions it is recorded with)
     "redacted": ("Repeat after me: Plain mail to bob@example.com", False, {"redact", "replace"}),
     "blocked": ("use bash to run `rm -rf /`", True, {"block_tool_call"}),
     "rejected": ("Repeat after me: the forbidden-topic", False, {"reject_request"}),
+    # The judge answers 500: the shadow judge fails closed, on paper only.
+    "judge_fails": ("use bash to run `echo JUDGE_500`", True, {"error_fail_closed"}),
 }
 
 
@@ -56,20 +63,23 @@ CASES = {
 def shadow_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     log_dir = tmp_path_factory.mktemp("shadow")
     (log_dir / "policy.yaml").write_text(CONFIG)
-    admin = {"gateway_admin_port": free_port(), "gateway_admin_key": SecretStr(ADMIN_KEY)}
-    with running_stack(log_dir, policy_config=str(log_dir / "policy.yaml"), **admin) as st:
+    with running_stack(
+        log_dir,
+        policy_config=str(log_dir / "policy.yaml"),
+        gateway_admin_port=free_port(),
+        gateway_admin_key=SecretStr(ADMIN_KEY),
+    ) as st:
         yield st
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
 @pytest.mark.parametrize("stream", [False, True])
-@pytest.mark.parametrize("api", APIS)
+@pytest.mark.parametrize("api", sorted(PATHS))
 def test_traffic_untouched_and_decisions_recorded(
     shadow_stack: Stack, api: str, stream: bool, case: str
 ) -> None:
     prompt, tools, actions = CASES[case]
-    make = anthropic_body if api == "anthropic" else openai_body
-    body = {**make(prompt, tools=tools), "stream": stream}
+    body = {**BODIES[api](prompt, tools=tools), "stream": stream}
     headers = chunking(f"shadow-{api}-{case}") if stream else {}
     model = body["model"]
     before = {a: len(decisions(shadow_stack, action=a, model=model)) for a in actions}

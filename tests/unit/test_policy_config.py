@@ -38,7 +38,7 @@ class Judge(BaseModel):
 class FakeConfig(PolicyConfig):
     type: Literal["fake"] = "fake"
     threshold: float = Field(default=0.5, ge=0, le=1)
-    mode: Literal["clamp", "reject"] = "clamp"
+    on_excess: Literal["clamp", "reject"] = "clamp"
     deny: list[str] = []
     judge: Judge | None = None
 
@@ -147,12 +147,16 @@ def test_judge_mock_port_from_env(env: dict[str, str], port: str) -> None:
         (
             "policies:\n  - type: noop\n  - type: fake\n    denyy: [x]\n",
             "policies[1] (fake): unknown field 'denyy' (known: deny, judge, mode, name, "
-            "threshold, type)",
+            "on_excess, threshold, type)",
         ),
         ("policies: [{type: needs}]\n", "policies[0] (needs): limit: missing required field"),
         (
-            "policies: [{type: fake, mode: clmap}]\n",
-            "policies[0] (fake): mode: Input should be 'clamp' or 'reject' (got 'clmap')",
+            "policies: [{type: fake, on_excess: clmap}]\n",
+            "policies[0] (fake): on_excess: Input should be 'clamp' or 'reject' (got 'clmap')",
+        ),
+        (
+            "policies: [{type: fake, mode: shdow}]\n",
+            "policies[0] (fake): mode: Input should be 'enforce' or 'shadow' (got 'shdow')",
         ),
     ],
 )
@@ -211,13 +215,13 @@ def test_policy_module_imported_only_when_used(load) -> None:
 
 def test_env_expansion(load) -> None:
     text = (
-        "policies:\n  - type: fake\n    threshold: ${T}\n    mode: ${MODE:-reject}\n"
+        "policies:\n  - type: fake\n    threshold: ${T}\n    on_excess: ${MODE:-reject}\n"
         "    deny: ['${A}-${B:-b}', '$${LITERAL}', '${EMPTY:-fallback}']\n"
         "    judge: {base_url: 'http://h:${PORT:-9000}/v1', timeout_s: '${TO:-2.5}'}\n"
     )
     entry = load(text, {"T": "0.25", "A": "a", "EMPTY": ""}).policies[0]
     assert isinstance(entry, FakeConfig)
-    assert (entry.threshold, entry.mode) == (0.25, "reject")
+    assert (entry.threshold, entry.on_excess) == (0.25, "reject")
     assert entry.deny == ["a-b", "${LITERAL}", "fallback"]
     assert entry.judge == Judge(base_url="http://h:9000/v1", timeout_s=2.5)
 

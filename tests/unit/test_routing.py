@@ -12,7 +12,7 @@ from pydantic import SecretStr
 from extproc.config import Settings
 from extproc.core.providers import ProviderApi
 from extproc.policy_config import ConfigError, load_config
-from extproc.routing import Router
+from extproc.routing import RouteConfig, Router
 from tests.helpers.pipeline import router_from as router
 
 
@@ -252,3 +252,12 @@ def test_the_mock_is_needed_while_something_goes_to_it() -> None:
 def test_keys_never_show_in_a_description() -> None:
     r = router(settings=Settings(openai_api_key=SecretStr("sk-real-openai")))
     assert all("sk-real" not in u.describe() + repr(u) for u in r.upstreams.values())
+
+
+def test_named_models_are_the_routes_without_wildcards() -> None:
+    routes = [
+        RouteConfig(models=["claude-opus-4-1", "claude-*"], provider="anthropic"),
+        RouteConfig(models=["gpt-[45]o", "o3"], provider="openai"),
+    ]
+    router = Router.build(Settings(), routes=routes, env={})
+    assert router.named_models() == {"claude-opus-4-1", "o3"}

@@ -20,7 +20,7 @@ from extproc.core.chain import ResponsePolicies
 from extproc.core.decisions import BlockResponse, BlockToolCall, ToolCall, ToolOutcome
 from extproc.core.request import ApiRequest
 from extproc.engine.text import FaithfulText, TextPipeline
-from extproc.engine.tools import ToolGate, parse_arguments
+from extproc.engine.tools import ToolGate, parse_arguments, watch_calls
 from extproc.events import StreamEvent
 from extproc.sse import Frame
 
@@ -80,6 +80,8 @@ class _Block:
     out_index: int | None = None  # set when emitted (at once, or when released)
     text: FaithfulText[StreamEvent] | None = None
     held: bool = False
+    # A tool_use shown to shadow policies once complete: its JSON is gathered on the way.
+    watched: bool = False
     events: list[StreamEvent] = field(default_factory=list)  # held events, in order
     json_parts: list[str] = field(default_factory=list)
     start_payload: dict[str, Any] = field(default_factory=dict)
@@ -194,7 +196,7 @@ class AnthropicStreamEngine:
             return False
         index = peek_index(event.data)
         block = self.blocks.get(index) if index is not None else None
-        if block is None or block.held or block.closed or block.out_index != index:
+        if block is None or block.held or block.watched or block.closed or block.out_index != index:
             return False
         out.append(event.raw)
         return True
@@ -220,6 +222,7 @@ class AnthropicStreamEngine:
         self.order.append(block)
         if kind == "tool_use" and self.gate is not None:
             self.holding = True
+        block.watched = kind == "tool_use" and self.chain.watches_tool_calls
         if kind == "text" and self.chain.rewrites_text:
             block.text = FaithfulText(TextPipeline(self.chain.text_rewriters(self.request)))
         if self.holding or self.finalized:
@@ -239,10 +242,11 @@ class AnthropicStreamEngine:
             log.warning("dropped a delta for a block that is not open")
             return
         delta = payload.get("delta")
-        if block.kind == "tool_use" and block.held and isinstance(delta, dict):
+        if block.kind == "tool_use" and (block.held or block.watched) and isinstance(delta, dict):
             block.json_parts.append(str(delta.get("partial_json", "")))
-            block.events.append(event)
-            return
+            if block.held:
+                block.events.append(event)
+                return
         if block.text is not None and isinstance(delta, dict):
             text = str(delta.get("text", "")) if delta.get("type") == "text_delta" else ""
             # Other deltas of a text block (citations) wait behind its held-back text.
@@ -259,7 +263,8 @@ class AnthropicStreamEngine:
             self._send_text(block, block.text.flush(), out)
         block.closed = True
         self._send(block, event, out)
-        if block.kind == "tool_use" and block.held and self.gate is not None:
+        gated = block.held and self.gate is not None
+        if block.kind == "tool_use" and (gated or block.watched):
             raw = "".join(block.json_parts)
             block.call = ToolCall(
                 id=str(block.start_payload.get("id", "")),
@@ -269,7 +274,9 @@ class AnthropicStreamEngine:
                 index=self.tools_seen,
             )
             self.tools_seen += 1
-            self.gate.submit(block.call)
+            if gated and self.gate is not None:
+                self.gate.submit(block.call)
+            watch_calls(self.chain, self.request, [block.call])
 
     # -- helpers ------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ from typing import Any
 from extproc.core.chain import ResponsePolicies
 from extproc.core.decisions import ToolCall
 from extproc.core.request import ApiRequest
-from extproc.engine.tools import parse_arguments
+from extproc.engine.tools import parse_arguments, watch_calls
 from extproc.engine.whole import decide, observe, rewrite_text
 
 
@@ -35,7 +35,9 @@ async def _choice(choice: Any, chain: ResponsePolicies, request: ApiRequest) -> 
     if isinstance(message.get("content"), str):
         new["content"] = rewrite_text(chain, request, message["content"])
     calls_in = message.get("tool_calls")
-    if chain.gates_tool_calls and isinstance(calls_in, list) and calls_in:
+    if not (chain.gates_tool_calls or chain.watches_tool_calls):
+        calls_in = None
+    if isinstance(calls_in, list) and calls_in:
         calls = []
         for n, item in enumerate(calls_in):
             function = item.get("function", {}) if isinstance(item, dict) else {}
@@ -49,7 +51,12 @@ async def _choice(choice: Any, chain: ResponsePolicies, request: ApiRequest) -> 
                     index=n,
                 )
             )
-        messages, allowed = await decide(chain, request, calls, calls_in)
+        watch_calls(chain, request, calls)
+        messages, allowed = (
+            await decide(chain, request, calls, calls_in)
+            if chain.gates_tool_calls
+            else ([], calls_in)
+        )
         if messages:
             text = "\n\n".join(messages)
             new["content"] = f"{new['content']}\n\n{text}" if new.get("content") else text

@@ -18,7 +18,7 @@ from extproc.core.chain import ResponsePolicies
 from extproc.core.decisions import ToolCall
 from extproc.core.request import ApiRequest
 from extproc.engine.text import FaithfulText, TextPipeline
-from extproc.engine.tools import ToolGate, parse_arguments, split_decisions
+from extproc.engine.tools import ToolGate, parse_arguments, split_decisions, watch_calls
 from extproc.events import StreamEvent
 from extproc.sse import Frame
 
@@ -59,6 +59,10 @@ class OpenAIStreamEngine:
         self.chain = chain
         self.request = request
         self.gated = bool(chain.gates_tool_calls)
+        # Shadow policies see the calls of an ungated stream, which passes untouched.
+        self.watched: dict[int, dict[int, _Tool]] | None = (
+            {} if chain.watches_tool_calls and not self.gated else None
+        )
         self.choices: dict[int, _Choice] = {}
         self.template: dict[str, Any] = {}  # top-level fields of the latest chunk
         self.usage: Any = None
@@ -106,6 +110,8 @@ class OpenAIStreamEngine:
             await self._finish_all(out)  # the usage chunk comes after every finish
             out.append(event.raw)
             return
+        if self.watched is not None:
+            self._watch(choices)
         self.template = {k: v for k, v in payload.items() if k != "choices"}
         # Usage riding on a chunk belongs to that chunk only, not to ones we synthesize.
         self.usage = self.template.pop("usage", None)
@@ -123,6 +129,7 @@ class OpenAIStreamEngine:
             state = self._state(choices[0]["index"])
             content = choices[0]["delta"].get("content") or ""
             if content:
+                self._break_hold(state, out)
                 state.sent_content = True
             if state.text is None:
                 out.append(event.raw)
@@ -156,8 +163,10 @@ class OpenAIStreamEngine:
         delta: dict[str, Any] = raw_delta if isinstance(raw_delta, dict) else {}
         new_delta = dict(delta)
         same = True
-        content = delta.get("content")
         out: list[bytes] = []
+        if not self._empty(delta):
+            self._break_hold(state, out)
+        content = delta.get("content")
         if "role" in delta and isinstance(content, str) and content and state.text is not None:
             # The role opens the message: it goes out before any (rewritten) text.
             role_delta = {k: v for k, v in delta.items() if k not in ("content", "tool_calls")}
@@ -201,9 +210,10 @@ class OpenAIStreamEngine:
             gate = ToolGate(self.chain, self.request)
             self.gates.append(gate)
             tools = [state.tools[i] for i in sorted(state.tools)]
-            for n, tool in enumerate(tools):
-                raw = "".join(tool.parts)
-                gate.submit(ToolCall(tool.id, tool.name, parse_arguments(raw), raw, index=n))
+            decided = self._calls(tools)
+            for one in decided:
+                gate.submit(one)
+            watch_calls(self.chain, self.request, decided)
             messages, allowed = split_decisions(tools, await gate.results())
             if state.faithful and len(allowed) == len(tools):
                 # Nothing blocked: the provider's own chunks, byte for byte.
@@ -235,12 +245,16 @@ class OpenAIStreamEngine:
             self.choices[index] = state
         return state
 
+    @classmethod
+    def _collect(cls, state: _Choice, deltas: list[Any]) -> None:
+        cls._collect_into(state.tools, deltas)
+
     @staticmethod
-    def _collect(state: _Choice, deltas: list[Any]) -> None:
+    def _collect_into(tools: dict[int, _Tool], deltas: list[Any]) -> None:
         for item in deltas:
             if not isinstance(item, dict) or not isinstance(item.get("index"), int):
                 continue
-            tool = state.tools.setdefault(item["index"], _Tool(item["index"]))
+            tool = tools.setdefault(item["index"], _Tool(item["index"]))
             tool.id = str(item.get("id") or tool.id)
             raw_function = item.get("function")
             function: dict[str, Any] = raw_function if isinstance(raw_function, dict) else {}
@@ -314,12 +328,53 @@ class OpenAIStreamEngine:
             chunk["usage"] = usage
         return _data(chunk)
 
+    def _break_hold(self, state: _Choice, out: list[bytes]) -> None:
+        """Something else of this choice goes out while its tool-call chunks are held:
+        they can no longer leave as they came, so the role they opened with goes now
+        (the calls follow, re-written, once decided)."""
+        if state.held and state.faithful:
+            state.faithful = False
+            if state.opening:
+                out.append(self._raw_chunk(state.index, state.opening, None))
+                state.opening = {}
+
+    def _watch(self, choices: list[Any]) -> None:
+        """Gather the tool calls of an ungated stream; each choice's calls go to the
+        shadow policies when it finishes."""
+        assert self.watched is not None
+        for choice in choices:
+            if not isinstance(choice, dict) or not isinstance(choice.get("index"), int):
+                continue
+            delta = choice.get("delta")
+            if isinstance(delta, dict) and isinstance(delta.get("tool_calls"), list):
+                tools = self.watched.setdefault(choice["index"], {})
+                self._collect_into(tools, delta["tool_calls"])
+            if choice.get("finish_reason"):
+                self._show_watched(choice["index"])
+
+    def _show_watched(self, index: int) -> None:
+        tools = self.watched.pop(index, None) if self.watched is not None else None
+        if tools:
+            watch_calls(self.chain, self.request, self._calls([tools[i] for i in sorted(tools)]))
+
+    @staticmethod
+    def _calls(tools: list[_Tool]) -> list[ToolCall]:
+        calls = []
+        for n, tool in enumerate(tools):
+            raw = "".join(tool.parts)
+            calls.append(ToolCall(tool.id, tool.name, parse_arguments(raw), raw, index=n))
+        return calls
+
     async def _finish_all(self, out: list[bytes]) -> None:
         """Choices the upstream never finished: release what they hold (the pipeline adds
         an error and [DONE] if the upstream's own end never came)."""
+        for index in list(self.watched or ()):
+            self._show_watched(index)  # delivered, so shown even though unfinished
         for state in self.choices.values():
             if state.finished:
                 continue
             state.finished = True
+            # Its held tool calls never completed: they go, but not the role they opened.
+            self._break_hold(state, out)
             if state.text is not None:
                 self._emit_text(state, state.text.flush(), out)

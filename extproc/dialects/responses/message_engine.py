@@ -11,7 +11,7 @@ from extproc.core.chain import ResponsePolicies
 from extproc.core.decisions import BlockResponse, ToolCall
 from extproc.core.request import ApiRequest
 from extproc.dialects.responses import items as itm
-from extproc.engine.tools import ToolGate
+from extproc.engine.tools import ToolGate, watch_calls
 from extproc.engine.whole import observe, rewrite_text
 
 
@@ -46,13 +46,14 @@ async def process_message(body: Any, chain: ResponsePolicies, request: ApiReques
         for item in output
     ]
     calls: list[tuple[int, ToolCall]] = []
-    if chain.gates_tool_calls:
+    if chain.gates_tool_calls or chain.watches_tool_calls:
         for position, item in enumerate(new_output):
             if isinstance(item, dict) and item.get("type") in itm.GATED_ITEMS:
                 call = itm.tool_call(item, len(calls))
                 if call is not None:
                     calls.append((position, call))
-    if calls:
+        watch_calls(chain, request, [call for _, call in calls])
+    if calls and chain.gates_tool_calls:
         gate = ToolGate(chain, request)
         for _, call in calls:
             gate.submit(call)

@@ -32,7 +32,7 @@ from extproc.dialects.responses.numbering import (
     upstream_index,
 )
 from extproc.engine.text import FaithfulText, TextPipeline
-from extproc.engine.tools import ToolGate
+from extproc.engine.tools import ToolGate, watch_calls
 from extproc.events import StreamEvent
 from extproc.sse import Frame
 
@@ -184,6 +184,8 @@ class ResponsesStreamEngine:
         if name == ITEM_DONE:
             if self.gate is not None and self._undecided_call(event):
                 return
+            if self.chain.watches_tool_calls:
+                self._watch(event)
             self._send_after_text(self._item_done(event), out)
         elif self.chain.rewrites_text and name in TEXT_EVENTS:
             index = upstream_index(event)
@@ -214,6 +216,17 @@ class ResponsesStreamEngine:
         call.item, call.call = item, found
         self.tools_seen += 1
         self.gate.submit(found)
+        watch_calls(self.chain, self.request, [found])
+
+    def _watch(self, event: StreamEvent) -> None:
+        """A finished client call of an ungated stream, shown to the shadow policies."""
+        payload = event.payload
+        item = payload.get("item") if isinstance(payload, dict) else None
+        if isinstance(item, dict) and item.get("type") in itm.GATED_ITEMS:
+            found = itm.tool_call(item, self.tools_seen)
+            if found is not None:
+                self.tools_seen += 1
+                watch_calls(self.chain, self.request, [found])
 
     # -- text -----------------------------------------------------------------------
 
@@ -314,6 +327,9 @@ class ResponsesStreamEngine:
             return
         new = rewritten_message(item, self.chain, self.request)
         if new is item:
+            # Nothing changed (or a shadow rewrite): remembered all the same, so the
+            # copy in the final object is not rewritten, and counted, a second time.
+            self.texts[key] = {}
             return
         old_parts, new_parts = item.get("content"), new.get("content")
         assert isinstance(old_parts, list) and isinstance(new_parts, list)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -102,12 +102,10 @@ def _clean(value: Any) -> Any:
         return value if math.isfinite(value) else None
     if isinstance(value, bool | int) or value is None:
         return value
-    if isinstance(value, dict):
+    if isinstance(value, Mapping):
         return {str(_clean(k)): _clean(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_clean(v) for v in value]
-    if hasattr(value, "items"):  # any other Mapping
-        return _clean(dict(value.items()))
     return _clean(str(value))
 
 

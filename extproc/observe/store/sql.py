@@ -46,6 +46,10 @@ class Cursor(Protocol):
     def executemany(self, sql: str, params: Sequence[Sequence[Any]], /) -> Any: ...
     def fetchone(self) -> Any: ...
     def fetchall(self) -> list[Any]: ...
+    @property
+    def rowcount(self) -> int:
+        """Rows the last statement changed; -1 when the driver cannot tell."""
+        ...
 
 
 class _Closable(Protocol):
@@ -290,7 +294,7 @@ class SqlStore(ABC):
                         f"(SELECT id FROM {table} WHERE time < ? LIMIT ?)",
                         [float(before), PURGE_SLICE],
                     )
-                    deleted = max(0, int(getattr(cur, "rowcount", 0) or 0))
+                    deleted = max(0, cur.rowcount)
                 total += deleted
                 if deleted < PURGE_SLICE:
                     break

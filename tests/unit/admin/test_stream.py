@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import types
 from typing import Any
 
 import aiohttp
@@ -143,12 +144,23 @@ async def test_a_viewer_leaving_does_not_break_the_poller(
     await eventually(lambda: feed.subscribers == 0, "every viewer gone")
 
 
+def _suspended_in(task: asyncio.Task[Any]) -> str:
+    """The innermost coroutine a task waits in: `Event.wait`, `sleep`, `to_thread`..."""
+    name = ""
+    coro: object = task.get_coro()
+    while isinstance(coro, types.CoroutineType):
+        name = coro.cr_code.co_qualname
+        coro = coro.cr_await
+    return name
+
+
 async def test_nothing_is_polled_while_nobody_watches(
     client: TestClient, store: SqliteStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     feed = _feed(client)
     resp = await _open(client)
     await eventually(lambda: feed.running, "the poller")
+    (poller,) = [t for t in asyncio.all_tasks() if t.get_name() == "admin-decision-feed"]
     resp.close()
     await eventually(lambda: feed.subscribers == 0, "the viewer gone")
     calls: list[int] = []
@@ -158,9 +170,12 @@ async def test_nothing_is_polled_while_nobody_watches(
         calls.append(after_id)
         return real(after_id, limit)
 
+    # Any poll from now on is one begun with nobody watching (a poll already under way
+    # holds the real method).
     monkeypatch.setattr(store, "decisions_after", counting)
-    # Several intervals' worth of idleness, measured by the loop's own clock.
-    await asyncio.sleep(0.2)
+    # The poller ends the round it was in and parks on its wake event, which only a new
+    # viewer sets: from there on it cannot poll. A poller that kept polling never parks.
+    await eventually(lambda: _suspended_in(poller) == "Event.wait", "the poller to park")
     assert calls == []
     # Written while nobody watched: a new viewer does not get it, only what follows.
     store.write([], [decision("unwatched")])

@@ -7,7 +7,13 @@ import logging
 
 import pytest
 
-from extproc.core.decisions import BlockResponse, BlockToolCall, ToolCall, ToolDecision
+from extproc.core.decisions import (
+    BlockResponse,
+    BlockToolCall,
+    ToolCall,
+    ToolDecision,
+    ToolOutcome,
+)
 from extproc.core.request import ApiRequest
 from extproc.engine.tools import POLICY_FAILED, ToolGate, parse_arguments, split_decisions
 from extproc.policies.base import Policy, PolicyChain, PolicyConfig
@@ -105,5 +111,5 @@ def test_split_decisions() -> None:
         ["b"],
     )
     # A BlockResponse wins over everything: its message alone, and no call.
-    decisions: list[ToolDecision] = [BlockToolCall("x"), BlockResponse("stop"), None]
+    decisions: list[ToolOutcome] = [BlockToolCall("x"), BlockResponse("stop"), None]
     assert split_decisions(items, decisions) == (["stop"], [])

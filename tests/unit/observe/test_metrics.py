@@ -173,6 +173,20 @@ def test_a_plain_request_records_no_stream_timings(registry: CollectorRegistry) 
     assert series(s, "gen_ai_client_token_usage_count") == []
 
 
+def test_routed_model_names_are_always_labels_and_unrouted_ones_never() -> None:
+    bound = LabelBound(max_values=1, always=["claude-opus-4-1"])
+    assert bound.label("claude-x-1") == "claude-x-1"  # fills the one free place
+    assert bound.label("claude-x-2") == "other"
+    assert bound.label("claude-opus-4-1") == "claude-opus-4-1"  # named by a route: always
+    registry = CollectorRegistry()
+    metrics = GatewayMetrics(registry, models=LabelBound(always=["m"]))
+    metrics.observe_request(request(model="junk-nobody-serves", provider=None, status=400))
+    _, s = scrape(registry)
+    assert {
+        d["gen_ai_request_model"] for d in series(s, "gen_ai_server_request_duration_seconds_count")
+    } == {"other"}
+
+
 def test_a_response_the_gateway_never_saw_counts_as_unseen(registry: CollectorRegistry) -> None:
     metrics = GatewayMetrics(registry)
     # Status 0: Envoy sent the response straight on; its duration is not the gateway's.

@@ -323,6 +323,69 @@ def test_submits_from_many_threads_are_all_accounted(recorders: list[AuditRecord
     assert rec.written + rec.dropped == 4000 and rec.written == store.records
 
 
+def test_the_queue_is_bounded_in_bytes_too(recorders: list[AuditRecorder]) -> None:
+    store = FakeStore()
+    store.gate = threading.Event()  # the database hangs: everything stays queued
+    rec = recorder(recorders, lambda: store, max_queue_bytes=200_000)
+    rec.submit_decision(decision())
+    assert store.writing.wait(5)
+    big = decision(message="m" * 40_000)
+    for _ in range(10):
+        rec.submit_decision(big)
+    assert rec.pending == 4 and rec.dropped == 6  # ~40 KB each: four fit
+    # Small records still fit beside them.
+    rec.submit_request(request_record())
+    assert rec.pending == 5
+    store.gate.set()
+    assert rec.flush(5)
+    # Written records free their share: the queue takes big ones again.
+    rec.submit_decision(big)
+    assert rec.flush(5)
+    assert rec.dropped == 6 and rec.written == store.records == 7
+
+
+def test_decisions_are_redacted_before_they_are_written(recorders: list[AuditRecorder]) -> None:
+    store = FakeStore()
+    rec = recorder(recorders, lambda: store)
+    examples = [{"before": "bob@example.com", "after": "[REDACTED:email]"}]
+    rec.submit_decision(
+        decision(
+            target={"tool": "mail", "arguments": {"to": "bob@example.com"}},
+            message="no mail to bob@example.com",
+            explanation="AKIAIOSFODNN7EXAMPLE leaks",
+        ),
+        examples,
+    )
+    assert rec.flush(5)
+    ((_, (written,)),) = store.batches
+    assert written.target == {
+        "tool": "mail",
+        "arguments": {"to": "[REDACTED:email]"},
+        # Originals come apart from the target and are stored as they are.
+        "examples": examples,
+    }
+    assert written.message == "no mail to [REDACTED:email]"
+    assert written.explanation == "[REDACTED:secret] leaks"
+
+
+def test_a_decision_that_cannot_be_redacted_is_dropped_not_stored(
+    recorders: list[AuditRecorder], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from extproc.observe import recorder as recorder_module
+
+    def broken(record: DecisionRecord, examples: Any = None) -> DecisionRecord:
+        raise RuntimeError("a detector broke")
+
+    monkeypatch.setattr(recorder_module, "redact_decision", broken)
+    store = FakeStore()
+    rec = recorder(recorders, lambda: store)
+    rec.submit_decision(decision())
+    rec.submit_request(request_record())
+    assert rec.flush(5)
+    assert rec.dropped == 1 and rec.written == 1
+    assert [len(d) for _, d in store.batches] == [0]
+
+
 @pytest.fixture(scope="module")
 def server() -> Iterator[PostgresServer]:
     with running_postgres() as started:

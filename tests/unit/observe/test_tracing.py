@@ -301,14 +301,32 @@ def test_unknown_facts_are_left_out_and_end_counts_once(
     }
 
 
-def test_the_operation_defaults_to_chat_for_a_chat_api(
+def test_the_operation_is_the_one_given_and_left_out_when_none_is(
     tracing: Tracing, exporter: InMemorySpanExporter
 ) -> None:
-    span = tracing.start_request({}, "POST /v1/chat/completions", START_NS)
-    span.set_request("openai", "gpt-x", "openai", "")
-    span.end(record(), START_NS + 1)
-    attributes = finished(exporter, "POST /v1/chat/completions").attributes or {}
-    assert attributes["gen_ai.operation.name"] == "chat"
+    # The dialect names the operation (Dialect.operation); the span guesses none.
+    for path, operation in (("/v1/chat/completions", "chat"), ("/v1/other", "")):
+        span = tracing.start_request({}, f"POST {path}", START_NS)
+        span.set_request("openai", "gpt-x", "openai", operation)
+        span.end(record(), START_NS + 1)
+    chat = finished(exporter, "POST /v1/chat/completions").attributes or {}
+    assert chat["gen_ai.operation.name"] == "chat"
+    other = finished(exporter, "POST /v1/other").attributes or {}
+    assert "gen_ai.operation.name" not in other
+
+
+def test_a_tool_name_is_redacted_and_a_missing_summary_still_ends_the_span(
+    tracing: Tracing, exporter: InMemorySpanExporter
+) -> None:
+    aws_key = "AKIAIOSFODNN7EXAMPLE"  # what the pii patterns know as a secret
+    span = tracing.start_request({}, "POST /v1/messages", START_NS)
+    span.decision(decision(Action.BLOCK_TOOL_CALL, {"tool": f"run {aws_key}"}))
+    span.end(None, START_NS + 1)
+    got = finished(exporter, "POST /v1/messages")
+    (event,) = got.events
+    assert (event.attributes or {})["gateway.target.tool"] == "run [REDACTED:secret]"
+    assert got.status.status_code is StatusCode.ERROR
+    assert aws_key not in got.to_json()
 
 
 @pytest.mark.parametrize(

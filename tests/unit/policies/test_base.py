@@ -10,7 +10,7 @@ import pytest
 
 from extproc.core.decisions import BlockResponse, BlockToolCall, Deny, ToolCall, ToolDecision
 from extproc.core.request import ApiRequest
-from extproc.core.rewriting import Span, TextRewriter
+from extproc.core.rewriting import RewriteStep, Span, TextRewriter
 from extproc.policies.base import DEFAULT_CHAIN, Chains, Policy, PolicyChain, PolicyConfig
 from tests.helpers.dialects import anthropic_body, api_request
 from tests.helpers.engine import BlockBash, Redact
@@ -76,6 +76,20 @@ def test_the_type_argument_is_the_config_model() -> None:
     assert Policy.Config is PolicyConfig and Policy().name == "policy"
 
 
+def test_a_policy_cannot_redefine_mode() -> None:
+    class ModeConfig(PolicyConfig):
+        type: Literal["moded"] = "moded"
+        mode: Literal["clamp", "reject"] = "clamp"  # type: ignore[assignment]
+
+    with pytest.raises(TypeError, match="must not redefine `mode`"):
+
+        class Moded(Policy[ModeConfig]):
+            type = "moded"
+
+    shadowed = Greet(GreetConfig(mode="shadow"))
+    assert shadowed.mode.value == "shadow" and Greet().mode.value == "enforce"
+
+
 def test_configs_refuse_unknown_fields_and_are_frozen() -> None:
     with pytest.raises(ValueError, match="greting"):
         GreetConfig.model_validate({"type": "greet", "greting": "typo"})
@@ -128,7 +142,9 @@ def test_text_rewriters_in_chain_order_without_none() -> None:
     chain = PolicyChain([first, Recorder(log, "no_rewriter"), Recorder(log, "with_rewriter")])
     rewriters = chain.text_rewriters(REQUEST)
     assert len(rewriters) == 2 and rewriters[0] is first
-    assert list(rewriters[1].spans("AKIAABCDEFGHIJKLMNOP", 0)) == [Span(0, 20, "[REDACTED]")]
+    second = rewriters[1]
+    assert not isinstance(second, RewriteStep)  # nothing records or shadows here
+    assert list(second.spans("AKIAABCDEFGHIJKLMNOP", 0)) == [Span(0, 20, "[REDACTED]")]
 
 
 async def test_on_request_stops_at_the_first_deny() -> None:

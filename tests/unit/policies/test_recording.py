@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from typing import Literal
 
@@ -11,6 +12,7 @@ from extproc.core.audit import Action, Decision, DecisionLog, Evidence, JudgeVer
 from extproc.core.decisions import Allow, BlockResponse, BlockToolCall, Deny, ToolCall, ToolDecision
 from extproc.core.request import ApiRequest
 from extproc.engine.text import TextPipeline
+from extproc.policies import recording
 from extproc.policies.base import Policy, PolicyChain, PolicyConfig
 from extproc.policies.pii_redaction import PiiRedactionConfig, PiiRedactionPolicy
 from extproc.policies.request_guard import RequestGuardConfig, RequestGuardPolicy
@@ -42,6 +44,11 @@ class Refuse(Policy[PolicyConfig]):
         return Deny(403, "no", Evidence(failed=self.config.name == "failing"))
 
 
+async def shadows_done() -> None:
+    """Shadow request checks run beside the request: wait until they have ended."""
+    await asyncio.gather(*recording._SHADOWING)
+
+
 def recorded(body: dict[str, object] | None = None) -> tuple[ApiRequest, list[Decision]]:
     """A request whose decisions land in a list."""
     seen: list[Decision] = []
@@ -70,7 +77,14 @@ async def test_every_tool_call_outcome_is_a_decision(
     decision: ToolDecision, action: Action, applied: str | None, mode: Modes
 ) -> None:
     request, seen = recorded()
-    outcome = await PolicyChain([Gate(decision, mode)]).decide_tool_call(CALL, request)
+    chain = PolicyChain([Gate(decision, mode)])
+    if mode == "shadow":
+        # Never asked to decide: shown the call beside the traffic.
+        assert not chain.gates_tool_calls and chain.watches_tool_calls
+        await chain.watch_tool_call(CALL, request)
+        outcome = None
+    else:
+        outcome = await chain.decide_tool_call(CALL, request)
     # Shadow mode records the same decision and applies none.
     if applied is None or mode == "shadow":
         assert outcome is None
@@ -86,7 +100,9 @@ async def test_every_tool_call_outcome_is_a_decision(
     assert made.target == {"tool": "Bash", "id": "toolu_1", "arguments": CALL.arguments}
     evidence = getattr(decision, "evidence", None)
     assert made.judge is (evidence.judge if evidence else None)
-    assert request.decisions.acted == ([] if action is Action.ALLOW else ["gate"])
+    # Only an applied change counts as acting: not a pass, a failure let through, a shadow.
+    changed = mode == "enforce" and action not in (Action.ALLOW, Action.ERROR_FAIL_OPEN)
+    assert request.decisions.acted == (["gate"] if changed else [])
 
 
 async def test_a_failing_gate_is_recorded_and_fails_closed_unless_shadowed() -> None:
@@ -95,19 +111,39 @@ async def test_a_failing_gate_is_recorded_and_fails_closed_unless_shadowed() -> 
         await PolicyChain([Gate(RuntimeError("boom"))]).decide_tool_call(CALL, request)
     assert seen[-1].action is Action.ERROR_FAIL_CLOSED
     assert seen[-1].message == "the policy failed (RuntimeError)"
-    shadow = PolicyChain([Gate(RuntimeError("boom"), "shadow")])
-    assert await shadow.decide_tool_call(CALL, request) is None
-    assert seen[-1].action is Action.ERROR_FAIL_CLOSED and seen[-1].mode is Mode.SHADOW
+    # A failing shadow policy changes nothing: the traffic was never waiting for it.
+    await PolicyChain([Gate(RuntimeError("boom"), "shadow")]).watch_tool_call(CALL, request)
+    assert seen[-1].action is Action.ERROR_FAIL_OPEN and seen[-1].mode is Mode.SHADOW
 
 
-async def test_a_shadow_block_lets_the_next_gate_decide() -> None:
+class Slow(Gate):
+    async def on_tool_call(self, call: ToolCall, request: ApiRequest) -> ToolDecision:
+        await asyncio.sleep(10)
+        return None
+
+
+async def test_a_slow_shadow_policy_is_cut_off_and_recorded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(recording, "SHADOW_TIMEOUT_S", 0.05)
+    request, seen = recorded()
+    await PolicyChain([Slow(None, "shadow")]).watch_tool_call(CALL, request)
+    [made] = seen
+    assert made.action is Action.ERROR_FAIL_OPEN and "did not decide within 0.05s" in (
+        made.message or ""
+    )
+
+
+async def test_shadow_gates_watch_and_enforcing_gates_decide() -> None:
     request, seen = recorded()
     chain = PolicyChain([Gate(BlockToolCall("a"), "shadow"), Gate(BlockToolCall("b"))])
+    assert [p.name for p in chain.gates] == ["gate"] and len(chain.watchers) == 1
     outcome = await chain.decide_tool_call(CALL, request)
     assert isinstance(outcome, BlockToolCall) and outcome.message == "b"
+    await chain.watch_tool_call(CALL, request)
     assert [(d.mode, d.action) for d in seen] == [
-        (Mode.SHADOW, Action.BLOCK_TOOL_CALL),
         (Mode.ENFORCE, Action.BLOCK_TOOL_CALL),
+        (Mode.SHADOW, Action.BLOCK_TOOL_CALL),
     ]
 
 
@@ -117,6 +153,7 @@ async def test_a_rejected_request(mode: Modes) -> None:
     policy = Refuse(PolicyConfig(type="refuse", mode=mode))
     verdict = await PolicyChain([policy]).on_request(request)
     assert (verdict is None) == (mode == "shadow")
+    await shadows_done()
     [made] = seen
     assert made.action is Action.REJECT_REQUEST and made.message == "no"
     assert made.target == {"where": "request", "status": 403}
@@ -144,6 +181,7 @@ async def test_request_redaction_counts_matches_and_shadow_leaves_the_body(mode:
     request, seen = recorded(copy.deepcopy(original))
     policy = PiiRedactionPolicy(PiiRedactionConfig(mode=mode))
     assert await PolicyChain([policy]).on_request(request) is None
+    await shadows_done()
     [made] = seen
     assert made.action is Action.REDACT and made.mode is Mode(mode)
     assert made.target == {"kind": "email", "count": 2, "where": "request"}

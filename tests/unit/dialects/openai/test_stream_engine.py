@@ -8,6 +8,7 @@ import asyncio
 from typing import Any
 
 import orjson
+import pytest
 
 from extproc.dialects.registry import OPENAI_CHAT
 from extproc.policies.base import PolicyChain
@@ -143,6 +144,33 @@ async def test_a_role_that_opened_a_blocked_call_still_opens_the_message() -> No
     first = payloads(out)[0]["choices"][0]["delta"]
     assert first == {"role": "assistant"}
     assert openai_text(out) == "blocked bash" and b'"tool_calls"' not in out
+
+
+@pytest.mark.parametrize("tool", ["bash", "get_time"])
+async def test_content_after_held_calls_keeps_the_role_first(tool: str) -> None:
+    call = {"index": 0, "id": "c1", "type": "function"}
+    opening = {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [{**call, "function": {"name": tool, "arguments": "{}"}}],
+    }
+    data = chunk(opening) + chunk({"content": "ok"}) + chunk({}, "tool_calls") + b"data: [DONE]\n\n"
+    out = await engine_output(PolicyChain([BlockBash()]), data)
+    assert validate_stream(PATH, {}, out) == []
+    assert payloads(out)[0]["choices"][0]["delta"] == {"role": "assistant"}
+
+
+async def test_a_cut_stream_keeps_the_role_of_its_unfinished_call() -> None:
+    call = {
+        "index": 0,
+        "id": "c1",
+        "type": "function",
+        "function": {"name": "bash", "arguments": "{"},
+    }
+    out = await engine_output(
+        PolicyChain([BlockBash()]), chunk({"role": "assistant", "tool_calls": [call]})
+    )
+    assert [p["choices"][0]["delta"] for p in payloads(out)] == [{"role": "assistant"}]
 
 
 async def test_finish_reason_stop_when_every_call_is_blocked() -> None:
