@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import orjson
 import pytest
 
 from extproc.core.audit import Action, Decision, DecisionLog, Mode
@@ -22,7 +21,10 @@ from tests.helpers.dialects import (
     anthropic_sse,
     anthropic_stream,
     api_request,
+    call_delta,
     openai_body,
+    openai_chunk,
+    openai_sse,
 )
 from tests.helpers.responses_streams import Call, Text, render_stream, response_object
 from tests.helpers.streams import frames
@@ -66,26 +68,6 @@ async def stream_through(dialect: Dialect, request: ApiRequest, raw: bytes) -> b
     return out
 
 
-def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
-    body = {
-        "id": "c",
-        "object": "chat.completion.chunk",
-        "created": 1,
-        "model": "g",
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-    }
-    return b"data: " + orjson.dumps(body) + b"\n\n"
-
-
-def call_delta(name: str, arguments: str) -> dict[str, Any]:
-    return {
-        "index": 0,
-        "id": "call_1",
-        "type": "function",
-        "function": {"name": name, "arguments": arguments},
-    }
-
-
 async def test_anthropic_text_after_a_tool_call_keeps_its_place() -> None:
     raw = anthropic_sse(anthropic_stream(("text", "tool_use", "text")))
     request, seen = watched_request(ANTHROPIC, anthropic_body())
@@ -95,23 +77,29 @@ async def test_anthropic_text_after_a_tool_call_keeps_its_place() -> None:
 
 OPENAI_SHAPES = {
     # vLLM and Ollama: the whole call in the chunk that finishes the choice.
-    "call_with_finish": chunk({"role": "assistant"})
-    + chunk({"tool_calls": [call_delta("bash", '{"command": "ls"}')]}, "tool_calls"),
+    "call_with_finish": [
+        openai_chunk({"role": "assistant"}),
+        openai_chunk(call_delta(0, '{"command": "ls"}', "bash"), "tool_calls"),
+    ],
     # Extra fields beside the call (reasoning models behind compatible servers).
-    "extra_fields": chunk({"role": "assistant", "reasoning_content": "hmm"})
-    + chunk({"tool_calls": [call_delta("bash", '{"comm')], "reasoning_content": ""})
-    + chunk({"tool_calls": [{"index": 0, "function": {"arguments": 'and": "ls"}'}}]})
-    + chunk({}, "tool_calls"),
+    "extra_fields": [
+        openai_chunk({"role": "assistant", "reasoning_content": "hmm"}),
+        openai_chunk({**call_delta(0, '{"comm', "bash"), "reasoning_content": ""}),
+        openai_chunk(call_delta(0, 'and": "ls"}')),
+        openai_chunk({}, "tool_calls"),
+    ],
     # Content after the call.
-    "content_after": chunk({"role": "assistant", "tool_calls": [call_delta("bash", "{}")]})
-    + chunk({"content": "done"})
-    + chunk({}, "tool_calls"),
+    "content_after": [
+        openai_chunk({"role": "assistant", **call_delta(0, "{}", "bash")}),
+        openai_chunk({"content": "done"}),
+        openai_chunk({}, "tool_calls"),
+    ],
 }
 
 
 @pytest.mark.parametrize("shape", sorted(OPENAI_SHAPES))
 async def test_openai_stream_shapes_pass_untouched(shape: str) -> None:
-    raw = OPENAI_SHAPES[shape] + b"data: [DONE]\n\n"
+    raw = openai_sse([*OPENAI_SHAPES[shape], "[DONE]"])
     request, seen = watched_request(OPENAI_CHAT, openai_body())
     assert await stream_through(OPENAI_CHAT, request, raw) == raw
     assert await shown(seen, 1) == ["bash"]
@@ -144,7 +132,7 @@ async def test_responses_stream_passes_untouched() -> None:
                 "choices": [
                     {
                         "index": 0,
-                        "message": {"role": "assistant", "tool_calls": [call_delta("bash", "{}")]},
+                        "message": {"role": "assistant", **call_delta(0, "{}", "bash")},
                         "finish_reason": "tool_calls",
                     }
                 ]
