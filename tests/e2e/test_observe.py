@@ -20,6 +20,7 @@ from extproc.stack import Stack, free_port
 from tests.helpers.admin import (
     ADMIN_KEY,
     admin_get,
+    decisions,
     metric,
     request_detail,
     scrape,
@@ -226,6 +227,39 @@ def test_spans_join_the_callers_trace(stack: Stack, receiver: OtlpReceiver) -> N
         )
 
     wait_for(summary_names_the_trace, "a request summary naming the caller's trace")
+
+
+@pytest.mark.parametrize(
+    ("action", "policy", "prompt"),
+    [
+        ("redact", "pii_redaction", f"Repeat after me: {EMAIL}"),
+        ("replace", "string_replacement", "Repeat after me: confidential"),
+        ("reject_request", "request_guard", "the forbidden-topic again"),
+    ],
+)
+def test_rewrites_and_rejections_are_counted_and_traced(
+    stack: Stack, receiver: OtlpReceiver, action: str, policy: str, prompt: str
+) -> None:
+    before = len(decisions(stack, action=action))
+    try:
+        ask(stack, prompt, stream=False)
+    except anthropic.APIStatusError:
+        assert action == "reject_request"
+    found = wait_decisions(stack, before + 1, action=action)[0]  # newest first
+    samples = scrape(stack)
+    assert metric(samples, "gateway_policy_decisions_total", policy=policy, action=action) >= 1
+    trace_id = request_detail(stack, found["request_id"])["request"]["trace_id"]
+    span = receiver.wait_for_span(
+        lambda s: s.trace_id == trace_id and s.parent_span_id == "", f"the {action} request's span"
+    )
+    events = [e.attributes for e in span.events if e.name == "gateway.decision"]
+    assert {"gateway.policy": policy, "gateway.action": action}.items() <= next(
+        e for e in events if e["gateway.action"] == action
+    ).items()
+    if action == "reject_request":
+        status = str(found["target"]["status"])
+        assert metric(samples, "gateway_requests_total", status=status) >= 1
+        assert span.attributes["http.response.status_code"] == found["target"]["status"]
 
 
 def test_the_admin_api_wants_its_key(stack: Stack) -> None:
