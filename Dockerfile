@@ -16,7 +16,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # README.m[d]: copied when present (pyproject names it), no error when absent.
 COPY pyproject.toml README.m[d] /tmp/src/
 COPY extproc /tmp/src/extproc
-RUN pip install /tmp/src && rm -rf /tmp/src
+# xds-protos also ships an older opentelemetry/proto, which may land over
+# opentelemetry-proto's (the OTLP exporter then fails to import): put it back.
+RUN pip install /tmp/src && rm -rf /tmp/src \
+    && pip install --force-reinstall --no-deps \
+       "$(pip show opentelemetry-proto | sed -n 's/^Version: /opentelemetry-proto==/p')" \
+    && python -c "from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope"
 
 # Numeric uid so Kubernetes' runAsNonRoot can check it.
 RUN useradd --system --uid 10001 --user-group --create-home --shell /usr/sbin/nologin gateway \

