@@ -12,9 +12,13 @@ from extproc.config import DEV_GATEWAY_KEY, Settings
 from extproc.gateway import Gateway
 from extproc.observe.metrics import render_metrics
 from extproc.observe.setup import audit_store, build_observer
+from extproc.policies.recording import drain_shadow_work
 from extproc.server import start_server
 
 log = logging.getLogger("extproc")
+
+# How long shutdown waits for shadow policies' decisions still under way.
+SHADOW_DRAIN_S = 3.0
 
 
 def _log_providers(gateway: Gateway) -> None:
@@ -110,6 +114,8 @@ async def serve_forever(gateway: Gateway, admin: bool = True) -> None:
     log.info("ext_proc stopping")
     with contextlib.suppress(Exception):
         await server.stop(grace=2)
+    # Shadow decisions still under way are recorded before their clients close.
+    await drain_shadow_work(SHADOW_DRAIN_S)
     await runtime.chains.aclose()
     if admin_server is not None:
         await admin_server.stop()

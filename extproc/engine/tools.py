@@ -71,7 +71,21 @@ def watch_calls(chain: ResponsePolicies, request: ApiRequest, calls: list[ToolCa
     for call in calls:
         task = asyncio.create_task(chain.watch_tool_call(call, request))
         _WATCHING.add(task)
-        task.add_done_callback(_WATCHING.discard)
+        task.add_done_callback(_watch_done)
+
+
+def _watch_done(task: asyncio.Task[None]) -> None:
+    _WATCHING.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        # The chain records a failing policy itself: this is a failure around it.
+        log.error("showing a tool call to shadow policies failed", exc_info=task.exception())
+
+
+async def drain_watching(timeout_s: float) -> None:
+    """Let shadow decisions still under way finish (at shutdown, before the policies'
+    clients close), for at most `timeout_s`."""
+    if _WATCHING:
+        await asyncio.wait(set(_WATCHING), timeout=timeout_s)
 
 
 def split_decisions(items: list[T], decisions: list[ToolOutcome]) -> tuple[list[str], list[T]]:

@@ -79,6 +79,10 @@ class LabelBound:
         self._seen: set[str] = set()
         self._lock = threading.Lock()
 
+    def named(self, value: str | None) -> bool:
+        """Whether the configuration names this value (always a label of its own)."""
+        return value is not None and value[: self.max_length] in self._always
+
     def label(self, value: str | None) -> str:
         if not value:
             return NONE
@@ -215,7 +219,11 @@ class GatewayMetrics:
         provider = self.providers.label(record.provider)
         # Only a routed model takes a place among the labels: a name no route serves is
         # refused anyway, and must not crowd out the real ones.
-        model = self.models.label(record.model) if record.provider else _unrouted(record.model)
+        model = (
+            self.models.label(record.model)
+            if record.provider or self.models.named(record.model)
+            else _unrouted(record.model)
+        )
         # Status 0: the response went straight from Envoy to the client (no policy reads
         # responses), so its status, length and tokens are not the gateway's to know.
         status = str(record.status) if record.status else UNSEEN

@@ -24,6 +24,7 @@ from extproc.core.decisions import (
 )
 from extproc.core.request import ApiRequest
 from extproc.core.rewriting import RewriteStep, Span, TextRewriter
+from extproc.engine.tools import drain_watching
 
 if TYPE_CHECKING:
     from extproc.policies.base import Policy
@@ -94,7 +95,22 @@ def shadow_request(policy: Policy[Any], request: ApiRequest) -> None:
     copy = dataclasses.replace(request, state={})
     task = asyncio.create_task(request_outcome(policy, copy))
     _SHADOWING.add(task)
-    task.add_done_callback(_SHADOWING.discard)
+    task.add_done_callback(_shadow_done)
+
+
+def _shadow_done(task: asyncio.Task[Deny | None]) -> None:
+    _SHADOWING.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        log.error("a shadow request check failed", exc_info=task.exception())
+
+
+async def drain_shadow_work(timeout_s: float) -> None:
+    """Let shadow checks and decisions still under way finish (at shutdown, before the
+    policies' clients close), for at most `timeout_s` in all."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    if _SHADOWING:
+        await asyncio.wait(set(_SHADOWING), timeout=timeout_s)
+    await drain_watching(max(0.0, deadline - asyncio.get_running_loop().time()))
 
 
 def _shadow_failed(exc: BaseException) -> str:

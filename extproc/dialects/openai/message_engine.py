@@ -40,11 +40,14 @@ async def _choice(choice: Any, chain: ResponsePolicies, request: ApiRequest) -> 
     if isinstance(calls_in, list) and calls_in:
         calls = []
         for n, item in enumerate(calls_in):
-            function = item.get("function", {}) if isinstance(item, dict) else {}
+            entry: dict[str, Any] = item if isinstance(item, dict) else {}
+            function = entry.get("function")
+            if not isinstance(function, dict):
+                function = {}
             raw = str(function.get("arguments") or "")
             calls.append(
                 ToolCall(
-                    str(item.get("id", "")),
+                    str(entry.get("id", "")),
                     str(function.get("name", "")),
                     parse_arguments(raw),
                     raw,

@@ -200,6 +200,10 @@ class OpenAIStreamEngine:
     async def _finish_choice(self, state: _Choice, finish: str) -> tuple[list[bytes], str, bool]:
         """Chunks to send before the choice's finish chunk, its finish_reason, and whether
         the finish chunk can go out as it came."""
+        if state.finished:
+            # A second finish for the choice (some proxies repeat it): its calls were
+            # decided and sent with the first.
+            return [], finish, True
         state.finished = True
         before: list[bytes] = []
         same = True

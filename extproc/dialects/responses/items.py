@@ -121,7 +121,7 @@ def rewrite_output(
             changed = True
             if new is not None:
                 out.append(new)
-        elif key in texts:
+        elif texts.get(key):  # an empty entry: seen, nothing changed
             out.append(with_texts(item, texts[key]))
             changed = True
         else:

@@ -16,6 +16,7 @@ from extproc.dialects.base import Dialect
 from extproc.dialects.registry import ANTHROPIC, OPENAI_CHAT, OPENAI_RESPONSES
 from extproc.engine import tools
 from extproc.policies.base import Policy, PolicyChain, PolicyConfig
+from extproc.policies.pii_redaction import PiiRedactionConfig, PiiRedactionPolicy
 from tests.helpers.dialects import (
     anthropic_body,
     anthropic_sse,
@@ -26,7 +27,7 @@ from tests.helpers.dialects import (
     openai_chunk,
     openai_sse,
 )
-from tests.helpers.responses_streams import Call, Text, render_stream, response_object
+from tests.helpers.responses_streams import Call, Refusal, Text, render_stream, response_object
 from tests.helpers.streams import frames
 
 
@@ -147,3 +148,23 @@ async def test_whole_bodies_are_left_as_they_are(dialect: Dialect, body: dict[st
     out = await dialect.process_message(body, PolicyChain([BlockAll()]), request)
     assert out is body  # the very object: its original bytes go out
     assert await shown(seen, 1) == ["bash"]
+
+
+async def test_a_shadow_rewriter_leaves_an_unrewritable_message_as_it_came() -> None:
+    """A refusal's text is not rewritten: its item and the terminal event keep their
+    own bytes, spaced JSON included (re-encoding would compact it)."""
+    raw = render_stream([Refusal(["I can't help with that."])]).replace(b'":"', b'": "')
+    request, _ = watched_request(OPENAI_RESPONSES, {"model": "gpt-x", "input": "hi"})
+    chain = PolicyChain([PiiRedactionPolicy(PiiRedactionConfig(mode="shadow"))])
+    engine = OPENAI_RESPONSES.stream_engine(chain, request)
+    out = b""
+    for frame in frames(raw):
+        out += await engine.feed([frame])
+    out += await engine.flush()
+    assert out == raw
+
+
+async def test_a_watched_body_with_junk_tool_calls_is_left_alone() -> None:
+    body = {"choices": [{"index": 0, "message": {"role": "assistant", "tool_calls": [None, 3]}}]}
+    request, _ = watched_request(OPENAI_CHAT, {"model": "m"})
+    assert await OPENAI_CHAT.process_message(body, PolicyChain([BlockAll()]), request) is body

@@ -181,10 +181,12 @@ def test_routed_model_names_are_always_labels_and_unrouted_ones_never() -> None:
     registry = CollectorRegistry()
     metrics = GatewayMetrics(registry, models=LabelBound(always=["m"]))
     metrics.observe_request(request(model="junk-nobody-serves", provider=None, status=400))
+    # Refused before routing, but a model the routing table names: still itself.
+    metrics.observe_request(request(model="m", provider=None, status=403))
     _, s = scrape(registry)
     assert {
         d["gen_ai_request_model"] for d in series(s, "gen_ai_server_request_duration_seconds_count")
-    } == {"other"}
+    } == {"other", "m"}
 
 
 def test_a_response_the_gateway_never_saw_counts_as_unseen(registry: CollectorRegistry) -> None:

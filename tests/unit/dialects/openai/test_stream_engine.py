@@ -173,6 +173,19 @@ async def test_a_cut_stream_keeps_the_role_of_its_unfinished_call() -> None:
     assert [p["choices"][0]["delta"] for p in payloads(out)] == [{"role": "assistant"}]
 
 
+async def test_a_repeated_finish_does_not_send_the_calls_twice() -> None:
+    call = {
+        "index": 0,
+        "id": "c1",
+        "type": "function",
+        "function": {"name": "get_time", "arguments": "{}"},
+    }
+    data = chunk({"role": "assistant", "tool_calls": [call]}) + chunk({}, "tool_calls")
+    data += chunk({}, "tool_calls") + b"data: [DONE]\n\n"
+    out = await engine_output(PolicyChain([BlockBash()]), data)
+    assert out.count(b'"get_time"') == 1
+
+
 async def test_finish_reason_stop_when_every_call_is_blocked() -> None:
     stream, _ = streams(plan([], ["bash"]), OPENAI_CHAT)
     out = await engine_output(PolicyChain([BlockBash()]), stream)
