@@ -48,3 +48,14 @@ def field_count(document: Any, *path: str) -> int | None:
             return None
         document = document.get(key)
     return count(document)
+
+
+def usage_object(document: Any, wrapper: str) -> dict[str, Any] | None:
+    """The `usage` object of a whole response, or of one wrapped in a stream event's
+    `wrapper` field (`message` in Anthropic's message_start, `response` in the
+    Responses API's terminal events); None when there is none."""
+    if not isinstance(document, dict):
+        return None
+    inner = document.get(wrapper)
+    usage = (inner if isinstance(inner, dict) else document).get("usage")
+    return usage if isinstance(usage, dict) else None

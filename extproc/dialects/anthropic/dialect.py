@@ -11,7 +11,7 @@ import orjson
 from extproc.core.chain import ResponsePolicies
 from extproc.core.providers import ProviderApi
 from extproc.core.request import ApiRequest, DeclaredTool, TextFn
-from extproc.core.usage import Usage, field_count
+from extproc.core.usage import Usage, field_count, usage_object
 from extproc.dialects.anthropic import message_engine, request_text
 from extproc.dialects.anthropic.stream_engine import AnthropicStreamEngine, new_event
 from extproc.dialects.anthropic.validator import StreamValidator
@@ -131,13 +131,10 @@ class AnthropicDialect(Dialect):
         return data is not None and _USAGE_PAYLOAD.match(data) is not None
 
     def usage(self, document: Any) -> Usage | None:
-        if not isinstance(document, dict):
-            return None
-        # A stream's message_start carries the message, with the input side's usage;
-        # message_delta and a whole message carry it at the top.
-        message = document.get("message")
-        usage = (message if isinstance(message, dict) else document).get("usage")
-        if not isinstance(usage, dict):
+        # message_start carries the message with the input side's usage; message_delta
+        # and a whole message carry it at the top.
+        usage = usage_object(document, "message")
+        if usage is None:
             return None
         return Usage(
             input_tokens=field_count(usage, "input_tokens"),

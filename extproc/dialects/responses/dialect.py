@@ -18,7 +18,7 @@ import orjson
 from extproc.core.chain import ResponsePolicies
 from extproc.core.providers import ProviderApi
 from extproc.core.request import ApiRequest, DeclaredTool, TextFn
-from extproc.core.usage import Usage, field_count
+from extproc.core.usage import Usage, field_count, usage_object
 from extproc.dialects.base import Dialect, ForwardedPath, RoutedBy
 from extproc.dialects.openai.errors import OpenAIWire, stream_error_type
 from extproc.dialects.responses import message_engine, request_text
@@ -161,12 +161,9 @@ class OpenAIResponsesDialect(OpenAIWire, Dialect):
         return data is not None and _END_PAYLOAD.match(data) is not None
 
     def usage(self, document: Any) -> Usage | None:
-        if not isinstance(document, dict):
-            return None
         # A stream's terminal event wraps the response; a whole response is one.
-        response = document.get("response")
-        usage = (response if isinstance(response, dict) else document).get("usage")
-        if not isinstance(usage, dict):
+        usage = usage_object(document, "response")
+        if usage is None:
             return None
         return Usage(
             input_tokens=field_count(usage, "input_tokens"),
