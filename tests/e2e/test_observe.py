@@ -22,13 +22,13 @@ from tests.helpers.admin import (
     admin_get,
     decisions,
     metric,
+    observed_stack,
     request_detail,
     scrape,
     wait_decisions,
 )
 from tests.helpers.otlp import OtlpReceiver, otlp_receiver
 from tests.helpers.policy_stack import A_TOOLS, MOCK_JUDGE, assert_no_stream_violations
-from tests.helpers.stack import running_stack
 from tests.helpers.wait import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -66,25 +66,21 @@ def receiver() -> Iterator[OtlpReceiver]:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, receiver: OtlpReceiver) -> Iterator[Stack]:
-    log_dir = tmp_path_factory.mktemp("observe")
-    (log_dir / "policy.yaml").write_text(CONFIG)
     mock_port = free_port()
-    with running_stack(
-        log_dir,
-        mock_port=mock_port,
-        policy_config=str(log_dir / "policy.yaml"),
-        gateway_keys=(SecretStr(DEV_GATEWAY_KEY), SecretStr(GATEWAY_KEY)),
-        # The mock plays the real API, so the gateway injects a (canary) provider key.
-        upstream_anthropic_url=f"http://127.0.0.1:{mock_port}",
-        anthropic_api_key=SecretStr(PROVIDER_KEY),
-        gateway_admin_port=free_port(),
-        gateway_admin_key=SecretStr(ADMIN_KEY),
+    yield from observed_stack(
+        tmp_path_factory,
+        "observe",
+        CONFIG,
         extra_env={
             "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
             "OTEL_BSP_SCHEDULE_DELAY": "100",
         },
-    ) as st:
-        yield st
+        mock_port=mock_port,
+        gateway_keys=(SecretStr(DEV_GATEWAY_KEY), SecretStr(GATEWAY_KEY)),
+        # The mock plays the real API, so the gateway injects a (canary) provider key.
+        upstream_anthropic_url=f"http://127.0.0.1:{mock_port}",
+        anthropic_api_key=SecretStr(PROVIDER_KEY),
+    )
 
 
 def claude(st: Stack, **headers: str) -> anthropic.Anthropic:

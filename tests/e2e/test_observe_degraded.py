@@ -11,9 +11,8 @@ import pytest
 from pydantic import SecretStr
 
 from extproc.stack import Stack, free_port
-from tests.helpers.admin import ADMIN_KEY, admin_get, metric, scrape
+from tests.helpers.admin import admin_get, metric, observed_stack, scrape
 from tests.helpers.policy_stack import KEY_HEADERS, anthropic_body
-from tests.helpers.stack import running_stack
 from tests.helpers.wait import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -23,17 +22,11 @@ REQUESTS = 12
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    log_dir = tmp_path_factory.mktemp("degraded")
     # Nothing listens there: every write fails.
     dead = f"postgresql://gateway:secret-pw@127.0.0.1:{free_port()}/audit"
-    with running_stack(
-        log_dir,
-        extproc_workers=2,
-        audit_database_url=SecretStr(dead),
-        gateway_admin_port=free_port(),
-        gateway_admin_key=SecretStr(ADMIN_KEY),
-    ) as st:
-        yield st
+    yield from observed_stack(
+        tmp_path_factory, "degraded", extproc_workers=2, audit_database_url=SecretStr(dead)
+    )
 
 
 def test_traffic_flows_while_the_audit_database_is_down(stack: Stack) -> None:

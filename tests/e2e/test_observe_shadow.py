@@ -7,10 +7,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from pydantic import SecretStr
 
-from extproc.stack import Stack, free_port
-from tests.helpers.admin import ADMIN_KEY, decisions, wait_decisions
+from extproc.stack import Stack
+from tests.helpers.admin import decisions, observed_stack, wait_decisions
 from tests.helpers.policy_stack import (
     MOCK_JUDGE,
     anthropic_body,
@@ -21,7 +20,6 @@ from tests.helpers.policy_stack import (
     post,
     responses_body,
 )
-from tests.helpers.stack import running_stack
 from tests.helpers.streams import validate_stream
 
 pytestmark = pytest.mark.e2e
@@ -61,15 +59,7 @@ CASES = {
 
 @pytest.fixture(scope="module")
 def shadow_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    log_dir = tmp_path_factory.mktemp("shadow")
-    (log_dir / "policy.yaml").write_text(CONFIG)
-    with running_stack(
-        log_dir,
-        policy_config=str(log_dir / "policy.yaml"),
-        gateway_admin_port=free_port(),
-        gateway_admin_key=SecretStr(ADMIN_KEY),
-    ) as st:
-        yield st
+    yield from observed_stack(tmp_path_factory, "shadow", CONFIG)
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

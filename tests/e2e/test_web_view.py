@@ -12,11 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 import anthropic
 import pytest
-from pydantic import SecretStr
 
 from extproc.config import DEV_GATEWAY_KEY
-from extproc.stack import Stack, free_port
-from tests.helpers.admin import ADMIN_KEY, request_detail, wait_decisions
+from extproc.stack import Stack
+from tests.helpers.admin import ADMIN_KEY, observed_stack, request_detail, wait_decisions
 from tests.helpers.browser import (
     chromium,
     decision_rows,
@@ -28,7 +27,6 @@ from tests.helpers.browser import (
     wait_live,
 )
 from tests.helpers.policy_stack import A_TOOLS, MOCK_JUDGE
-from tests.helpers.stack import running_stack
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Locator, Page
@@ -55,15 +53,7 @@ EXPLANATION = "Matches rule 'rm -rf': recursive forced deletion can destroy data
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    log_dir = tmp_path_factory.mktemp("web-view")
-    (log_dir / "policy.yaml").write_text(CONFIG)
-    with running_stack(
-        log_dir,
-        policy_config=str(log_dir / "policy.yaml"),
-        gateway_admin_port=free_port(),
-        gateway_admin_key=SecretStr(ADMIN_KEY),
-    ) as st:
-        yield st
+    yield from observed_stack(tmp_path_factory, "web-view", CONFIG)
 
 
 @pytest.fixture(scope="module")

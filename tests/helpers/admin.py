@@ -3,15 +3,42 @@ for records, which are written in batches off the hot path) and its metrics."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import SecretStr
 
-from extproc.stack import Stack
+from extproc.stack import Stack, free_port
+from tests.helpers.stack import running_stack
 from tests.helpers.wait import wait_for
 
 ADMIN_KEY = "adm-canary-0b7c4e9a1f"  # a canary: it must never show up in output
+
+
+def observed_stack(
+    tmp_path_factory: pytest.TempPathFactory,
+    name: str,
+    config: str | None = None,
+    extra_env: dict[str, str] | None = None,
+    **overrides: Any,
+) -> Iterator[Stack]:
+    """A whole stack with its admin server (key ADMIN_KEY) and, given `config`, that
+    policy file; `overrides` are more Settings fields. Use from a module fixture."""
+    log_dir = tmp_path_factory.mktemp(name)
+    if config is not None:
+        (log_dir / "policy.yaml").write_text(config)
+        overrides["policy_config"] = str(log_dir / "policy.yaml")
+    with running_stack(
+        log_dir,
+        extra_env=extra_env,
+        gateway_admin_port=free_port(),
+        gateway_admin_key=SecretStr(ADMIN_KEY),
+        **overrides,
+    ) as st:
+        yield st
 
 
 def admin_get(st: Stack, path: str, key: str = ADMIN_KEY, **params: Any) -> httpx.Response:
