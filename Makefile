@@ -26,13 +26,15 @@ run: $(STAMP)
 	$(PY) -m extproc run
 
 # What the tests start themselves, from Debian's packages when absent: PostgreSQL (the
-# audit store's tests) and Chromium (the web view's browser tests). `make run` needs
-# neither: its audit store is an SQLite file.
+# audit store's tests), Redis (shared rate-limit counters) and Chromium (the web view's
+# browser tests). `make run` needs none of them: its audit store is an SQLite file and
+# its counters live in the process.
 APT_GET := $(if $(filter 0,$(shell id -u)),apt-get,sudo apt-get)
 test-tools:
-	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! test -x /usr/bin/chromium; then \
-		$(APT_GET) update -qq && $(APT_GET) install -y -qq --no-install-recommends postgresql chromium \
-			|| echo "postgresql/chromium could not be installed: their tests will be skipped"; \
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! test -x /usr/bin/chromium \
+			|| ! command -v redis-server >/dev/null 2>&1; then \
+		$(APT_GET) update -qq && $(APT_GET) install -y -qq --no-install-recommends postgresql chromium redis-server \
+			|| echo "postgresql/chromium/redis-server could not be installed: their tests will be skipped"; \
 	fi
 
 test: $(STAMP) test-tools

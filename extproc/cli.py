@@ -16,7 +16,8 @@ from typing import Any
 
 from pydantic import SecretStr, ValidationError
 
-from extproc.config import DEV_GATEWAY_KEY, Settings
+from extproc.config import DEV_GATEWAY_KEY, PID_FILE, Settings
+from extproc.core.filewatch import FileWatch
 from extproc.envoy_config import render
 from extproc.gateway import Gateway, GatewayError
 from extproc.keys import new_key
@@ -111,18 +112,95 @@ def cmd_run(args: argparse.Namespace) -> int:
         "  Ctrl-C stops everything.\n",
         flush=True,
     )
+    hangups: list[int] = []
+    signal.signal(signal.SIGHUP, lambda signum, frame: hangups.append(signum))
+    watch = FileWatch([settings.policy_config or "", settings.keys_file or ""])
+    _write_pid_file()
     try:
         while True:
             dead = stack.dead_child()
             if dead:
                 print(f"llm-gateway: {dead}; stopping", file=sys.stderr)
                 return 1
-            time.sleep(0.5)
+            if watch.changed(time.monotonic()):
+                print("llm-gateway: configuration files changed: reloading", file=sys.stderr)
+                hangups.append(signal.SIGHUP)
+            if hangups:
+                hangups.clear()
+                result = stack.reload()
+                state = "reloaded" if result.ok else "reload refused, nothing changed"
+                print(f"llm-gateway: {state}: {result.message}", file=sys.stderr, flush=True)
+            time.sleep(0.25)
     except KeyboardInterrupt:
         print("\nllm-gateway: stopping", file=sys.stderr)
         return 0
     finally:
         stack.stop()
+        _remove_pid_file()
+
+
+def _write_pid_file() -> None:
+    """Where `llm-gateway reload` finds this gateway (beside the audit database)."""
+    try:
+        os.makedirs(os.path.dirname(PID_FILE), exist_ok=True)
+        with open(PID_FILE, "w") as handle:
+            handle.write(f"{os.getpid()}\n")
+    except OSError as exc:
+        print(f"llm-gateway: cannot write {PID_FILE}: {exc.strerror}", file=sys.stderr)
+
+
+def _remove_pid_file() -> None:
+    try:
+        with open(PID_FILE) as handle:
+            if handle.read().strip() == str(os.getpid()):
+                os.remove(PID_FILE)
+    except OSError:
+        pass
+
+
+def cmd_usage(args: argparse.Namespace) -> int:
+    """Each caller's use of its limits in the current windows."""
+    from extproc.usage_cli import fetch_usage, format_usage
+
+    gateway = _gateway(args)
+    try:
+        report = fetch_usage(gateway, args.caller)
+    except RuntimeError as exc:
+        print(f"llm-gateway: {exc}", file=sys.stderr)
+        return 1
+    if args.caller and not report:
+        print(f"llm-gateway: no caller {args.caller!r} with limits", file=sys.stderr)
+        return 1
+    print(format_usage(report), end="")
+    return 0
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    """Check the files, then tell the running `llm-gateway run` (or `serve`) to reload."""
+    gateway = _gateway(args)  # a bad file stops here, saying what is wrong
+    pid = args.pid
+    if pid is None:
+        try:
+            with open(PID_FILE) as handle:
+                pid = int(handle.read().strip())
+        except (OSError, ValueError):
+            print(
+                f"llm-gateway: no running gateway found ({PID_FILE} is missing): "
+                "start one with `llm-gateway run`, or pass --pid",
+                file=sys.stderr,
+            )
+            return 1
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except ProcessLookupError:
+        print(f"llm-gateway: no process {pid}: is the gateway running?", file=sys.stderr)
+        return 1
+    except PermissionError:
+        print(f"llm-gateway: not allowed to signal process {pid}", file=sys.stderr)
+        return 1
+    chains = ", ".join(sorted({"default", *gateway.policy_file.chains}))
+    print(f"configuration checked (chains: {chains}); reload sent to process {pid}")
+    return 0
 
 
 def _run_loop(main: Coroutine[Any, Any, None], what: str) -> int:
@@ -206,6 +284,16 @@ def main(argv: list[str] | None = None) -> int:
     nk = sub.add_parser("new-key", help="print a new gateway key and its keys-file entry")
     nk.add_argument("--name", default="new-caller", help="caller name for the entry")
     nk.set_defaults(func=cmd_new_key)
+    rl = sub.add_parser("reload", help="check the files and tell a running gateway to reload")
+    rl.add_argument(
+        "--pid", type=int, default=None, help=f"process to signal (default: {PID_FILE})"
+    )
+    rl.set_defaults(func=cmd_reload)
+    _policy_flags(rl)
+    us = sub.add_parser("usage", help="print each caller's use of its limits and budgets")
+    us.add_argument("--caller", default=None, help="only this caller")
+    us.set_defaults(func=cmd_usage)
+    _policy_flags(us)
     rend = sub.add_parser("render-envoy", help="print the Envoy bootstrap for these settings")
     rend.set_defaults(func=cmd_render_envoy)
     mock = sub.add_parser("mock-llm", help="run only the mock LLM", add_help=False)

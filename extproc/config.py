@@ -49,8 +49,14 @@ ENV_VARS = {
     "gateway_admin_host": "GATEWAY_ADMIN_HOST",
     "gateway_admin_port": "GATEWAY_ADMIN_PORT",
     "gateway_admin_key": "GATEWAY_ADMIN_KEY",
+    "rate_limit_redis_url": "RATE_LIMIT_REDIS_URL",
 }
 
+
+# Set by `llm-gateway run` for its children: the process that reloads them all.
+SUPERVISOR_ENV = "LLM_GATEWAY_SUPERVISOR_PID"
+# Where `llm-gateway run` leaves its process id for `llm-gateway reload`.
+PID_FILE = ".llm-gateway/gateway.pid"
 
 # A host Envoy's YAML and its socket_address take as they are: DNS labels (with '_', as
 # in compose service names) or an IPv4 address. IPv6 literals are not supported.
@@ -145,6 +151,18 @@ class Settings(BaseModel):
     gateway_admin_host: str = "127.0.0.1"
     gateway_admin_port: int = Field(default=8001, ge=0, le=65535)
     gateway_admin_key: SecretStr | None = None
+    # Where callers' limit counters live when several processes share them (README,
+    # "Limits and budgets"); unset: in the ext_proc process.
+    rate_limit_redis_url: SecretStr | None = None
+
+    @field_validator("rate_limit_redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(
+            ("redis://", "rediss://", "unix://")
+        ):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
 
     @field_validator("audit_database_url")
     @classmethod

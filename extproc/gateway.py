@@ -15,7 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from extproc.config import Settings
-from extproc.keys import KeyRegistry, KeysError
+from extproc.keys import Caller, KeyRegistry, KeysError
+from extproc.limits import Counters, Limiter, LimitsConfig, LimitSet
 from extproc.observe.hub import Observer
 from extproc.policies.base import DEFAULT_CHAIN, Chains
 from extproc.policy_config import (
@@ -67,6 +68,7 @@ class Gateway:
             router = Router.build(settings, policy_file.providers, policy_file.routes, env=env)
         except ValueError as exc:
             raise GatewayError(f"{settings.policy_config}: {exc}") from None
+        _check_limits(settings, policy_file, keys, router)
         return cls(
             settings=settings,
             keys=keys,
@@ -76,13 +78,27 @@ class Gateway:
         )
 
     @property
+    def limits(self) -> LimitsConfig:
+        return self.policy_file.limits
+
+    @property
+    def limits_active(self) -> bool:
+        """Whether any caller has a limit: then every response is metered."""
+        return _limits_active(self.policy_file, self.keys)
+
+    def limits_for(self, caller: Caller) -> LimitSet:
+        return self.limits.for_caller(caller.chain, caller.limits)
+
+    @property
     def reads_responses(self) -> bool:
         """Whether Envoy must stream responses through ext_proc: a policy looks at them,
-        streams are validated, or RESPONSE_PROCESSING=always (README, "Response
-        processing"). The one definition every part asks."""
+        streams are validated, callers' tokens are counted against limits, or
+        RESPONSE_PROCESSING=always (README, "Response processing"). The one definition
+        every part asks."""
         return (
             self.settings.response_processing == "always"
             or self.validate_streams
+            or self.limits_active
             or reads_responses(self.policy_file)
         )
 
@@ -99,9 +115,16 @@ class Gateway:
         except (ConfigError, ValueError) as exc:
             raise GatewayError(f"{self.settings.policy_config}: {exc}") from None
 
-    def runtime(self, observer: Observer | None = None) -> Runtime:
-        """This configuration with its policies instantiated: what a process serves."""
-        return Runtime(self, self.build_chains(), observer)
+    def runtime(
+        self, observer: Observer | None = None, counters: Counters | None = None
+    ) -> Runtime:
+        """This configuration with its policies instantiated: what a process serves.
+        `counters`: where this process counts callers' use of their limits (they
+        outlive a reload); None: limits are not enforced (tests of other parts)."""
+        limiter = None
+        if counters is not None and self.limits_active:
+            limiter = Limiter(self.limits, counters)
+        return Runtime(self, self.build_chains(), observer, limiter)
 
 
 @dataclass(frozen=True)
@@ -115,7 +138,55 @@ class Runtime:
     # Where decisions and request summaries go; None: nowhere (unit tests, benchmarks
     # of the bare pipeline). It outlives a Runtime: a reload hands it to the next one.
     observer: Observer | None = None
+    # Enforces callers' limits; None when no caller has one.
+    limiter: Limiter | None = None
 
     @property
     def settings(self) -> Settings:
         return self.gateway.settings
+
+    async def aclose(self) -> None:
+        """Release what the policies hold (judge clients): once no request uses them."""
+        await self.chains.aclose()
+
+
+def _limits_active(policy_file: PolicyFile, keys: KeyRegistry) -> bool:
+    limits = policy_file.limits
+    return limits.active or any(
+        c.limits is not None and limits.for_caller(c.chain, c.limits).active for c in keys.callers
+    )
+
+
+def _check_limits(
+    settings: Settings, policy_file: PolicyFile, keys: KeyRegistry, router: Router
+) -> None:
+    """What the limits say must be possible: prices that price something routed, chains
+    that exist, counters every worker shares."""
+    limits = policy_file.limits
+    where = settings.policy_config or "the policy file"
+    problems = [
+        f"{where}: {p}" for p in limits.check_prices(router.named_models(), router.patterns)
+    ]
+    problems += [
+        f"{where}: limits.chains: no chain named {name!r} (chains: "
+        f"{', '.join(sorted({DEFAULT_CHAIN, *policy_file.chains}))})"
+        for name in limits.chains
+        if name != DEFAULT_CHAIN and name not in policy_file.chains
+    ]
+    for caller in keys.callers:
+        if caller.limits is not None:
+            problems += [
+                f"{settings.keys_file}: {p}"
+                for p in limits.check_caller(caller.name, caller.limits)
+            ]
+    if (
+        _limits_active(policy_file, keys)
+        and settings.extproc_workers > 1
+        and settings.rate_limit_redis_url is None
+    ):
+        problems.append(
+            f"{where}: limits with EXTPROC_WORKERS={settings.extproc_workers} need "
+            "RATE_LIMIT_REDIS_URL: each worker would count on its own"
+        )
+    if problems:
+        raise GatewayError("\n".join(problems))

@@ -8,6 +8,7 @@ the file holds no secret:
         key_sha256: 0b5c...            # `llm-gateway new-key` prints a key and its hash
         chain: strict                  # a chain of the policy file; default: its `policies`
         allowed_models: ["claude-*"]   # optional globs
+        limits: {tokens: {per_day: 1000000}}   # optional, over the policy file's
       - name: claude-code
         key_sha256: 7d1e...
         brings_own_key: true           # gateway key in x-gateway-key; the client's own
@@ -39,6 +40,7 @@ from pydantic import (
     field_validator,
 )
 
+from extproc.limits.config import LimitSet
 from extproc.policies.base import DEFAULT_CHAIN
 from extproc.policies.matching import matches_any
 
@@ -63,6 +65,8 @@ class CallerConfig(BaseModel):
     brings_own_key: bool = Field(
         default=False, validation_alias=AliasChoices("brings_own_key", "passthrough")
     )
+    # Over the policy file's limits for this caller's chain (README, "Limits and budgets").
+    limits: LimitSet | None = None
 
     @field_validator("key_sha256", mode="before")
     @classmethod
@@ -90,6 +94,8 @@ class Caller:
     # Sends the gateway key as x-gateway-key and its own provider credential, which the
     # gateway forwards instead of injecting its own key.
     brings_own_key: bool = False
+    # Its own limits, laid over its chain's (None: those alone).
+    limits: LimitSet | None = None
 
     def allows(self, model: str) -> bool:
         return self.allowed_models is None or matches_any(model, self.allowed_models)
@@ -192,6 +198,7 @@ def load_keys(path: str | Path) -> list[Caller]:
             chain=c.chain,
             allowed_models=tuple(c.allowed_models) if c.allowed_models is not None else None,
             brings_own_key=c.brings_own_key,
+            limits=c.limits,
         )
         for c in parsed.callers
     ]

@@ -32,6 +32,7 @@ from typing import Any, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError
 
+from extproc.limits.config import LimitsConfig
 from extproc.policies.base import DEFAULT_CHAIN, Chains, Policy, PolicyChain, PolicyConfig
 from extproc.policies.noop import NoOpConfig
 from extproc.routing import ProviderConfig, RouteConfig, check_routing
@@ -82,6 +83,8 @@ class PolicyFile(BaseModel):
     # when given, replace the default table.
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
     routes: list[RouteConfig] | None = None
+    # Per-caller rate limits and budgets (extproc/limits/config.py).
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
 
     def entries(self) -> list[PolicyConfig]:
         """Every policy entry of every chain."""

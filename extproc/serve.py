@@ -5,13 +5,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import time
+from typing import Any
 
 from extproc.admin.app import AdminServer, create_admin_app
-from extproc.config import DEV_GATEWAY_KEY, Settings
-from extproc.gateway import Gateway
+from extproc.admin.control import Control, Reload
+from extproc.config import DEV_GATEWAY_KEY, SUPERVISOR_ENV, Settings
+from extproc.core.filewatch import FileWatch
+from extproc.core.reloading import ReloadResult
+from extproc.gateway import Gateway, GatewayError
+from extproc.limit_report import open_counters, usage_report
+from extproc.live import LiveRuntime
 from extproc.observe.metrics import render_metrics
 from extproc.observe.setup import audit_store, build_observer
+from extproc.pipeline.metering import drain_charges
 from extproc.policies.recording import drain_shadow_work
 from extproc.server import start_server
 
@@ -19,6 +28,8 @@ log = logging.getLogger("extproc")
 
 # How long shutdown waits for shadow policies' decisions still under way.
 SHADOW_DRAIN_S = 3.0
+# How often a process without a supervisor looks at its configuration files.
+WATCH_INTERVAL_S = 1.0
 
 
 def _log_providers(gateway: Gateway) -> None:
@@ -48,13 +59,14 @@ def _log_providers(gateway: Gateway) -> None:
         )
 
 
-async def _start_admin(settings: Settings) -> AdminServer:
+async def _start_admin(settings: Settings, control: Control) -> AdminServer:
     """The admin server (metrics, admin API, web view) in this process's loop."""
     key = settings.gateway_admin_key
     app = create_admin_app(
         audit_store(settings),
         key.get_secret_value() if key is not None else None,
         render_metrics,
+        control=control,
     )
     admin = AdminServer(app, settings.gateway_admin_host, settings.gateway_admin_port)
     try:
@@ -81,6 +93,41 @@ async def _until_stopped() -> None:
     await stop.wait()
 
 
+def _supervisor() -> int | None:
+    """The `llm-gateway run` that started this process, which owns reloads."""
+    value = os.environ.get(SUPERVISOR_ENV, "")
+    return int(value) if value.isdigit() else None
+
+
+async def _watch_files(live: LiveRuntime, settings: Settings) -> None:
+    """Reload when the policy or keys file changes (a process on its own: under
+    `llm-gateway run`, the supervisor watches and tells every worker)."""
+    watch = FileWatch([settings.policy_config or "", settings.keys_file or ""])
+    if not watch.paths:
+        return
+    while True:
+        await asyncio.sleep(WATCH_INTERVAL_S)
+        if watch.changed(time.monotonic()):
+            log.info("configuration files changed: reloading")
+            await live.reload()
+
+
+def _signalling_reload(settings: Settings, supervisor: int) -> Reload:
+    """Reload through the supervisor: the files are checked here first, so a bad one
+    is reported to the caller, then every worker is told (SIGHUP to the supervisor)."""
+
+    async def reload() -> ReloadResult:
+        try:
+            await asyncio.to_thread(Gateway.load, settings)
+        except GatewayError as exc:
+            message = "; ".join(line for line in str(exc).splitlines() if line.strip())
+            return ReloadResult(False, message)
+        os.kill(supervisor, signal.SIGHUP)
+        return ReloadResult(True, "the configuration checked; every worker is reloading")
+
+    return reload
+
+
 async def serve_forever(gateway: Gateway, admin: bool = True) -> None:
     """The ext_proc server, and the admin server beside it unless `admin` is False (the
     stack runs one admin server for all its workers) or its port is 0."""
@@ -90,12 +137,26 @@ async def serve_forever(gateway: Gateway, admin: bool = True) -> None:
         gateway.policy_file.audit.store_originals,
         models=gateway.router.named_models(),
     )
-    runtime = gateway.runtime(observer)
+    # Callers' use of their limits outlives any configuration: one store per process.
+    counters = open_counters(settings)
+    runtime = gateway.runtime(observer, counters)
+    live = LiveRuntime(
+        runtime,
+        load=lambda: Gateway.load(settings),
+        build=lambda new: new.runtime(observer, counters),
+        on_reload=observer.reloaded,
+    )
+    supervisor = _supervisor()
+    control = Control(
+        # Under `llm-gateway run` the supervisor reloads Envoy and every worker.
+        reload=live.reload if supervisor is None else _signalling_reload(settings, supervisor),
+        usage=lambda caller: usage_report(live.current.gateway, counters, caller),
+    )
     admin_server = None
     try:
         if admin and settings.gateway_admin_port:
-            admin_server = await _start_admin(settings)
-        server, _, port = await start_server(runtime)
+            admin_server = await _start_admin(settings, control)
+        server, _, port = await start_server(live)
     except RuntimeError as exc:  # grpc reports a failed bind as RuntimeError
         observer.close()
         raise OSError(f"cannot listen on port {settings.extproc_port}: {exc}") from exc
@@ -110,13 +171,27 @@ async def serve_forever(gateway: Gateway, admin: bool = True) -> None:
         " (validating streams)" if gateway.validate_streams else "",
     )
     _log_providers(gateway)
+    loop = asyncio.get_running_loop()
+    reloads: set[asyncio.Task[ReloadResult]] = set()
+
+    def on_hangup() -> None:
+        task = loop.create_task(live.reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_hangup)
+    watcher = None if supervisor is not None else loop.create_task(_watch_files(live, settings))
     await _until_stopped()
     log.info("ext_proc stopping")
+    if watcher is not None:
+        watcher.cancel()
     with contextlib.suppress(Exception):
         await server.stop(grace=2)
     # Shadow decisions still under way are recorded before their clients close.
     await drain_shadow_work(SHADOW_DRAIN_S)
-    await runtime.chains.aclose()
+    await drain_charges(SHADOW_DRAIN_S)
+    await live.aclose()
+    await counters.aclose()
     if admin_server is not None:
         await admin_server.stop()
     # The records of the last requests are written before the process goes.
@@ -126,6 +201,20 @@ async def serve_forever(gateway: Gateway, admin: bool = True) -> None:
 async def serve_admin_forever(settings: Settings) -> None:
     """Only the admin server: the stack's, beside its ext_proc workers, or one for
     several replicas sharing a PostgreSQL store."""
-    admin = await _start_admin(settings)
+    supervisor = _supervisor()
+    reload = _signalling_reload(settings, supervisor) if supervisor is not None else None
+    # Shared counters can be read from here; a worker's own are only in that worker.
+    counters = open_counters(settings) if settings.rate_limit_redis_url is not None else None
+
+    async def usage(caller: str | None) -> list[dict[str, Any]]:
+        assert counters is not None
+        # The files as they are now: the callers of the last reload.
+        gateway = await asyncio.to_thread(Gateway.load, settings)
+        return await usage_report(gateway, counters, caller)
+
+    control = Control(reload=reload, usage=usage if counters is not None else None)
+    admin = await _start_admin(settings, control)
     await _until_stopped()
+    if counters is not None:
+        await counters.aclose()
     await admin.stop()

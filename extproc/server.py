@@ -20,6 +20,7 @@ from envoy.type.v3 import http_status_pb2
 
 from extproc.contract import MAX_CONCURRENT_STREAMS, MAX_REPLY_CHUNK, REQUEST_SLACK_BYTES
 from extproc.gateway import Runtime
+from extproc.live import LiveRuntime
 from extproc.pipeline import BodyOut, Continue, Immediate, RequestPipeline
 
 log = logging.getLogger("extproc.server")
@@ -91,9 +92,9 @@ def _body_replies(out: BodyOut) -> Iterable[ep.ProcessingResponse]:
 
 
 class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, live: LiveRuntime) -> None:
         # Each request takes the runtime current when it starts and keeps it.
-        self.runtime = runtime
+        self.live = live
         self.active = 0  # open Process streams, for tests and metrics
 
     async def Process(
@@ -101,7 +102,8 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
         request_iterator: AsyncIterator[ep.ProcessingRequest],
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[ep.ProcessingResponse]:
-        pipeline = RequestPipeline(self.runtime)
+        runtime = self.live.acquire()
+        pipeline = RequestPipeline(runtime)
         self.active += 1
         outcome = "ok"
         try:
@@ -174,13 +176,17 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
             summary = pipeline.summary()
             summary["outcome"] = outcome
             log.info("request %s", orjson.dumps(summary).decode())
+            # Last: the runtime's policies may be closed once no request holds it.
+            self.live.release(runtime)
 
 
 async def start_server(
-    runtime: Runtime, address: str | None = None
+    runtime: Runtime | LiveRuntime, address: str | None = None
 ) -> tuple[grpc.aio.Server, ExternalProcessor, int]:
-    """Start serving; returns the server, the servicer and the bound port."""
-    settings = runtime.settings
+    """Start serving; returns the server, the servicer and the bound port. Settings
+    (ports, limits) are the starting runtime's: a reload changes files, not these."""
+    live = runtime if isinstance(runtime, LiveRuntime) else LiveRuntime.fixed(runtime)
+    settings = live.current.settings
     # gRPC messages carry whole buffered request bodies; leave room for framing.
     limit = settings.max_request_bytes + REQUEST_SLACK_BYTES
     server = grpc.aio.server(
@@ -192,7 +198,7 @@ async def start_server(
             ("grpc.so_reuseport", 0),
         ]
     )
-    servicer = ExternalProcessor(runtime)
+    servicer = ExternalProcessor(live)
     ep_grpc.add_ExternalProcessorServicer_to_server(servicer, server)
     address = address or f"{settings.extproc_listen}:{settings.extproc_port}"
     port = server.add_insecure_port(address)

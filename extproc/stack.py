@@ -6,8 +6,11 @@ Each part is a child process, so a crash in one is visible and Ctrl-C stops them
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -18,12 +21,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
-from extproc.config import Settings
-from extproc.envoy_config import render
-from extproc.gateway import Gateway
+from extproc.config import SUPERVISOR_ENV, Settings
+from extproc.core.reloading import ReloadResult
+from extproc.envoy_config import dynamic, render_dynamic
+from extproc.gateway import Gateway, GatewayError
 from extproc.observe.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
+from extproc.routing import Upstream
+
+log = logging.getLogger("extproc.stack")
+
+# How long a reload waits for Envoy to take the new listener, routes and clusters.
+ENVOY_APPLY_TIMEOUT_S = 10.0
 
 
 class StackError(RuntimeError):
@@ -88,6 +98,13 @@ def _tcp_ready(host: str, port: int) -> bool:
         return False
 
 
+def _config_dump(admin_port: int) -> dict[str, Any]:
+    url = f"http://127.0.0.1:{admin_port}/config_dump"
+    with urllib.request.urlopen(url, timeout=2.0) as resp:
+        doc: dict[str, Any] = json.load(resp)
+    return doc
+
+
 def _envoy_ready(host: str, admin_port: int) -> bool:
     try:
         with urllib.request.urlopen(f"http://{host}:{admin_port}/ready", timeout=0.5) as resp:
@@ -134,6 +151,12 @@ class Stack:
     _files: list[IO[bytes]] = field(default_factory=list)
     config_path: Path | None = None
     metrics_dir: Path | None = None
+    # Where Envoy's listener, routes and clusters live as files it follows.
+    xds_dir: Path | None = None
+    # Every provider cluster Envoy was given: a reload adds clusters, never removes one,
+    # so a stream still on a provider the new configuration dropped keeps its cluster.
+    served: dict[str, Upstream] = field(default_factory=dict)
+    generation: int = 1
 
     @classmethod
     def load(
@@ -159,7 +182,14 @@ class Stack:
         return f"http://{self.settings.host}:{self.settings.gateway_port}"
 
     def _env(self) -> dict[str, str]:
-        env = {**os.environ, **self.settings.to_env(), **self.extra_env, "PYTHONUNBUFFERED": "1"}
+        env = {
+            **os.environ,
+            **self.settings.to_env(),
+            **self.extra_env,
+            "PYTHONUNBUFFERED": "1",
+            # The workers leave file watching and reload orders to this process.
+            SUPERVISOR_ENV: str(os.getpid()),
+        }
         if self.metrics_dir is not None:
             # Each ext_proc worker writes its metrics there; the admin child sums them.
             env[MULTIPROC_ENV] = str(self.metrics_dir)
@@ -168,6 +198,11 @@ class Stack:
     @property
     def has_admin(self) -> bool:
         return self.settings.gateway_admin_port != 0
+
+    @property
+    def admin_child(self) -> bool:
+        """Whether the admin server runs as a child of its own (several workers)."""
+        return self.has_admin and self.settings.extproc_workers > 1
 
     @property
     def admin_url(self) -> str:
@@ -242,15 +277,16 @@ class Stack:
                         str(s.mock_port),
                     ],
                 )
-            if self.has_admin:
+            if self.admin_child:
                 self.metrics_dir = run_dir / "metrics"
                 prepare_multiprocess_dir(self.metrics_dir)
                 self._spawn("admin", [sys.executable, "-m", "extproc", "admin"])
             for i in range(s.extproc_workers):
                 name = "extproc" if i == 0 else f"extproc-{i}"
                 argv = [sys.executable, "-m", "extproc", "serve", "--port", str(s.extproc_port + i)]
-                # The admin child serves the admin API and the workers' summed metrics.
-                argv += ["--no-admin"] if self.has_admin else []
+                # Several workers: one admin child serves the admin API and their summed
+                # metrics. One worker serves them itself (and its own limit counters).
+                argv += ["--no-admin"] if self.admin_child or not self.has_admin else []
                 self._spawn(name, argv)
             procs = self.procs
             if self.needs_mock:
@@ -260,14 +296,11 @@ class Stack:
                 _wait(admin_ready, "admin server", deadline, procs)
             for port in range(s.extproc_port, s.extproc_port + s.extproc_workers):
                 _wait(partial(_tcp_ready, s.extproc_host, port), "ext_proc", deadline, procs)
+            self.xds_dir = run_dir / "xds"
+            self.xds_dir.mkdir(exist_ok=True)
+            self._write_envoy_files()
             self.config_path = run_dir / "envoy.yaml"
-            self.config_path.write_text(
-                render(
-                    self.gateway,
-                    response_body=self.response_body,
-                    any_keys=self.gateway.brings_own_key_callers,
-                )
-            )
+            self.config_path.write_text(render_dynamic(self.gateway, str(self.xds_dir)))
             argv = [
                 envoy_binary(),
                 "-c",
@@ -288,6 +321,61 @@ class Stack:
         except BaseException:
             self.stop()
             raise
+
+    @property
+    def _response_body(self) -> bool:
+        body = self.response_body
+        return self.gateway.reads_responses if body is None else body
+
+    def _write_envoy_files(self) -> dict[str, str]:
+        assert self.xds_dir is not None
+        for upstream in self.gateway.router.clusters(self.gateway.brings_own_key_callers):
+            self.served[upstream.cluster] = upstream
+        files = dynamic.resources(
+            self.gateway, str(self.xds_dir), self._response_body, self.served.values()
+        )
+        return dynamic.write(self.xds_dir, files)
+
+    def _wait_envoy_applied(self, versions: dict[str, str]) -> bool:
+        deadline = time.monotonic() + ENVOY_APPLY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            try:
+                if dynamic.applied(_config_dump(self.settings.admin_port), versions):
+                    return True
+            except OSError:
+                pass
+            time.sleep(0.05)
+        return False
+
+    def _env_for_load(self) -> dict[str, str]:
+        return {**os.environ, **self.settings.to_env(), **self.extra_env}
+
+    def workers(self) -> list[subprocess.Popen[bytes]]:
+        return [p for name, p in self.procs.items() if name.startswith("extproc")]
+
+    def reload(self) -> ReloadResult:
+        """Read and check the files again; if they are good, give Envoy the new
+        listener, routes and clusters, wait until it has them, then tell every worker
+        to reload (SIGHUP). A bad file changes nothing and says what is wrong."""
+        try:
+            gateway = Gateway.load(self.settings, env=self._env_for_load())
+        except GatewayError as exc:
+            message = "; ".join(line for line in str(exc).splitlines() if line.strip())
+            log.error("reload refused, the running configuration stays: %s", message)
+            return ReloadResult(False, message, self.generation)
+        self.gateway = gateway
+        envoy_runs = self.xds_dir is not None and "envoy" in self.procs
+        if envoy_runs and not self._wait_envoy_applied(self._write_envoy_files()):
+            # The workers reload anyway: a route to a cluster Envoy lacks fails in
+            # format (502), while old policies kept would be silently wrong.
+            log.error("Envoy did not take the new configuration in %ss", ENVOY_APPLY_TIMEOUT_S)
+        for proc in self.workers():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGHUP)
+        self.generation += 1
+        message = f"configuration {self.generation} sent to {len(self.workers())} worker(s)"
+        log.info("reload: %s", message)
+        return ReloadResult(True, message, self.generation)
 
     def dead_child(self) -> str | None:
         for name, proc in self.procs.items():

@@ -16,6 +16,7 @@ from pathlib import Path
 from aiohttp import web
 
 from extproc.admin.api import FEED, KEEPALIVE_S, STORE, add_api_routes
+from extproc.admin.control import Control, add_control_routes
 from extproc.admin.errors import ApiError, error_response, json_response
 from extproc.admin.stream import DecisionFeed
 from extproc.observe.store.base import AuditStore, StoreError
@@ -111,6 +112,7 @@ def create_admin_app(
     render_metrics: RenderMetrics,
     poll_interval_s: float = 0.5,
     keepalive_s: float = KEEPALIVE_S_DEFAULT,
+    control: Control | None = None,
 ) -> web.Application:
     """The admin app over `store`, which it owns (closed when the app is cleaned up);
     `admin_key` None (or empty) turns the API off."""
@@ -142,6 +144,7 @@ def create_admin_app(
     app.router.add_get("/", index)
     app.router.add_static("/static/", STATIC, show_index=False, follow_symlinks=False)
     add_api_routes(app)
+    add_control_routes(app, control or Control())
     app.on_response_prepare.append(_security_headers)
     # Before the server waits for open handlers: live streams end instead of holding
     # shutdown for its whole timeout.

@@ -27,6 +27,8 @@ class Action(StrEnum):
     # The policy could not decide (its judge failed) and its fail mode picked the outcome.
     ERROR_FAIL_CLOSED = "error_fail_closed"
     ERROR_FAIL_OPEN = "error_fail_open"
+    # A caller's limit refused the request (the gateway's, not a policy's).
+    RATE_LIMITED = "rate_limited"
 
 
 class Mode(StrEnum):

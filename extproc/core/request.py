@@ -79,6 +79,9 @@ class ApiRequest:
     # Per-request scratch space for policies.
     state: dict[str, Any] = field(default_factory=dict)
     body_changed: bool = False
+    # The gateway asked for a usage report the client did not (`Dialect.ask_for_usage`):
+    # the stream is given back without it.
+    usage_added: bool = False
     # Where the chain logs its decisions about this request (the pipeline gives it a
     # sink when decisions are recorded).
     decisions: DecisionLog = field(default_factory=DecisionLog)

@@ -11,6 +11,7 @@ from typing import Any, ClassVar, Protocol
 
 import orjson
 
+from extproc.core.allowance import Allowance, go_duration
 from extproc.core.chain import ResponsePolicies
 from extproc.core.providers import ProviderApi
 from extproc.core.request import ApiRequest, DeclaredTool, TextFn
@@ -206,6 +207,28 @@ class Dialect(ABC):
     def usage(self, document: Any) -> Usage | None:
         """The usage a response body, or a stream event's payload, reports."""
         return None
+
+    def ask_for_usage(self, body: dict[str, Any]) -> bool:
+        """Make a streaming request ask for the usage report its API leaves out unless
+        asked (so a caller's tokens can be counted); True when `body` was changed. The
+        stream then goes through `unasked_usage`."""
+        return False
+
+    def unasked_usage(self, frame: Frame) -> Frame | None:
+        """A stream event of a request `ask_for_usage` changed, as the client would have
+        had it without the ask: None drops it (the usage report itself)."""
+        return frame
+
+    def rate_limit_headers(self, allowance: Allowance) -> dict[str, str]:
+        """The caller's remaining allowance under the names the providers use (OpenAI's
+        `x-ratelimit-*`, which SDKs and tools read whatever the API)."""
+        headers: dict[str, str] = {}
+        for metric, left in (("requests", allowance.requests), ("tokens", allowance.tokens)):
+            if left is not None:
+                headers[f"x-ratelimit-limit-{metric}"] = str(left.limit)
+                headers[f"x-ratelimit-remaining-{metric}"] = str(left.remaining)
+                headers[f"x-ratelimit-reset-{metric}"] = go_duration(left.reset_s)
+        return headers
 
     @abstractmethod
     def event(self, payload: dict[str, Any]) -> StreamEvent:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import yaml
 
-from extproc.envoy_config.bootstrap import bootstrap
+from extproc.envoy_config.bootstrap import bootstrap, dynamic_bootstrap
 from extproc.gateway import Gateway
 
 
@@ -37,8 +37,17 @@ def render(gateway: Gateway, response_body: bool | None = None, any_keys: bool =
     reads responses (`Gateway.reads_responses`)."""
     body = gateway.reads_responses if response_body is None else response_body
     doc = bootstrap(gateway, body, any_keys)
-    text = yaml.dump(doc, Dumper=_Dumper, sort_keys=False, width=1 << 16, allow_unicode=True)
-    return HEADER + text
+    return HEADER + _dump(doc)
 
 
-__all__ = ["bootstrap", "render"]
+def render_dynamic(gateway: Gateway, directory: str) -> str:
+    """A bootstrap whose listener, routes and clusters Envoy reads from `directory`
+    (`dynamic.write` puts them there, and again on every reload)."""
+    return HEADER + _dump(dynamic_bootstrap(gateway, directory))
+
+
+def _dump(doc: object) -> str:
+    return yaml.dump(doc, Dumper=_Dumper, sort_keys=False, width=1 << 16, allow_unicode=True)
+
+
+__all__ = ["bootstrap", "render", "render_dynamic"]

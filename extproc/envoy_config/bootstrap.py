@@ -25,6 +25,12 @@ from extproc.gateway import Gateway
 from extproc.routing import Upstream
 
 _TYPES = "type.googleapis.com/envoy.extensions"
+LISTENER = "gateway"
+ROUTE_CONFIG = "gateway"
+# The files of a dynamic configuration, in its directory.
+LDS_FILE = "lds.yaml"
+CDS_FILE = "cds.yaml"
+RDS_FILE = "rds.yaml"
 ACCESS_LOG_FORMAT = (
     '[%START_TIME%] "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%" %RESPONSE_CODE% '
     "%RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% %BYTES_RECEIVED% %BYTES_SENT% %DURATION%ms "
@@ -87,9 +93,18 @@ def _routes(upstreams: list[Upstream]) -> list[dict[str, Any]]:
     return [health, *(providers.route(u) for u in upstreams), unrouted]
 
 
+def route_config(upstreams: list[Upstream]) -> dict[str, Any]:
+    """The gateway's routes: one per provider cluster, named so RDS can carry them."""
+    return {
+        "name": ROUTE_CONFIG,
+        "virtual_hosts": [{"name": "gateway", "domains": ["*"], "routes": _routes(upstreams)}],
+    }
+
+
 def _http_connection_manager(
-    gateway: Gateway, upstreams: list[Upstream], response_body: bool
+    gateway: Gateway, routes: dict[str, Any], response_body: bool
 ) -> dict[str, Any]:
+    """`routes`: the route_config inline, or an `rds` block naming where it comes from."""
     return {
         "name": "envoy.filters.network.http_connection_manager",
         "typed_config": {
@@ -116,12 +131,7 @@ def _http_connection_manager(
             "local_reply_config": {
                 "mappers": local_replies.mappers(gateway.settings.max_request_bytes)
             },
-            "route_config": {
-                "name": "gateway",
-                "virtual_hosts": [
-                    {"name": "gateway", "domains": ["*"], "routes": _routes(upstreams)}
-                ],
-            },
+            **routes,
             "http_filters": [
                 _ext_proc_filter(gateway, response_body),
                 {
@@ -169,32 +179,64 @@ def _extproc_cluster(gateway: Gateway) -> dict[str, Any]:
     }
 
 
+def listener(gateway: Gateway, routes: dict[str, Any], response_body: bool) -> dict[str, Any]:
+    s = gateway.settings
+    return {
+        "name": LISTENER,
+        "address": _socket(s.host, s.gateway_port),
+        # Request bodies are buffered for ext_proc: above the gateway's own limit, so
+        # ext_proc answers 413 in format when the client sent content-length; this is
+        # the backstop for chunked bodies.
+        "per_connection_buffer_limit_bytes": s.max_request_bytes + REQUEST_SLACK_BYTES,
+        "filter_chains": [{"filters": [_http_connection_manager(gateway, routes, response_body)]}],
+    }
+
+
+def provider_clusters(gateway: Gateway, upstreams: list[Upstream]) -> list[dict[str, Any]]:
+    return [providers.cluster(u, gateway.settings.ca_bundle) for u in upstreams]
+
+
 def bootstrap(gateway: Gateway, response_body: bool, any_keys: bool) -> dict[str, Any]:
-    """The whole bootstrap. `response_body=False` keeps responses away from ext_proc;
-    `any_keys` renders providers without a URL both as the real API and the mock, so
-    the file holds whichever keys ext_proc has (see `Router.clusters`)."""
+    """The whole bootstrap, every resource static. `response_body=False` keeps
+    responses away from ext_proc; `any_keys` renders providers without a URL both as
+    the real API and the mock, so the file holds whichever keys ext_proc has (see
+    `Router.clusters`)."""
     s = gateway.settings
     upstreams = gateway.router.clusters(any_keys)
+    routes = {"route_config": route_config(upstreams)}
     return {
         # The admin interface can reconfigure Envoy: never beyond loopback.
         "admin": {"address": _socket("127.0.0.1", s.admin_port)},
         "static_resources": {
-            "listeners": [
-                {
-                    "name": "gateway",
-                    "address": _socket(s.host, s.gateway_port),
-                    # Request bodies are buffered for ext_proc: above the gateway's own
-                    # limit, so ext_proc answers 413 in format when the client sent
-                    # content-length; this is the backstop for chunked bodies.
-                    "per_connection_buffer_limit_bytes": s.max_request_bytes + REQUEST_SLACK_BYTES,
-                    "filter_chains": [
-                        {"filters": [_http_connection_manager(gateway, upstreams, response_body)]}
-                    ],
-                }
-            ],
-            "clusters": [
-                _extproc_cluster(gateway),
-                *(providers.cluster(u, s.ca_bundle) for u in upstreams),
-            ],
+            "listeners": [listener(gateway, routes, response_body)],
+            "clusters": [_extproc_cluster(gateway), *provider_clusters(gateway, upstreams)],
+        },
+    }
+
+
+def dynamic_bootstrap(gateway: Gateway, directory: str) -> dict[str, Any]:
+    """A bootstrap whose listener, routes and provider clusters come from files in
+    `directory` (`dynamic.py` writes them): rewriting those files reconfigures the
+    running Envoy in place. Only the admin interface and the ext_proc cluster are fixed."""
+    s = gateway.settings
+    return {
+        "node": {"id": "llm-gateway", "cluster": "llm-gateway"},
+        "admin": {"address": _socket("127.0.0.1", s.admin_port)},
+        "dynamic_resources": {
+            "lds_config": file_source(directory, LDS_FILE),
+            "cds_config": file_source(directory, CDS_FILE),
+        },
+        "static_resources": {"clusters": [_extproc_cluster(gateway)]},
+    }
+
+
+def file_source(directory: str, name: str) -> dict[str, Any]:
+    """An xDS config source read from a file, reloaded when a file is moved into
+    `directory` (how the files are replaced: a rename, atomic as Envoy requires)."""
+    return {
+        "resource_api_version": "V3",
+        "path_config_source": {
+            "path": f"{directory}/{name}",
+            "watched_directory": {"path": directory},
         },
     }

@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, ParamSpec
 
 from extproc.core.audit import Decision, JudgeVerdict
+from extproc.core.reloading import ReloadResult
 from extproc.core.usage import Usage
 from extproc.observe.metrics import GatewayMetrics
 from extproc.observe.recorder import AuditRecorder
@@ -61,6 +62,10 @@ class Observer:
             span = self.tracing.start_request(headers, f"{method} {path}", time.time_ns())
         request_id = headers.get("x-request-id", "")[:MAX_REQUEST_ID_CHARS]
         return RequestObservation(self, request_id, method, path[:MAX_FIELD_CHARS], span)
+
+    def reloaded(self, result: ReloadResult) -> None:
+        if self.metrics is not None:
+            _call("reload", self.metrics.reloaded, result.ok, result.generation)
 
     def close(self, timeout: float = 5.0) -> None:
         """Write what is queued and stop (at shutdown)."""

@@ -114,6 +114,10 @@ class _Families:
     judge: Histogram
     active_streams: Gauge
     audit_dropped: Counter
+    reloads: Counter
+    generation: Gauge
+    limited: Counter
+    limit_store_failures: Counter
 
 
 def _make_families(registry: CollectorRegistry) -> _Families:
@@ -173,6 +177,30 @@ def _make_families(registry: CollectorRegistry) -> _Families:
         audit_dropped=Counter(
             "gateway_audit_dropped",
             "Audit records dropped because the recorder's queue was full.",
+            registry=registry,
+        ),
+        reloads=Counter(
+            "gateway_config_reloads",
+            "Configuration reloads, by result (ok, failed), counted by each worker.",
+            ("result",),
+            registry=registry,
+        ),
+        generation=Gauge(
+            "gateway_config_generation",
+            "How many configurations a worker has served (1: the one it started with).",
+            registry=registry,
+            multiprocess_mode="livemax",
+        ),
+        limited=Counter(
+            "gateway_rate_limited",
+            "Requests refused by a caller's limit, by caller and the window that was full.",
+            ("caller", "limit"),
+            registry=registry,
+        ),
+        limit_store_failures=Counter(
+            "gateway_rate_limit_store_failures",
+            "Calls to the shared limit counters that failed, by what the fail mode did.",
+            ("fail_mode",),
             registry=registry,
         ),
     )
@@ -263,6 +291,16 @@ class GatewayMetrics:
     def audit_dropped(self, n: int) -> None:
         if n > 0:
             self._m.audit_dropped.inc(n)
+
+    def reloaded(self, ok: bool, generation: int) -> None:
+        self._m.reloads.labels("ok" if ok else "failed").inc()
+        self._m.generation.set(generation)
+
+    def rate_limited(self, caller: str, limit: str) -> None:
+        self._m.limited.labels(self.callers.label(caller), limit).inc()
+
+    def limit_store_failed(self, fail_mode: str) -> None:
+        self._m.limit_store_failures.labels(fail_mode).inc()
 
 
 def judge_outcome(action: str) -> str:

@@ -7,13 +7,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from extproc.core.audit import DecisionLog
+from extproc.core.allowance import Allowance
+from extproc.core.audit import Action, Decision, DecisionLog, Mode
 from extproc.core.request import ApiRequest
 from extproc.dialects.base import Dialect
 from extproc.gateway import Runtime
 from extproc.keys import Caller
+from extproc.limits import LimitSet
 from extproc.observe.hub import RequestObservation
-from extproc.pipeline.replies import Continue, Immediate
+from extproc.pipeline.replies import JSON_HEADERS, Continue, Immediate
 from extproc.pipeline.upstream import headers_for, upstream_for_model
 from extproc.policies.base import PolicyChain
 from extproc.routing import Upstream
@@ -38,6 +40,12 @@ class RequestContext:
     # nothing observes requests).
     decisions: DecisionLog = field(default_factory=DecisionLog)
     observation: RequestObservation | None = None
+    # The caller's limits when it has any and this process enforces them.
+    limits: LimitSet | None = None
+    # What the caller has left after this request was admitted (for response headers);
+    # set once admitted, so a response is charged only for an admitted request.
+    allowance: Allowance | None = None
+    metered: bool = False
 
     @property
     def label(self) -> str:
@@ -53,6 +61,41 @@ class RequestContext:
     def refuse(self, status: int, message: str, param: str | None = None) -> Immediate:
         """An error answer in the request's API format."""
         return Immediate(status, self.dialect.error_body(status, message, param))
+
+    async def admit(self, request: ApiRequest) -> Immediate | None:
+        """The caller's limits on this request: None when it may go on (it is then
+        counted, and its response metered), else the in-format 429 (or 503 when the
+        counters are unreachable and the fail mode says closed)."""
+        limiter, limits = self.runtime.limiter, self.limits
+        if limiter is None or limits is None:
+            return None
+        admission = await limiter.admit(self.caller.name, limits, request.model)
+        metrics = self.runtime.observer.metrics if self.runtime.observer is not None else None
+        if admission.store_failed and metrics is not None:
+            metrics.limit_store_failed("open" if admission.allowed else "closed")
+        if admission.allowed:
+            self.metered, self.allowance = True, admission.allowance
+            if self.dialect.ask_for_usage(request.body):
+                request.usage_added = request.body_changed = True
+            return None
+        exceeded = admission.exceeded or "store_unavailable"
+        self.decisions.add(
+            Decision(
+                policy="limits",
+                policy_type="limits",
+                action=Action.RATE_LIMITED,
+                mode=Mode.ENFORCE,
+                target={"status": admission.status, "limit": exceeded},
+                message=admission.message,
+            )
+        )
+        if metrics is not None:
+            metrics.rate_limited(self.caller.name, exceeded)
+        headers = {**JSON_HEADERS, "retry-after": str(admission.retry_after_s)}
+        if admission.allowance is not None:
+            headers.update(self.dialect.rate_limit_headers(admission.allowance))
+        body = self.dialect.error_body(admission.status, admission.message)
+        return Immediate(admission.status, body, headers)
 
     def refuse_model(self, model: str) -> Immediate | None:
         """A 403 when the caller's key may not use `model`."""

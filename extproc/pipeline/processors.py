@@ -133,6 +133,8 @@ class PolicyRequest:
         if (refused := ctx.refuse_model(model)) is not None:
             return refused
         self.request = ctx.api_request(model, doc.get("stream") is True, doc)
+        if (limited := await ctx.admit(self.request)) is not None:
+            return limited
         return await _checked_and_routed(ctx, self.request)
 
 

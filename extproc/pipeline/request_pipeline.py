@@ -10,6 +10,7 @@ on its `RequestPipeline`, so dropping the object releases it all.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import Any
@@ -33,6 +34,7 @@ from extproc.pipeline.bodies import (
 )
 from extproc.pipeline.context import RequestContext
 from extproc.pipeline.lifecycle import Lifecycle, Phase
+from extproc.pipeline.metering import BYTES_PER_TOKEN, charge_later
 from extproc.pipeline.processors import ForwardedRequest, PolicyRequest, RequestProcessor
 from extproc.pipeline.replies import JSON_HEADERS, BodyOut, Continue, Immediate
 from extproc.pipeline.sse_body import SseBody
@@ -59,6 +61,7 @@ class RequestPipeline:
         self.status = 0
         self.body_handler: BodyHandler = _FORWARD
         self.bytes_out = 0
+        self.request_bytes = 0
         # Told of the request's progress when the process observes requests.
         self.observation: RequestObservation | None = None
         self.decisions = DecisionLog()
@@ -111,6 +114,10 @@ class RequestPipeline:
             log.error("caller %s: no policy chain named %r", found.name, found.chain)
             message = "gateway misconfigured: the caller's policy chain is missing"
             return self._answer(Immediate(500, dialect.error_body(500, message)))
+        limits = None
+        if self.runtime.limiter is not None:
+            limits = self.runtime.gateway.limits_for(found)
+            limits = limits if limits.active else None
         ctx = self.ctx = RequestContext(
             runtime=self.runtime,
             dialect=dialect,
@@ -123,6 +130,7 @@ class RequestPipeline:
             query_names=frozenset(name for name, _ in parse_qsl(query, keep_blank_values=True)),
             decisions=self.decisions,
             observation=observation,
+            limits=limits,
         )
         bare = self.path.rstrip("/")
         forwarded = dialect.forwarded_path(bare)
@@ -146,6 +154,7 @@ class RequestPipeline:
         if self.processor is None:
             # Only a misbehaving Envoy sends a body after we answered the headers.
             return Continue()
+        self.request_bytes = len(body)
         out = await self.processor.on_body(body)
         if isinstance(out, Immediate):
             return self._answer(out)
@@ -165,8 +174,17 @@ class RequestPipeline:
         ctype = headers.get("content-type", "").split(";", 1)[0].strip().lower()
         ctx = self.ctx
         request = self.processor.request if self.processor is not None else None
-        chain_reads = ctx is not None and ctx.chain.reads_responses
+        # A metered response is read for its usage even when no policy looks at it.
+        chain_reads = ctx is not None and (ctx.chain.reads_responses or ctx.metered)
         mode = response_mode(self.status, ctype, request is not None, chain_reads)
+        out = self._response_headers(mode, end_of_stream)
+        if ctx is not None and ctx.allowance is not None and isinstance(out, Continue):
+            out.set_headers.update(ctx.dialect.rate_limit_headers(ctx.allowance))
+        return out
+
+    def _response_headers(self, mode: ResponseMode, end_of_stream: bool) -> Continue | Immediate:
+        ctx = self.ctx
+        request = self.processor.request if self.processor is not None else None
         dialect = ctx.dialect if ctx is not None else DEFAULT_DIALECT
         settings = self.runtime.settings
         if mode is ResponseMode.ERROR_REWRITE and not end_of_stream:
@@ -235,10 +253,11 @@ class RequestPipeline:
 
     def finish(self, outcome: str) -> None:
         """The request is over (`outcome`: ok, rejected, incomplete, cancelled, error):
-        its counted rewrites become decisions, and its summary goes to the observers
-        (even when logging the rewrites failed: the summary also closes the stream's
-        gauge and its span)."""
+        the caller is charged for what it used, its counted rewrites become decisions,
+        and its summary goes to the observers (even when logging the rewrites failed:
+        the summary also closes the stream's gauge and its span)."""
         try:
+            self._charge()
             self.decisions.flush()
         finally:
             observation, self.observation = self.observation, None  # once
@@ -247,6 +266,24 @@ class RequestPipeline:
                 handler = self.body_handler
                 events = handler.events_in if isinstance(handler, SseBody) else 0
                 observation.finish(self.status, outcome, events, self.decisions.acted)
+
+    def _charge(self) -> None:
+        """Count what the response used against the caller's token and USD windows."""
+        ctx, limiter = self.ctx, self.runtime.limiter
+        request = self.processor.request if self.processor is not None else None
+        if ctx is None or not ctx.metered or ctx.limits is None or limiter is None:
+            return
+        if request is None or not 200 <= self.status < 300:
+            return  # refused or failed upstream: providers bill no tokens for those
+        handler = self.body_handler
+        usage = handler.usage
+        if usage.output_tokens is None and isinstance(handler, SseBody):
+            # The provider's report never came (the client went away, or the provider
+            # sends none): one token per event the stream carried, the least it made.
+            usage = dataclasses.replace(usage, output_tokens=handler.events_in)
+        if usage.input_tokens is None:
+            usage = dataclasses.replace(usage, input_tokens=self.request_bytes // BYTES_PER_TOKEN)
+        charge_later(limiter.charge(ctx.caller.name, ctx.limits, request.model, usage))
 
     def summary(self) -> dict[str, Any]:
         """One log line's worth of facts about the request; never headers or bodies."""

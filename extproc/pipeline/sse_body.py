@@ -47,6 +47,8 @@ class SseBody:
             dialect.stream_engine(chain, request) if self.rewrites else ForwardEngine()
         )
         self.ending = dialect.stream_ending()
+        # The gateway asked for the usage report (to count tokens); the client did not.
+        self.unasked_usage = request.usage_added
         self.validator = OutputValidator(dialect.validator(request), request) if validate else None
         self.policy_timeout_s = policy_timeout_s
         self.label = label  # "METHOD path", for logs
@@ -79,6 +81,8 @@ class SseBody:
                 self.terminated = True
             elif dialect.is_error_payload(frame):
                 self.saw_error_payload = True
+        if self.unasked_usage:
+            frames = [kept for f in frames if (kept := dialect.unasked_usage(f)) is not None]
         if (
             end_of_stream
             and frames

@@ -5,8 +5,6 @@ the provider keys from the gateway's environment (key_env)."""
 from __future__ import annotations
 
 import dataclasses
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,8 +21,8 @@ from extproc.gateway import Gateway
 from extproc.keys import digest
 from extproc.routing import Router
 from extproc.stack import Stack, free_port
+from tests.helpers.providers import MockProvider
 from tests.helpers.stack import envoy_stats, running_stack, start_logged
-from tests.helpers.wait import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -35,49 +33,6 @@ OAI_KEY = "sk-oai-from-gateway-env"
 CLIENT_OWN_KEY = "sk-ant-client-oauth-token"
 SECRETS = (APP_KEY, CC_KEY, ANT_KEY, OAI_KEY, CLIENT_OWN_KEY)
 MESSAGE: Any = [{"role": "user", "content": "Repeat after me: routed fine"}]
-
-
-class MockProvider:
-    """A mock LLM process on its own port that records the requests it receives."""
-
-    def __init__(self, name: str, log_dir: Path) -> None:
-        self.name = name
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._log = open(log_dir / f"provider-{name}.log", "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "extproc.mock_llm",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-            ],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-        wait_for(self._up, f"mock provider {name}", timeout=30)
-
-    def _up(self) -> bool:
-        assert self.proc.poll() is None, f"mock provider {self.name} exited"
-        try:
-            return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    def requests(self) -> list[dict[str, Any]]:
-        records: list[dict[str, Any]] = httpx.get(f"{self.url}/_mock/requests").json()
-        return records
-
-    def clear(self) -> None:
-        httpx.delete(f"{self.url}/_mock/requests")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=10)
-        self._log.close()
 
 
 @pytest.fixture(scope="module")

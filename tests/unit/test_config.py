@@ -46,6 +46,7 @@ EVERY_VARIABLE = {
     "GATEWAY_ADMIN_HOST": "0.0.0.0",
     "GATEWAY_ADMIN_PORT": "8101",
     "GATEWAY_ADMIN_KEY": "adm-secret",
+    "RATE_LIMIT_REDIS_URL": "redis://:pw@cache:6379/2",
 }
 
 
@@ -81,6 +82,13 @@ def test_every_variable_is_read() -> None:
     assert s.audit_database_url == SecretStr("postgresql://gw:pw@db:5432/audit")
     assert (s.gateway_admin_host, s.gateway_admin_port) == ("0.0.0.0", 8101)
     assert s.gateway_admin_key == SecretStr("adm-secret")
+    assert s.rate_limit_redis_url == SecretStr("redis://:pw@cache:6379/2")
+
+
+def test_the_limit_counters_must_be_redis() -> None:
+    with pytest.raises(ValidationError, match="redis://") as err:
+        Settings.from_env({"RATE_LIMIT_REDIS_URL": "memcached://u:hunter2@db/x"})
+    assert "hunter2" not in str(err.value)
 
 
 def test_the_audit_database_must_be_postgresql() -> None:

@@ -20,6 +20,7 @@ RANKS: dict[str, int] = {
     "engine": 2,
     "dialects": 3,
     "policies": 4,
+    "limits": 4,
     "stream_check": 4,
     "config": 5,
     "keys": 5,
@@ -30,11 +31,15 @@ RANKS: dict[str, int] = {
     "policy_config": 7,
     "gateway": 8,
     "pipeline": 9,
+    # The runtime a serving process swaps on reload.
+    "live": 9,
+    "limit_report": 9,
     "envoy_config": 9,
     "server": 10,
     "serve": 11,
     "stack": 11,
     "cli": 12,
+    "usage_cli": 11,
     "__main__": 13,
     "__init__": 13,
     # The fake provider stands apart: it imports nothing of the gateway.

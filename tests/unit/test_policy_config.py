@@ -185,7 +185,9 @@ def test_all_problems_reported_at_once(load) -> None:
     message = error(load, "policies: [{type: fake, threshold: 2}, {type: pii}]\nvalidate: 1\n")
     lines = message.splitlines()
     assert len(lines) == 3
-    assert lines[2].startswith("cfg.yaml: unknown field 'validate' (known: audit, chains, policies")
+    assert lines[2].startswith(
+        "cfg.yaml: unknown field 'validate' (known: audit, chains, limits, policies"
+    )
 
 
 def test_yaml_syntax_error_names_line(load) -> None:

@@ -3,9 +3,11 @@
 
 export const ACTIONS = [
   "allow", "block_tool_call", "redact", "replace", "reject_request",
-  "block_response", "error_fail_closed", "error_fail_open",
+  "block_response", "error_fail_closed", "error_fail_open", "rate_limited",
 ];
-export const BLOCKING = new Set(["block_tool_call", "reject_request", "block_response", "error_fail_closed"]);
+export const BLOCKING = new Set([
+  "block_tool_call", "reject_request", "block_response", "error_fail_closed", "rate_limited",
+]);
 
 export const $ = (id) => document.getElementById(id);
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
+from extproc.core.allowance import Allowance
 from extproc.core.chain import ResponsePolicies
 from extproc.core.providers import ProviderApi
 from extproc.core.request import ApiRequest, DeclaredTool, TextFn
@@ -103,6 +106,20 @@ class AnthropicDialect(Dialect):
         return {} if VERSION_HEADER in client_headers else {VERSION_HEADER: DEFAULT_VERSION}
 
     # -- errors -------------------------------------------------------------------------
+
+    def rate_limit_headers(self, allowance: Allowance) -> dict[str, str]:
+        # Anthropic's own names too (reset as an RFC 3339 time), which its SDK and
+        # Claude Code read.
+        headers = super().rate_limit_headers(allowance)
+        now = time.time()
+        for metric, left in (("requests", allowance.requests), ("tokens", allowance.tokens)):
+            if left is not None:
+                reset = datetime.fromtimestamp(now + left.reset_s, UTC).replace(microsecond=0)
+                prefix = f"anthropic-ratelimit-{metric}"
+                headers[f"{prefix}-limit"] = str(left.limit)
+                headers[f"{prefix}-remaining"] = str(left.remaining)
+                headers[f"{prefix}-reset"] = reset.isoformat().replace("+00:00", "Z")
+        return headers
 
     def error_document(
         self, status: int, message: str, param: str | None = None, code: str | None = None

@@ -16,7 +16,12 @@ from extproc.dialects.base import Dialect, ForwardedPath, RoutedBy
 from extproc.dialects.openai import message_engine, request_text
 from extproc.dialects.openai.errors import OpenAIWire, stream_error_type
 from extproc.dialects.openai.stream_engine import DONE, OpenAIStreamEngine
-from extproc.dialects.openai.usage import chunk_reports_usage, prompt_usage
+from extproc.dialects.openai.usage import (
+    ask_for_usage,
+    chunk_reports_usage,
+    prompt_usage,
+    without_usage,
+)
 from extproc.dialects.openai.validator import StreamValidator
 from extproc.dialects.request_text import last_user_text, messages_of, text_of
 from extproc.events import StreamEvent
@@ -97,6 +102,12 @@ class OpenAIChatDialect(OpenAIWire, Dialect):
     def usage(self, document: Any) -> Usage | None:
         return prompt_usage(document)
 
+    def ask_for_usage(self, body: dict[str, Any]) -> bool:
+        return ask_for_usage(body)
+
+    def unasked_usage(self, frame: Frame) -> Frame | None:
+        return without_usage(frame)
+
     def event(self, payload: dict[str, Any]) -> StreamEvent:
         return StreamEvent.made(b"data: " + orjson.dumps(payload) + b"\n\n", payload)
 
@@ -107,9 +118,10 @@ class OpenAIChatDialect(OpenAIWire, Dialect):
         return await message_engine.process_message(body, chain, request)
 
     def validator(self, request: ApiRequest) -> StreamValidator:
+        # What the client asked for: a usage chunk the gateway asked for is not sent on.
         options = request.body.get("stream_options")
         usage = isinstance(options, dict) and options.get("include_usage") is True
-        return StreamValidator(expect_usage=usage)
+        return StreamValidator(expect_usage=usage and not request.usage_added)
 
     # -- as a client --------------------------------------------------------------------
 
