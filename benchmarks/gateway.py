@@ -65,6 +65,12 @@ def configurations(policy_files: dict[str, Path]) -> list[Config]:
             response_processing="always",
         ),
         Config(
+            "noop_limits",
+            "extproc",
+            "noop chain with per-caller limits: every response metered (token accounting)",
+            policy_files["noop_limits"],
+        ),
+        Config(
             "string_replacement",
             "extproc",
             "hold-back text policy: 4 patterns never match, 1 matches 4x per stream",

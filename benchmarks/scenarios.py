@@ -231,6 +231,18 @@ policies:
 """
 
 
+NOOP_LIMITS_YAML = """\
+# Benchmark: what token accounting costs. The noop chain, and limits no run reaches:
+# every response goes through ext_proc to be metered, each request is admitted against
+# in-process counters, and charged when it ends.
+policies: [{type: noop}]
+limits:
+  default:
+    requests: {per_minute: 1000000000}
+    tokens: {per_minute: 1000000000000, per_day: 1000000000000}
+"""
+
+
 def expected_text(text: str, policy: str) -> str:
     """The text a client should receive through `policy` (a configuration name)."""
     if policy == "string_replacement":
@@ -243,7 +255,9 @@ def write_policy_files(directory: Path) -> dict[str, Path]:
     files = {
         "string_replacement": directory / "string_replacement.yaml",
         "tool_call_judge": directory / "tool_call_judge.yaml",
+        "noop_limits": directory / "noop_limits.yaml",
     }
     files["string_replacement"].write_text(STRING_REPLACEMENT_YAML)
     files["tool_call_judge"].write_text(TOOL_CALL_JUDGE_YAML)
+    files["noop_limits"].write_text(NOOP_LIMITS_YAML)
     return files

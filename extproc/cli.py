@@ -83,7 +83,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         gateway = dataclasses.replace(gateway, settings=settings)
     signal.signal(signal.SIGTERM, _raise_exit)
-    stack = Stack(gateway)
+    # Reload orders wait until the stack runs (its loop below takes them).
+    hangups: list[int] = []
+    signal.signal(signal.SIGHUP, lambda signum, frame: hangups.append(signum))
+    stack = Stack(gateway, supervised=True)
     try:
         stack.start(timeout=args.timeout)
     except StackError as exc:
@@ -112,8 +115,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         "  Ctrl-C stops everything.\n",
         flush=True,
     )
-    hangups: list[int] = []
-    signal.signal(signal.SIGHUP, lambda signum, frame: hangups.append(signum))
     watch = FileWatch([settings.policy_config or "", settings.keys_file or ""])
     _write_pid_file()
     try:

@@ -94,9 +94,13 @@ async def _until_stopped() -> None:
 
 
 def _supervisor() -> int | None:
-    """The `llm-gateway run` that started this process, which owns reloads."""
-    value = os.environ.get(SUPERVISOR_ENV, "")
-    return int(value) if value.isdigit() else None
+    """The `llm-gateway run` that started this process, which owns reloads; 0 for a
+    stack embedded in another program (tests, benchmarks), which reloads it through
+    `Stack.reload`; None for a process on its own."""
+    value = os.environ.get(SUPERVISOR_ENV, "").strip()
+    if not value:
+        return None
+    return int(value) if value.isdigit() else 0
 
 
 async def _watch_files(live: LiveRuntime, settings: Settings) -> None:
@@ -112,6 +116,10 @@ async def _watch_files(live: LiveRuntime, settings: Settings) -> None:
             await live.reload()
 
 
+def _reload_through(settings: Settings, supervisor: int) -> Reload | None:
+    return _signalling_reload(settings, supervisor) if supervisor else None
+
+
 def _signalling_reload(settings: Settings, supervisor: int) -> Reload:
     """Reload through the supervisor: the files are checked here first, so a bad one
     is reported to the caller, then every worker is told (SIGHUP to the supervisor)."""
@@ -121,9 +129,12 @@ def _signalling_reload(settings: Settings, supervisor: int) -> Reload:
             await asyncio.to_thread(Gateway.load, settings)
         except GatewayError as exc:
             message = "; ".join(line for line in str(exc).splitlines() if line.strip())
-            return ReloadResult(False, message)
+            result = ReloadResult(False, message)
+        else:
+            result = ReloadResult(True, "the configuration checked; every worker is reloading")
+        # Told either way: a refused reload is logged and counted where reloads are.
         os.kill(supervisor, signal.SIGHUP)
-        return ReloadResult(True, "the configuration checked; every worker is reloading")
+        return result
 
     return reload
 
@@ -148,8 +159,9 @@ async def serve_forever(gateway: Gateway, admin: bool = True) -> None:
     )
     supervisor = _supervisor()
     control = Control(
-        # Under `llm-gateway run` the supervisor reloads Envoy and every worker.
-        reload=live.reload if supervisor is None else _signalling_reload(settings, supervisor),
+        # Under `llm-gateway run` the supervisor reloads Envoy and every worker; a
+        # stack embedded in a program is reloaded by that program alone.
+        reload=live.reload if supervisor is None else _reload_through(settings, supervisor),
         usage=lambda caller: usage_report(live.current.gateway, counters, caller),
     )
     admin_server = None
@@ -202,7 +214,7 @@ async def serve_admin_forever(settings: Settings) -> None:
     """Only the admin server: the stack's, beside its ext_proc workers, or one for
     several replicas sharing a PostgreSQL store."""
     supervisor = _supervisor()
-    reload = _signalling_reload(settings, supervisor) if supervisor is not None else None
+    reload = _reload_through(settings, supervisor) if supervisor is not None else None
     # Shared counters can be read from here; a worker's own are only in that worker.
     counters = open_counters(settings) if settings.rate_limit_redis_url is not None else None
 

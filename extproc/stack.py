@@ -157,6 +157,9 @@ class Stack:
     # so a stream still on a provider the new configuration dropped keeps its cluster.
     served: dict[str, Upstream] = field(default_factory=dict)
     generation: int = 1
+    # This process handles SIGHUP by calling `reload` (`llm-gateway run`); otherwise the
+    # program embedding the stack reloads it, and the admin API cannot.
+    supervised: bool = False
 
     @classmethod
     def load(
@@ -187,8 +190,9 @@ class Stack:
             **self.settings.to_env(),
             **self.extra_env,
             "PYTHONUNBUFFERED": "1",
-            # The workers leave file watching and reload orders to this process.
-            SUPERVISOR_ENV: str(os.getpid()),
+            # The workers leave file watching and reload orders to this process (when
+            # it handles SIGHUP), or to whoever embeds the stack and calls `reload`.
+            SUPERVISOR_ENV: str(os.getpid()) if self.supervised else "embedded",
         }
         if self.metrics_dir is not None:
             # Each ext_proc worker writes its metrics there; the admin child sums them.
@@ -362,6 +366,9 @@ class Stack:
         except GatewayError as exc:
             message = "; ".join(line for line in str(exc).splitlines() if line.strip())
             log.error("reload refused, the running configuration stays: %s", message)
+            # The workers find the same problem, keep their configuration, and count
+            # the refusal in the metrics (this process has none).
+            self._signal_workers()
             return ReloadResult(False, message, self.generation)
         self.gateway = gateway
         envoy_runs = self.xds_dir is not None and "envoy" in self.procs
@@ -369,13 +376,16 @@ class Stack:
             # The workers reload anyway: a route to a cluster Envoy lacks fails in
             # format (502), while old policies kept would be silently wrong.
             log.error("Envoy did not take the new configuration in %ss", ENVOY_APPLY_TIMEOUT_S)
-        for proc in self.workers():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGHUP)
+        self._signal_workers()
         self.generation += 1
         message = f"configuration {self.generation} sent to {len(self.workers())} worker(s)"
         log.info("reload: %s", message)
         return ReloadResult(True, message, self.generation)
+
+    def _signal_workers(self) -> None:
+        for proc in self.workers():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGHUP)
 
     def dead_child(self) -> str | None:
         for name, proc in self.procs.items():

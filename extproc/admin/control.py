@@ -33,7 +33,11 @@ CONTROL = web.AppKey("admin_control", Control)
 async def reload(request: web.Request) -> web.Response:
     act = request.app[CONTROL].reload
     if act is None:
-        raise ApiError(503, "unavailable", "this admin server cannot reload the gateway")
+        raise ApiError(
+            503,
+            "unavailable",
+            "this gateway is reloaded by the program that runs it (an embedded stack)",
+        )
     result = await act()
     body = {"reloaded": result.ok, "message": result.message, "generation": result.generation}
     # 422: the files were read and refused; the running configuration stays.

@@ -65,7 +65,7 @@ class Observer:
 
     def reloaded(self, result: ReloadResult) -> None:
         if self.metrics is not None:
-            _call("reload", self.metrics.reloaded, result.ok, result.generation)
+            _call("reload", self.metrics.reloaded, result.ok, result.generation or 0)
 
     def close(self, timeout: float = 5.0) -> None:
         """Write what is queued and stop (at shutdown)."""

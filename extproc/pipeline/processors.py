@@ -99,14 +99,20 @@ class PolicyRequest:
     def on_headers(self, headers: dict[str, str], end_of_stream: bool) -> Continue | Immediate:
         ctx = self.ctx
         max_bytes = ctx.runtime.settings.max_request_bytes
-        if not ctx.envoy_sends_body and ctx.chain.reads_responses:
-            # Policies that look at responses would be silently skipped: refuse instead.
-            log.error("Envoy does not send response bodies but the policies need them")
-            return ctx.refuse(
-                500,
-                "gateway misconfigured: Envoy's ext_proc response_body_mode is NONE but the "
-                "policy chain needs response bodies; render the Envoy config again",
+        if not ctx.envoy_sends_body and (ctx.chain.reads_responses or ctx.limits is not None):
+            # Policies (or the caller's budget) need the response, which this Envoy
+            # listener does not send: a connection opened before a reload switched
+            # responses on, or an Envoy config rendered for other policies. Refuse
+            # rather than pass it unchecked; a retry comes on a new connection.
+            log.warning("Envoy does not send this response body, but the policies need it")
+            out = ctx.refuse(
+                503,
+                "the gateway's configuration changed under this connection (Envoy does not "
+                "send this response to the policies): retry; if it persists, render the "
+                "Envoy config again",
             )
+            out.headers["retry-after"] = "1"
+            return out
         if ctx.method != "POST":
             return ctx.refuse(405, f"method {ctx.method} not allowed on {ctx.path}; use POST")
         ctype = headers.get("content-type", "")

@@ -20,6 +20,7 @@ CONFIGS = [
     "noop",
     "noop_audit_off",
     "noop_streamed",
+    "noop_limits",
     "string_replacement",
     "tool_call_judge",
     "strict",

@@ -97,8 +97,11 @@ def test_policies_refuse_to_run_without_bodies(mismatched: Stack) -> None:
     client = anthropic.Anthropic(
         base_url=mismatched.base_url, api_key=DEV_GATEWAY_KEY, max_retries=0
     )
-    with pytest.raises(anthropic.InternalServerError, match="misconfigured"):
+    with pytest.raises(anthropic.InternalServerError, match="render the Envoy config again") as err:
         client.messages.create(**{k: v for k, v in BODY.items() if k != "stream"})
+    # 503 with retry-after: a connection opened before a reload retries onto the new one.
+    assert err.value.status_code == 503
+    assert err.value.response.headers["retry-after"] == "1"
 
 
 def test_requests_spread_over_extproc_workers(tmp_path_factory: pytest.TempPathFactory) -> None:

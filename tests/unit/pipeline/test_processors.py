@@ -75,8 +75,9 @@ def test_json_with_parameters_is_accepted_and_the_key_hidden() -> None:
 def test_chain_reading_responses_refused_when_envoy_sends_none() -> None:
     p = make_pipeline(PolicyChain([Touching()]), envoy_sends_body=False)
     out = p.on_request_headers(request_headers(), False)
-    assert isinstance(out, Immediate) and out.status == 500
-    assert "response_body_mode is NONE" in str(error_of(out)["message"])
+    assert isinstance(out, Immediate) and out.status == 503
+    assert out.headers["retry-after"] == "1"
+    assert "render the Envoy config again" in str(error_of(out)["message"])
     # A chain that reads no responses does not need them.
     p = make_pipeline(envoy_sends_body=False)
     assert isinstance(p.on_request_headers(request_headers(), False), Continue)
