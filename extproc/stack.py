@@ -313,6 +313,11 @@ class Stack:
                 "warn",
                 # Several Envoys may run on one machine (tests, benchmarks).
                 "--disable-hot-restart",
+                # A reload that changes the listener (responses switched on or off for
+                # ext_proc) drains the old one: its connections are told to close after
+                # their current request at once, not gradually over the drain time.
+                "--drain-strategy",
+                "immediate",
             ]
             if self.envoy_concurrency:
                 argv += ["--concurrency", str(self.envoy_concurrency)]

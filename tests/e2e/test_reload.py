@@ -514,3 +514,40 @@ def test_a_refused_admin_reload_shows_in_metrics(run: tuple[GatewayRun, Path]) -
         "a failed reload in /metrics",
         3,
     )
+
+
+# -- a reload that switches responses on for ext_proc --------------------------------------
+
+
+def test_switching_responses_on_drains_old_connections(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """The first response policy changes Envoy's listener. A connection opened before it
+    gets one 503 (retry-after, connection: close) instead of a response that bypasses
+    the new policy; the SDK's own retry then reaches the new listener."""
+    log_dir = tmp_path_factory.mktemp("flip")
+    policy = log_dir / "policy.yaml"
+    policy.write_text("policies: [{type: noop}]\n")
+    with running_stack(log_dir, policy_config=str(policy)) as st:
+        assert not st.gateway.reads_responses
+        body = {
+            "model": A_MODEL,
+            "max_tokens": 50,
+            "messages": [{"role": "user", "content": "Repeat after me: Hello world"}],
+        }
+        headers = {"x-api-key": DEV_GATEWAY_KEY}
+        with httpx.Client(base_url=st.base_url, headers=headers, timeout=30) as raw:
+            sdk = anthropic.Anthropic(base_url=st.base_url, api_key=DEV_GATEWAY_KEY, max_retries=2)
+            # Both hold a kept-alive connection to the listener as it was.
+            assert raw.post("/v1/messages", json=body).json()["content"][0]["text"] == "Hello world"
+            assert ask(sdk) == "Hello world"
+            replace_file(policy, chain("AAA"))
+            assert st.reload().ok and st.gateway.reads_responses
+            first = raw.post("/v1/messages", json=body)
+            assert first.status_code == 503, first.text
+            assert first.headers["retry-after"] == "1"
+            assert first.headers["connection"] == "close"
+            assert "configuration changed" in first.json()["error"]["message"]
+            # The next request opens a connection to the new listener.
+            assert raw.post("/v1/messages", json=body).json()["content"][0]["text"] == "AAA world"
+            assert until(lambda: ask(sdk) == "AAA world", "the SDK on the new listener", 5) < 5
