@@ -73,13 +73,16 @@ class ForwardedPath:
     of the dialect's own shape, and the request policies check it (a model call whose
     answer is not the API's usual one, like a compaction). `response_policies`: the
     answer is one of the API's own responses, streamed or not (a stored response read
-    back), and the response policies see it as they saw it the first time."""
+    back), and the response policies see it as they saw it the first time. `billed`: a
+    model call the provider charges tokens for, so it counts against the caller's
+    limits like the API's own endpoint (its answer's usage report is read)."""
 
     template: str
     methods: tuple[str, ...]
     routed_by: RoutedBy
     request_policies: bool = False
     response_policies: bool = False
+    billed: bool = False
     # Query parameters refused (400): with them the answer would be a part of the
     # response that the response policies cannot read (a stream resumed midway).
     refused_query: tuple[str, ...] = ()

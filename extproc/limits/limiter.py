@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from extproc.core.allowance import Allowance, Remaining
+from extproc.core.throttle import Throttle
 from extproc.core.usage import Usage
 from extproc.limits.config import LimitsConfig, LimitSet
 from extproc.limits.counters import Check, Counters, CounterStoreError, Metric
@@ -86,10 +87,11 @@ def _seconds_until(moment: float, now: float) -> int:
 
 
 def _refusal(caller: str, rule: _Rule) -> str:
+    plural = "" if rule.limit == 1 else "s"
     if rule.kind == "requests":
-        what, amount = "request rate limit", f"{rule.limit:,} requests"
+        what, amount = "request rate limit", f"{rule.limit:,} request{plural}"
     elif rule.kind == "tokens":
-        what, amount = "token budget", f"{rule.limit:,} tokens"
+        what, amount = "token budget", f"{rule.limit:,} token{plural}"
     else:
         what, amount = "USD budget", f"${rule.limit:,.2f}"
     return f"caller {caller!r} is over its {what} for the {rule.window.noun} ({amount})"
@@ -122,22 +124,6 @@ def _allowance(
     )
 
 
-class _Throttle:
-    """True at most once per `interval_s` of real time (not the limiter's clock, which
-    tests move by days)."""
-
-    def __init__(self, interval_s: float) -> None:
-        self._interval_s = interval_s
-        self._next = 0.0
-
-    def ready(self) -> bool:
-        now = time.monotonic()
-        if now < self._next:
-            return False
-        self._next = now + self._interval_s
-        return True
-
-
 class Limiter:
     def __init__(
         self,
@@ -149,7 +135,7 @@ class Limiter:
         self.counters = counters
         self._clock = clock
         self.store_failures = 0
-        self._warn_throttle = _Throttle(WARN_EVERY_S)
+        self._warn_throttle = Throttle(WARN_EVERY_S)
         self._unpriced_warned: set[str] = set()
 
     async def admit(self, caller: str, limits: LimitSet, model: str) -> Admission:

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from extproc.core.throttle import Throttle
 from extproc.observe.records import RECORD_OVERHEAD_BYTES, DecisionRecord, RequestRecord
 from extproc.observe.redact import redact_decision
 from extproc.observe.store.base import AuditStore, StoreError
@@ -63,21 +64,6 @@ def decision_size(record: DecisionRecord, target_size: int) -> int:
         + _text_size(record.request_id, record.caller, record.model, record.policy)
         + _text_size(record.message, record.explanation)
     )
-
-
-class _Throttle:
-    """True at most once per `interval_s` (callers hold the recorder's lock)."""
-
-    def __init__(self, interval_s: float) -> None:
-        self._interval_s = interval_s
-        self._next = 0.0
-
-    def ready(self) -> bool:
-        now = time.monotonic()
-        if now < self._next:
-            return False
-        self._next = now + self._interval_s
-        return True
 
 
 def _reason(exc: BaseException) -> str:
@@ -133,8 +119,8 @@ class AuditRecorder:
         self._settled = 0  # of those, how many were written or dropped since
         self._flushing = 0  # flush() calls waiting: write now, not at the interval
         self._stopping = False
-        self._drop_log = _Throttle(LOG_EVERY_S)
-        self._error_log = _Throttle(LOG_EVERY_S)
+        self._drop_log = Throttle(LOG_EVERY_S)
+        self._error_log = Throttle(LOG_EVERY_S)
         self.written = 0
         self.dropped = 0
 

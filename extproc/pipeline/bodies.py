@@ -7,6 +7,7 @@ whatever state it is in.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from enum import Enum
 from typing import Any, Protocol
@@ -29,6 +30,7 @@ ERROR_QUOTE_CHARS = 1024
 
 class ResponseMode(Enum):
     FORWARD = "forward"  # bytes as they come (errors, other content, nothing to check)
+    METERED = "metered"  # bytes as they come, a copy read for the usage report at the end
     SSE = "sse"  # framed into events, each through the policy chain
     JSON = "json"  # buffered whole, through the policy chain once
     ERROR_REWRITE = "error_rewrite"  # a non-JSON error (often Envoy's own): made in-format
@@ -81,6 +83,34 @@ class ForwardBody:
 
     def close(self) -> None:
         pass
+
+
+class MeteredBody:
+    """A JSON response no policy reads, passed on chunk by chunk as it comes; a copy
+    (up to `max_bytes`) is read for its usage report when it ends, to charge the caller."""
+
+    mode = ResponseMode.METERED
+
+    def __init__(self, dialect: Dialect, max_bytes: int) -> None:
+        self.dialect = dialect
+        self.max_bytes = max_bytes
+        self.copy: bytearray | None = bytearray()
+        self.usage = Usage()
+
+    async def feed(self, chunk: bytes, end_of_stream: bool) -> BodyOut:
+        if self.copy is not None:
+            self.copy += chunk
+            if len(self.copy) > self.max_bytes:
+                self.copy = None  # too large to read: charged as if no report came
+        if end_of_stream and self.copy is not None:
+            # Not JSON after all: charged as if no report came.
+            with contextlib.suppress(orjson.JSONDecodeError):
+                self.usage = self.usage.merged(self.dialect.usage(orjson.loads(self.copy)))
+            self.copy = None
+        return BodyOut(chunk, end_of_stream)
+
+    def close(self) -> None:
+        self.copy = None
 
 
 class JsonBody:

@@ -42,10 +42,10 @@ class RequestContext:
     observation: RequestObservation | None = None
     # The caller's limits when it has any and this process enforces them.
     limits: LimitSet | None = None
-    # What the caller has left after this request was admitted (for response headers);
-    # set once admitted, so a response is charged only for an admitted request.
+    # What the caller has left after this request was admitted (for response headers).
     allowance: Allowance | None = None
-    metered: bool = False
+    # The admitted request whose response the caller is charged for; None: not counted.
+    metered: ApiRequest | None = None
 
     @property
     def label(self) -> str:
@@ -74,7 +74,7 @@ class RequestContext:
         if admission.store_failed and metrics is not None:
             metrics.limit_store_failed("open" if admission.allowed else "closed")
         if admission.allowed:
-            self.metered, self.allowance = True, admission.allowance
+            self.metered, self.allowance = request, admission.allowance
             if self.dialect.ask_for_usage(request.body):
                 request.usage_added = request.body_changed = True
             return None

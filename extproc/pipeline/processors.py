@@ -191,6 +191,8 @@ class ForwardedRequest:
         if self.forwarded.request_policies:
             # Its answer is not the API's usual one, so only the request is checked.
             request = ctx.api_request(model, stream=False, body=doc)
+            if self.forwarded.billed and (limited := await ctx.admit(request)) is not None:
+                return limited
             return await _checked_and_routed(ctx, request)
         upstream = ctx.upstream_for(model)
         return upstream if isinstance(upstream, Immediate) else ctx.route(upstream)

@@ -28,6 +28,7 @@ from extproc.pipeline.bodies import (
     ErrorRewriteBody,
     ForwardBody,
     JsonBody,
+    MeteredBody,
     ResponseMode,
     error_text,
     response_mode,
@@ -174,9 +175,17 @@ class RequestPipeline:
         ctype = headers.get("content-type", "").split(";", 1)[0].strip().lower()
         ctx = self.ctx
         request = self.processor.request if self.processor is not None else None
-        # A metered response is read for its usage even when no policy looks at it.
-        chain_reads = ctx is not None and (ctx.chain.reads_responses or ctx.metered)
+        chain_reads = ctx is not None and ctx.chain.reads_responses
         mode = response_mode(self.status, ctype, request is not None, chain_reads)
+        if (
+            mode is ResponseMode.FORWARD
+            and ctx is not None
+            and ctx.metered
+            and 200 <= self.status < 300
+            and ctype == "application/json"
+        ):
+            # No policy reads it, but the caller is charged from its usage report.
+            mode = ResponseMode.METERED
         out = self._response_headers(mode, end_of_stream)
         if ctx is not None and ctx.allowance is not None and isinstance(out, Continue):
             out.set_headers.update(ctx.dialect.rate_limit_headers(ctx.allowance))
@@ -216,6 +225,8 @@ class RequestPipeline:
             )
             if self.observation is not None:
                 self.observation.stream_opened()
+        elif mode is ResponseMode.METERED:
+            self.body_handler = MeteredBody(dialect, settings.max_response_bytes)
         elif mode is ResponseMode.JSON and request is not None:
             self.body_handler = JsonBody(
                 dialect,
@@ -270,10 +281,9 @@ class RequestPipeline:
     def _charge(self) -> None:
         """Count what the response used against the caller's token and USD windows."""
         ctx, limiter = self.ctx, self.runtime.limiter
-        request = self.processor.request if self.processor is not None else None
-        if ctx is None or not ctx.metered or ctx.limits is None or limiter is None:
+        if ctx is None or ctx.metered is None or ctx.limits is None or limiter is None:
             return
-        if request is None or not 200 <= self.status < 300:
+        if not 200 <= self.status < 300:
             return  # refused or failed upstream: providers bill no tokens for those
         handler = self.body_handler
         usage = handler.usage
@@ -283,7 +293,7 @@ class RequestPipeline:
             usage = dataclasses.replace(usage, output_tokens=handler.events_in)
         if usage.input_tokens is None:
             usage = dataclasses.replace(usage, input_tokens=self.request_bytes // BYTES_PER_TOKEN)
-        charge_later(limiter.charge(ctx.caller.name, ctx.limits, request.model, usage))
+        charge_later(limiter.charge(ctx.caller.name, ctx.limits, ctx.metered.model, usage))
 
     def summary(self) -> dict[str, Any]:
         """One log line's worth of facts about the request; never headers or bodies."""

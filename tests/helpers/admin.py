@@ -85,7 +85,12 @@ def request_detail(st: Stack, request_id: str, timeout: float = 15) -> dict[str,
 
 def scrape(st: Stack) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     """Every sample of /metrics: (name, labels) -> value."""
-    resp = httpx.get(f"{st.admin_url}/metrics", timeout=10)
+    return scrape_url(st.admin_url)
+
+
+def scrape_url(admin_url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Every sample of an admin server's /metrics (one that is no Stack's too)."""
+    resp = httpx.get(f"{admin_url}/metrics", timeout=10)
     assert resp.status_code == 200
     return {
         (s.name, frozenset(s.labels.items())): s.value

@@ -86,7 +86,9 @@ def wait_usage(
     return seen
 
 
-def wait_used(st: Stack, caller: str, limit: str, used: float, timeout: float = 10) -> dict:
+def wait_used(
+    st: Stack, caller: str, limit: str, used: float, timeout: float = 10
+) -> dict[str, Any]:
     """The caller's `limit` window once exactly `used` was charged to it."""
     return wait_usage(
         st, caller, limit, lambda v: math.isclose(v, used, abs_tol=1e-9), f"== {used}", timeout

@@ -238,15 +238,8 @@ class GatewayRun:
 
 
 def metrics_at(admin_url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    """Every sample of an admin server's /metrics (as tests.helpers.admin.scrape, for an
-    admin server that is no Stack's)."""
-    resp = httpx.get(f"{admin_url}/metrics", timeout=10)
-    assert resp.status_code == 200
-    return {
-        (s.name, frozenset(s.labels.items())): s.value
-        for family in text_string_to_metric_families(resp.text)
-        for s in family.samples
-    }
+    """Every sample of an admin server's /metrics."""
+    return scrape_url(admin_url)
 
 
 def until(check: Callable[[], bool], what: str, timeout: float) -> float:

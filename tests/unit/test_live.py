@@ -142,7 +142,9 @@ async def test_a_refused_configuration_keeps_the_running_one() -> None:
     live = configs.live(first, results.append)
 
     result = await live.reload()
-    assert result == ReloadResult(False, "policy.yaml: policies[0] (guard): threshold; must be <= 1", 1)
+    assert result == ReloadResult(
+        False, "policy.yaml: policies[0] (guard): threshold; must be <= 1", 1
+    )
     assert "\n" not in result.message
     assert configs.loads == 1
     assert live.current is first and live.generation == 1

@@ -183,7 +183,7 @@ async def test_envoy_without_response_bodies_and_a_chain_that_reads_them() -> No
     first.protocol_config.CopyFrom(none)
     async with serving(make_runtime(PolicyChain([Touching()]))) as (_, stub):
         replies = [r async for r in stub.Process(iter([first]))]
-        assert replies[0].immediate_response.status.code == 500
+        assert replies[0].immediate_response.status.code == 503
         # Envoy streaming bodies: the same chain is served.
         streamed = ep.ProtocolConfiguration(
             response_body_mode=pm.ProcessingMode.FULL_DUPLEX_STREAMED

@@ -14,7 +14,9 @@ _ERROR_TYPES: dict[int, tuple[str, str | None]] = {
     404: ("invalid_request_error", "not_found"),
     413: ("invalid_request_error", "request_too_large"),
     415: ("invalid_request_error", "unsupported_media_type"),
-    429: ("rate_limit_exceeded", None),
+    # OpenAI's own 429 carries the code too, which clients tell apart from
+    # insufficient_quota by.
+    429: ("rate_limit_exceeded", "rate_limit_exceeded"),
     500: ("server_error", None),
     502: ("server_error", None),
     503: ("server_error", None),

@@ -79,9 +79,13 @@ class OpenAIResponsesDialect(OpenAIWire, Dialect):
             "/v1/responses/input_tokens", ("POST",), RoutedBy.BODY_MODEL, request_policies=True
         ),
         # A model call that answers with a compacted history, not a response: only
-        # its request is checked.
+        # its request is checked, and it is billed like any model call.
         ForwardedPath(
-            "/v1/responses/compact", ("POST",), RoutedBy.BODY_MODEL, request_policies=True
+            "/v1/responses/compact",
+            ("POST",),
+            RoutedBy.BODY_MODEL,
+            request_policies=True,
+            billed=True,
         ),
         # A stored response read back (also replayed as a stream) or cancelled is the
         # model's answer again: the response policies see it as they did the first time.

@@ -263,7 +263,9 @@ def static_from_files(g: Gateway, directory: Path) -> dict[str, Any]:
     """A static bootstrap holding exactly what the three files hold. `--mode validate`
     does not read file-based xDS sources, so this is how validation sees them."""
     resources = {
-        name: [{k: v for k, v in r.items() if k != "@type"} for r in read(directory, name)["resources"]]
+        name: [
+            {k: v for k, v in r.items() if k != "@type"} for r in read(directory, name)["resources"]
+        ]
         for name in FILES
     }
     (routes,) = resources[RDS_FILE]

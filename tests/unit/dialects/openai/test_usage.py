@@ -157,7 +157,7 @@ def test_frames_without_usage_pass_as_they_are(raw: bytes) -> None:
 
 
 def test_a_whole_stream_comes_back_as_without_the_ask() -> None:
-    asked = [
+    asked: list[Any] = [
         openai_chunk({"role": "assistant", "content": ""}),
         openai_chunk({"content": "Hi"}),
         openai_chunk({}, "stop"),
