@@ -103,10 +103,13 @@ def _supervisor() -> int | None:
     return int(value) if value.isdigit() else 0
 
 
-async def _watch_files(live: LiveRuntime, settings: Settings) -> None:
+def _file_watch(settings: Settings) -> FileWatch:
+    return FileWatch([settings.policy_config or "", settings.keys_file or ""])
+
+
+async def _watch_files(live: LiveRuntime, watch: FileWatch) -> None:
     """Reload when the policy or keys file changes (a process on its own: under
     `llm-gateway run`, the supervisor watches and tells every worker)."""
-    watch = FileWatch([settings.policy_config or "", settings.keys_file or ""])
     if not watch.paths:
         return
     while True:
@@ -143,6 +146,8 @@ async def serve_forever(gateway: Gateway, admin: bool = True) -> None:
     """The ext_proc server, and the admin server beside it unless `admin` is False (the
     stack runs one admin server for all its workers) or its port is 0."""
     settings = gateway.settings
+    # The files as loaded: a change while the server starts is a change.
+    watch = _file_watch(settings)
     observer = build_observer(
         settings,
         gateway.policy_file.audit.store_originals,
@@ -192,7 +197,7 @@ async def serve_forever(gateway: Gateway, admin: bool = True) -> None:
         task.add_done_callback(reloads.discard)
 
     loop.add_signal_handler(signal.SIGHUP, on_hangup)
-    watcher = None if supervisor is not None else loop.create_task(_watch_files(live, settings))
+    watcher = None if supervisor is not None else loop.create_task(_watch_files(live, watch))
     await _until_stopped()
     log.info("ext_proc stopping")
     if watcher is not None:

@@ -3,6 +3,7 @@ tells the client in rate-limit response headers (each API names them its own way
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 
@@ -23,9 +24,11 @@ class Allowance:
 
 def go_duration(seconds: float) -> str:
     """A duration as OpenAI writes it in x-ratelimit-reset-*: `1s`, `6m0s`, `2h0m0s`."""
-    if seconds < 1:
-        return f"{max(int(seconds * 1000), 0)}ms"
-    whole = int(seconds + 0.999)  # a reset is never earlier than said
+    # Rounded up (float noise aside): a reset is never earlier than said.
+    millis = max(math.ceil(seconds * 1000 - 1e-6), 0)
+    if millis < 1000:
+        return f"{millis}ms"
+    whole = max(math.ceil(seconds - 0.001), 1)
     hours, rest = divmod(whole, 3600)
     minutes, secs = divmod(rest, 60)
     if hours:

@@ -28,7 +28,7 @@ from pydantic import SecretStr
 from extproc.config import DEV_GATEWAY_KEY
 from extproc.keys import digest
 from extproc.stack import Stack, free_port
-from tests.helpers.admin import ADMIN_KEY, metric
+from tests.helpers.admin import ADMIN_KEY, metric, scrape_url
 from tests.helpers.providers import MockProvider
 from tests.helpers.reload import (
     A_MODEL,
@@ -39,7 +39,6 @@ from tests.helpers.reload import (
     ask,
     chain,
     expected,
-    metrics_at,
     openai_stream,
     prompt,
     reload_ok,
@@ -470,7 +469,7 @@ def _admin_reload(gateway: GatewayRun, key: str | None = ADMIN_KEY) -> httpx.Res
 
 
 def _metrics(gateway: GatewayRun) -> Any:
-    return metrics_at(f"http://127.0.0.1:{gateway.env['GATEWAY_ADMIN_PORT']}")
+    return scrape_url(f"http://127.0.0.1:{gateway.env['GATEWAY_ADMIN_PORT']}")
 
 
 def test_admin_api_reloads_run(run: tuple[GatewayRun, Path]) -> None:

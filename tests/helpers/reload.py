@@ -16,9 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import anthropic
-import httpx
 import openai
-from prometheus_client.parser import text_string_to_metric_families
 
 from extproc.stack import Stack
 from tests.helpers.wait import wait_for
@@ -235,11 +233,6 @@ class GatewayRun:
                 self.proc.wait(timeout=10)
         for reader in self._readers:
             reader.join(timeout=5)
-
-
-def metrics_at(admin_url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    """Every sample of an admin server's /metrics."""
-    return scrape_url(admin_url)
 
 
 def until(check: Callable[[], bool], what: str, timeout: float) -> float:

@@ -46,9 +46,9 @@ def test_every_whole_millisecond_below_a_second_is_written_exactly() -> None:
         # ...while float noise of less than a millisecond does not add a second.
         (1.0005, "1s"),
         (40.000_000_001, "40s"),
-        # Below a second, milliseconds are truncated: 0.9999 s is written 999ms, not 1s.
-        (0.9999, "999ms"),
-        (0.0004, "0ms"),
+        # Below a second, milliseconds are rounded up too.
+        (0.9999, "1s"),
+        (0.0004, "1ms"),
     ],
 )
 def test_rounding(seconds: float, written: str) -> None:

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
+from extproc.core.allowance import Allowance, Remaining
 from extproc.core.usage import Usage
 from extproc.limits.config import LimitsConfig, LimitSet
 from extproc.limits.counters import Counters
-from extproc.core.allowance import Allowance, Remaining
 from extproc.limits.limiter import Limiter
 from extproc.limits.windows import Window
 from tests.unit.limits.conftest import Clock, epoch

@@ -100,7 +100,7 @@ def clock() -> Clock:
 # -- refusal ----------------------------------------------------------------------------
 
 REFUSAL = (
-    "caller 'ci-bot' is over its request rate limit for the minute (1 requests); "
+    "caller 'ci-bot' is over its request rate limit for the minute (1 request); "
     "it resets at 2026-12-03T10:15:00Z"
 )
 

@@ -64,7 +64,7 @@ def test_upstream_headers_and_provider() -> None:
         (403, "permission_error", None),
         (404, "invalid_request_error", "not_found"),
         (413, "invalid_request_error", "request_too_large"),
-        (429, "rate_limit_exceeded", None),
+        (429, "rate_limit_exceeded", "rate_limit_exceeded"),
         (502, "server_error", None),
         (418, "invalid_request_error", None),
         (599, "server_error", None),

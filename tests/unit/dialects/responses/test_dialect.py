@@ -191,7 +191,7 @@ def test_upstream() -> None:
         (404, "invalid_request_error", "not_found"),
         (405, "invalid_request_error", None),
         (413, "invalid_request_error", "request_too_large"),
-        (429, "rate_limit_exceeded", None),
+        (429, "rate_limit_exceeded", "rate_limit_exceeded"),
         (500, "server_error", None),
         (503, "server_error", None),
     ],
