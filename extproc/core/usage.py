@@ -8,10 +8,21 @@ from typing import Any
 
 @dataclass(frozen=True, slots=True)
 class Usage:
+    """`input_tokens` as the provider counts them: Anthropic's leave cache reads and
+    writes out, OpenAI's (`prompt_tokens`, `input_tokens`) include the cached ones,
+    which `input_includes_cache` says; `uncached_input_tokens` is the same on both."""
+
     input_tokens: int | None = None
     output_tokens: int | None = None
     cache_read_tokens: int | None = None
     cache_write_tokens: int | None = None
+    input_includes_cache: bool = False
+
+    @property
+    def uncached_input_tokens(self) -> int | None:
+        if self.input_tokens is None or not self.input_includes_cache:
+            return self.input_tokens
+        return max(self.input_tokens - (self.cache_read_tokens or 0), 0)
 
     def merged(self, later: Usage | None) -> Usage:
         """This report updated by a later one. Output tokens: what the later one states
@@ -25,6 +36,7 @@ class Usage:
             _later(self.output_tokens, later.output_tokens),
             _known(self.cache_read_tokens, later.cache_read_tokens),
             _known(self.cache_write_tokens, later.cache_write_tokens),
+            self.input_includes_cache or later.input_includes_cache,
         )
 
 

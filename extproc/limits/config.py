@@ -164,7 +164,7 @@ class Price(BaseModel):
         # USD per million tokens times tokens is micro-dollars. Rounding to 6 places first
         # keeps float noise (1000 * 0.3 = 300.00000000000006) from adding a micro.
         total = (
-            (usage.input_tokens or 0) * self.input
+            (usage.uncached_input_tokens or 0) * self.input
             + (usage.output_tokens or 0) * self.output
             + (usage.cache_read_tokens or 0) * self.cache_read
             + (usage.cache_write_tokens or 0) * self.cache_write

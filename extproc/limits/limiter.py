@@ -212,7 +212,7 @@ class Limiter:
             # a long cached prompt re-read every turn would otherwise eat a budget in a few
             # cheap requests. Cache writes are new input and count.
             amounts["tokens"] = (
-                (usage.input_tokens or 0)
+                (usage.uncached_input_tokens or 0)
                 + (usage.output_tokens or 0)
                 + (usage.cache_write_tokens or 0)
             )

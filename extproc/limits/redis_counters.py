@@ -15,6 +15,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from extproc.limits.counters import Check, CounterStoreError, Metric
@@ -101,13 +102,15 @@ class RedisCounters:
         try:
             # Short timeouts and one immediate retry: the retry reconnects a pooled
             # connection that died with a restarted server, and a store that is really
-            # gone must fail fast enough for the fail mode to decide the request.
+            # gone must fail fast enough for the fail mode to decide the request. Only a
+            # refused or broken connection is retried, never a timeout: a script that
+            # timed out may have run, and running it again would count twice.
             self._redis = aioredis.Redis.from_url(
                 url,
                 socket_timeout=0.5,
                 socket_connect_timeout=0.5,
                 health_check_interval=health_check_interval,
-                retry=Retry(NoBackoff(), 1),
+                retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
             )
         except (ValueError, RedisError) as exc:
             raise self._error(exc) from None

@@ -283,13 +283,20 @@ class RequestPipeline:
         ctx, limiter = self.ctx, self.runtime.limiter
         if ctx is None or ctx.metered is None or ctx.limits is None or limiter is None:
             return
-        if not 200 <= self.status < 300:
+        gone_early = self.status == 0 and ctx.upstream is not None
+        if not (200 <= self.status < 300 or gone_early):
             return  # refused or failed upstream: providers bill no tokens for those
+        # The client left before the answer's headers: the provider read the prompt.
         handler = self.body_handler
         usage = handler.usage
-        if usage.output_tokens is None and isinstance(handler, SseBody):
-            # The provider's report never came (the client went away, or the provider
-            # sends none): one token per event the stream carried, the least it made.
+        if isinstance(handler, SseBody) and not handler.terminated:
+            # Cut short (the client went away, the upstream died): the report so far
+            # may be the opening one (Anthropic's says 1 output token), so at least one
+            # token per event the stream carried, the least it made.
+            usage = dataclasses.replace(
+                usage, output_tokens=max(usage.output_tokens or 0, handler.events_in)
+            )
+        elif usage.output_tokens is None and isinstance(handler, SseBody):
             usage = dataclasses.replace(usage, output_tokens=handler.events_in)
         if usage.input_tokens is None:
             usage = dataclasses.replace(usage, input_tokens=self.request_bytes // BYTES_PER_TOKEN)

@@ -541,7 +541,10 @@ def test_switching_responses_on_drains_old_connections(
             assert raw.post("/v1/messages", json=body).json()["content"][0]["text"] == "Hello world"
             assert ask(sdk) == "Hello world"
             replace_file(policy, chain("AAA"))
-            assert st.reload().ok and st.gateway.reads_responses
+            result = st.reload()
+            assert result.ok and st.gateway.reads_responses
+            assert result.generation is not None
+            wait_workers(st, result.generation)
             first = raw.post("/v1/messages", json=body)
             assert first.status_code == 503, first.text
             assert first.headers["retry-after"] == "1"

@@ -18,6 +18,7 @@ def prompt_usage(document: Any) -> Usage | None:
         input_tokens=field_count(usage, "prompt_tokens"),
         output_tokens=field_count(usage, "completion_tokens"),
         cache_read_tokens=field_count(usage, "prompt_tokens_details", "cached_tokens"),
+        input_includes_cache=True,
     )
 
 

@@ -173,6 +173,7 @@ class OpenAIResponsesDialect(OpenAIWire, Dialect):
             input_tokens=field_count(usage, "input_tokens"),
             output_tokens=field_count(usage, "output_tokens"),
             cache_read_tokens=field_count(usage, "input_tokens_details", "cached_tokens"),
+            input_includes_cache=True,
         )
 
     def ends_stream(self, frame: Frame) -> bool:

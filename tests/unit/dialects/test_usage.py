@@ -3,6 +3,7 @@ and the token counts read from it or from a whole response."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import orjson
@@ -68,8 +69,13 @@ def test_anthropic_usage_from_message_start_then_delta() -> None:
 def test_chat_usage_only_from_the_chunk_that_has_it() -> None:
     assert OPENAI_CHAT.reports_usage(frame({"choices": [], **CHAT_USAGE}))
     assert not OPENAI_CHAT.reports_usage(frame({"choices": [{"delta": {}}], "usage": None}))
-    assert OPENAI_CHAT.usage(CHAT_USAGE) == Usage(9, 4, 2)
-    assert OPENAI_EMBEDDINGS.usage({"usage": {"prompt_tokens": 5, "total_tokens": 5}}) == Usage(5)
+    # OpenAI's prompt_tokens include the cached ones: 7 of the 9 were not read from cache.
+    assert OPENAI_CHAT.usage(CHAT_USAGE) == Usage(9, 4, 2, input_includes_cache=True)
+    assert Usage(9, 4, 2, input_includes_cache=True).uncached_input_tokens == 7
+    assert Usage(9, 4, 2).uncached_input_tokens == 9  # Anthropic's leave them out already
+    assert OPENAI_EMBEDDINGS.usage({"usage": {"prompt_tokens": 5, "total_tokens": 5}}) == Usage(
+        5, input_includes_cache=True
+    )
 
 
 def test_responses_usage_from_the_terminal_event() -> None:
@@ -78,8 +84,9 @@ def test_responses_usage_from_the_terminal_event() -> None:
     assert not OPENAI_RESPONSES.reports_usage(
         frame({"type": "response.created"}, "response.created")
     )
-    assert OPENAI_RESPONSES.usage(RESPONSES_DONE) == Usage(7, 8, 1)
-    assert OPENAI_RESPONSES.usage(RESPONSES_DONE["response"]) == Usage(7, 8, 1)
+    assert OPENAI_RESPONSES.usage(RESPONSES_DONE) == Usage(7, 8, 1, input_includes_cache=True)
+    whole = RESPONSES_DONE["response"]
+    assert OPENAI_RESPONSES.usage(whole) == Usage(7, 8, 1, input_includes_cache=True)
 
 
 @pytest.mark.parametrize("dialect", [ANTHROPIC, OPENAI_CHAT, OPENAI_RESPONSES, OPENAI_EMBEDDINGS])
@@ -90,4 +97,4 @@ def test_responses_usage_from_the_terminal_event() -> None:
 )  # fmt: skip
 def test_junk_gives_no_counts(dialect: Dialect, junk: Any) -> None:
     usage = dialect.usage(junk)
-    assert usage is None or usage == Usage()
+    assert usage is None or dataclasses.replace(usage, input_includes_cache=False) == Usage()

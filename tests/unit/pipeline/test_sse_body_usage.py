@@ -36,7 +36,7 @@ UNASKED = openai_sse(
     ]
 )
 # What USAGE_CHUNK reports.
-REPORTED = Usage(input_tokens=82, output_tokens=51, cache_read_tokens=0)
+REPORTED = Usage(input_tokens=82, output_tokens=51, cache_read_tokens=0, input_includes_cache=True)
 CHAINS = [PolicyChain([NoOpPolicy()]), PolicyChain([Touching()])]
 CUTS = [[], list(range(1, len(UPSTREAM))), [7, 150, 151, 600, len(UPSTREAM) - 20]]
 
