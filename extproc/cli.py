@@ -86,6 +86,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     # Reload orders wait until the stack runs (its loop below takes them).
     hangups: list[int] = []
     signal.signal(signal.SIGHUP, lambda signum, frame: hangups.append(signum))
+    # The files as loaded: an edit while the stack starts is a change.
+    watch = FileWatch([settings.policy_config or "", settings.keys_file or ""])
     stack = Stack(gateway, supervised=True)
     try:
         stack.start(timeout=args.timeout)
@@ -115,7 +117,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         "  Ctrl-C stops everything.\n",
         flush=True,
     )
-    watch = FileWatch([settings.policy_config or "", settings.keys_file or ""])
     _write_pid_file()
     try:
         while True:
@@ -176,9 +177,25 @@ def cmd_usage(args: argparse.Namespace) -> int:
     return 0
 
 
+def _is_gateway(pid: int) -> bool:
+    """Whether `pid` runs this program (where /proc says; elsewhere, assumed)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            argv = handle.read().split(b"\0")
+    except FileNotFoundError:
+        return not os.path.isdir("/proc")  # no such process, or no /proc to ask
+    except OSError:
+        return True
+    return any(b"extproc" in arg or b"llm-gateway" in arg for arg in argv)
+
+
 def cmd_reload(args: argparse.Namespace) -> int:
     """Check the files, then tell the running `llm-gateway run` (or `serve`) to reload."""
     gateway = _gateway(args)  # a bad file stops here, saying what is wrong
+    try:
+        gateway.checked()
+    except GatewayError as exc:
+        sys.exit(f"llm-gateway: {exc}")
     pid = args.pid
     if pid is None:
         try:
@@ -191,6 +208,14 @@ def cmd_reload(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 1
+    if not _is_gateway(pid):
+        # A pid file left by a gateway that crashed may name another process now, and
+        # SIGHUP ends most processes.
+        print(
+            f"llm-gateway: process {pid} is not a running gateway ({PID_FILE} is stale?)",
+            file=sys.stderr,
+        )
+        return 1
     try:
         os.kill(pid, signal.SIGHUP)
     except ProcessLookupError:

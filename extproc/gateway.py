@@ -10,6 +10,7 @@ A `Gateway` is immutable: hot reload builds a new one and swaps it.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -114,6 +115,17 @@ class Gateway:
             return build_chains(self.policy_file)
         except (ConfigError, ValueError) as exc:
             raise GatewayError(f"{self.settings.policy_config}: {exc}") from None
+
+    async def check_policies(self) -> None:
+        """Build the policies and close them again: what a reload is checked with
+        before anyone is told to reload (a judge whose key variable is unset fails
+        here, not in each worker). Raises GatewayError."""
+        await self.build_chains().aclose()
+
+    def checked(self) -> Gateway:
+        """This configuration once its policies built (outside any event loop)."""
+        asyncio.run(self.check_policies())
+        return self
 
     def runtime(
         self, observer: Observer | None = None, counters: Counters | None = None

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from extproc.core.reloading import ReloadResult
 from extproc.gateway import Gateway, GatewayError, Runtime
+from extproc.policies.recording import SHADOW_TIMEOUT_S, drain_shadow_work
 
 log = logging.getLogger("extproc.reload")
 
@@ -35,7 +36,8 @@ class LiveRuntime:
         self._on_reload = on_reload
         self._users: dict[int, int] = {}
         self._retired: dict[int, Runtime] = {}
-        self._closing: set[asyncio.Task[None]] = set()
+        # Replaced runtimes being closed (after their shadow work), by their task.
+        self._closing: dict[asyncio.Task[None], Runtime] = {}
         self._lock = asyncio.Lock()
 
     @classmethod
@@ -81,7 +83,8 @@ class LiveRuntime:
                 result = ReloadResult(
                     False, f"{type(exc).__name__}: {_one_line(str(exc))}", self.generation
                 )
-                log.exception("reload failed, the running configuration stays")
+                log.error("reload refused, the running configuration stays: %s", result.message)
+                log.debug("the failed reload", exc_info=True)
             else:
                 old, self.current = self.current, runtime
                 self.generation += 1
@@ -101,17 +104,27 @@ class LiveRuntime:
         return result
 
     def _close(self, runtime: Runtime) -> None:
-        task = asyncio.get_running_loop().create_task(runtime.aclose())
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
+        task = asyncio.get_running_loop().create_task(_close_after_shadow_work(runtime))
+        self._closing[task] = runtime
+        task.add_done_callback(lambda done: self._closing.pop(done, None))
 
     async def aclose(self) -> None:
-        """Close every runtime: at shutdown, once no request runs any more."""
-        for runtime in [self.current, *self._retired.values()]:
+        """Close every runtime: at shutdown, once no request runs any more (the server
+        drained shadow work for as long as shutdown allows: no more waiting here)."""
+        closing = dict(self._closing)
+        for task in closing:
+            task.cancel()
+        await asyncio.gather(*closing, return_exceptions=True)
+        for runtime in [self.current, *self._retired.values(), *closing.values()]:
             await runtime.aclose()
         self._retired.clear()
-        if self._closing:
-            await asyncio.gather(*self._closing, return_exceptions=True)
+
+
+async def _close_after_shadow_work(runtime: Runtime) -> None:
+    """Shadow checks of the runtime's last requests may still be asking its judges (up
+    to SHADOW_TIMEOUT_S after their request ended): they finish first."""
+    await drain_shadow_work(SHADOW_TIMEOUT_S + 1)
+    await runtime.aclose()
 
 
 def _one_line(message: str) -> str:

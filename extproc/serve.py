@@ -15,9 +15,11 @@ from extproc.admin.control import Control, Reload
 from extproc.config import DEV_GATEWAY_KEY, SUPERVISOR_ENV, Settings
 from extproc.core.filewatch import FileWatch
 from extproc.core.reloading import ReloadResult
-from extproc.gateway import Gateway, GatewayError
+from extproc.gateway import Gateway, GatewayError, Runtime
 from extproc.limit_report import open_counters, usage_report
+from extproc.limits import Counters
 from extproc.live import LiveRuntime
+from extproc.observe.hub import Observer
 from extproc.observe.metrics import render_metrics
 from extproc.observe.setup import audit_store, build_observer
 from extproc.pipeline.metering import drain_charges
@@ -129,7 +131,8 @@ def _signalling_reload(settings: Settings, supervisor: int) -> Reload:
 
     async def reload() -> ReloadResult:
         try:
-            await asyncio.to_thread(Gateway.load, settings)
+            gateway = await asyncio.to_thread(Gateway.load, settings)
+            await gateway.check_policies()
         except GatewayError as exc:
             message = "; ".join(line for line in str(exc).splitlines() if line.strip())
             result = ReloadResult(False, message)
@@ -159,7 +162,7 @@ async def serve_forever(gateway: Gateway, admin: bool = True) -> None:
     live = LiveRuntime(
         runtime,
         load=lambda: Gateway.load(settings),
-        build=lambda new: new.runtime(observer, counters),
+        build=lambda new: _runtime_for(new, observer, counters),
         on_reload=observer.reloaded,
     )
     supervisor = _supervisor()
@@ -213,6 +216,12 @@ async def serve_forever(gateway: Gateway, admin: bool = True) -> None:
         await admin_server.stop()
     # The records of the last requests are written before the process goes.
     await asyncio.to_thread(observer.close)
+
+
+def _runtime_for(gateway: Gateway, observer: Observer, counters: Counters) -> Runtime:
+    # What the records may keep is the policy file's to say, like everything in it.
+    observer.keep_originals = gateway.policy_file.audit.store_originals
+    return gateway.runtime(observer, counters)
 
 
 async def serve_admin_forever(settings: Settings) -> None:

@@ -103,7 +103,11 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[ep.ProcessingResponse]:
         runtime = self.live.acquire()
-        pipeline = RequestPipeline(runtime)
+        try:
+            pipeline = RequestPipeline(runtime)
+        except BaseException:
+            self.live.release(runtime)
+            raise
         self.active += 1
         outcome = "ok"
         try:
@@ -173,11 +177,13 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
             except Exception:
                 # Observing must never break a request: log, and go on.
                 log.exception("recording the request failed")
-            summary = pipeline.summary()
-            summary["outcome"] = outcome
-            log.info("request %s", orjson.dumps(summary).decode())
-            # Last: the runtime's policies may be closed once no request holds it.
-            self.live.release(runtime)
+            try:
+                summary = pipeline.summary()
+                summary["outcome"] = outcome
+                log.info("request %s", orjson.dumps(summary).decode())
+            finally:
+                # Last: the runtime's policies may be closed once no request holds it.
+                self.live.release(runtime)
 
 
 async def start_server(

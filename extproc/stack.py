@@ -347,12 +347,13 @@ class Stack:
 
     def _wait_envoy_applied(self, versions: dict[str, str]) -> bool:
         deadline = time.monotonic() + ENVOY_APPLY_TIMEOUT_S
+        clusters = set(self.served)
         while time.monotonic() < deadline:
             try:
-                if dynamic.applied(_config_dump(self.settings.admin_port), versions):
+                if dynamic.applied(_config_dump(self.settings.admin_port), versions, clusters):
                     return True
-            except OSError:
-                pass
+            except (OSError, ValueError):
+                pass  # Envoy busy, or half an answer: asked again
             time.sleep(0.05)
         return False
 
@@ -367,7 +368,7 @@ class Stack:
         listener, routes and clusters, wait until it has them, then tell every worker
         to reload (SIGHUP). A bad file changes nothing and says what is wrong."""
         try:
-            gateway = Gateway.load(self.settings, env=self._env_for_load())
+            gateway = Gateway.load(self.settings, env=self._env_for_load()).checked()
         except GatewayError as exc:
             message = "; ".join(line for line in str(exc).splitlines() if line.strip())
             log.error("reload refused, the running configuration stays: %s", message)
@@ -376,16 +377,23 @@ class Stack:
             self._signal_workers()
             return ReloadResult(False, message, self.generation)
         self.gateway = gateway
-        envoy_runs = self.xds_dir is not None and "envoy" in self.procs
-        if envoy_runs and not self._wait_envoy_applied(self._write_envoy_files()):
-            # The workers reload anyway: a route to a cluster Envoy lacks fails in
-            # format (502), while old policies kept would be silently wrong.
-            log.error("Envoy did not take the new configuration in %ss", ENVOY_APPLY_TIMEOUT_S)
+        note = ""
+        if self.xds_dir is not None and "envoy" in self.procs:
+            try:
+                versions = self._write_envoy_files()
+            except OSError as exc:
+                versions, note = {}, f"; Envoy's files could not be written: {exc.strerror}"
+            if versions and not self._wait_envoy_applied(versions):
+                note = f"; Envoy did not apply its new files in {ENVOY_APPLY_TIMEOUT_S:g}s"
+            if note:
+                # The workers reload anyway: a route to a cluster Envoy lacks fails in
+                # format (502), while old policies kept would be silently wrong.
+                log.error("reload: %s", note.removeprefix("; "))
         self._signal_workers()
         self.generation += 1
-        message = f"configuration {self.generation} sent to {len(self.workers())} worker(s)"
+        message = f"configuration {self.generation} sent to {len(self.workers())} worker(s){note}"
         log.info("reload: %s", message)
-        return ReloadResult(True, message, self.generation)
+        return ReloadResult(not note, message, self.generation)
 
     def _signal_workers(self) -> None:
         for proc in self.workers():

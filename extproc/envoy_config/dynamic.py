@@ -81,16 +81,29 @@ def write(directory: Path, files: Mapping[str, list[dict[str, Any]]]) -> dict[st
     return versions
 
 
-def applied(config_dump: Mapping[str, Any], versions: Mapping[str, str]) -> bool:
-    """Whether Envoy's `/config_dump` shows every file's version processed."""
+def applied(
+    config_dump: Mapping[str, Any], versions: Mapping[str, str], clusters: Iterable[str] = ()
+) -> bool:
+    """Whether Envoy's `/config_dump` shows every file's version processed, every one
+    of `clusters` active (a new cluster warms first: routing to it before then fails)
+    and the listener active in its new version (not still warming)."""
     seen: dict[str, set[str]] = {LDS_FILE: set(), RDS_FILE: set(), CDS_FILE: set()}
+    active: set[str] = set()
     for config in config_dump.get("configs", []):
         kind = str(config.get("@type", ""))
         if kind.endswith("ClustersConfigDump"):
             seen[CDS_FILE].add(str(config.get("version_info", "")))
+            active.update(
+                str(c.get("cluster", {}).get("name", ""))
+                for c in config.get("dynamic_active_clusters", [])
+            )
         elif kind.endswith("ListenersConfigDump"):
+            # The last version processed (an unchanged listener keeps its own older
+            # one); a listener still warming is not serving its new version yet.
             seen[LDS_FILE].add(str(config.get("version_info", "")))
+            if any(lis.get("warming_state") for lis in config.get("dynamic_listeners", [])):
+                return False
         elif kind.endswith("RoutesConfigDump"):
             for r in config.get("dynamic_route_configs", []):
                 seen[RDS_FILE].add(str(r.get("version_info", "")))
-    return all(versions[name] in seen[name] for name in versions)
+    return all(versions[name] in seen[name] for name in versions) and set(clusters) <= active

@@ -350,3 +350,20 @@ def test_a_running_envoy_follows_the_files(tmp_path: Path) -> None:
             envoy.kill()
             envoy.wait()
         log.close()
+
+
+def test_not_applied_while_a_cluster_or_the_listener_warms() -> None:
+    doc = dump()
+    clusters = doc["configs"][1]
+    clusters["dynamic_active_clusters"] = [{"cluster": {"name": "old"}}]
+    clusters["dynamic_warming_clusters"] = [{"cluster": {"name": "new"}}]
+    # The new cluster is not serving yet: routing to it would fail.
+    assert not dynamic.applied(doc, VERSIONS, {"old", "new"})
+    clusters["dynamic_active_clusters"].append({"cluster": {"name": "new"}})
+    assert dynamic.applied(doc, VERSIONS, {"old", "new"})
+    doc["configs"][2]["dynamic_listeners"] = [{"name": "gateway", "warming_state": {}}]
+    assert dynamic.applied(doc, VERSIONS, {"old", "new"})  # an empty state warms nothing
+    doc["configs"][2]["dynamic_listeners"] = [
+        {"name": "gateway", "warming_state": {"version_info": "l-2"}}
+    ]
+    assert not dynamic.applied(doc, VERSIONS, {"old", "new"})

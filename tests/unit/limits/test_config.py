@@ -163,3 +163,15 @@ def test_prices_that_match_nothing_routed_are_reported() -> None:
 
 def test_an_unknown_fail_mode_is_refused() -> None:
     assert "fail_mode.budgets" in error("fail_mode: {budgets: maybe}")
+
+
+def test_openai_cached_tokens_are_priced_once() -> None:
+    """OpenAI's prompt_tokens include the cached ones: 10,000 prompt tokens of which
+    9,000 cached cost 1,000 at the input price and 9,000 at the cache-read price."""
+    price = Price(model="gpt-4o*", input=2.5, output=10, cache_read=1.25)
+    openai = Usage(
+        input_tokens=10_000, output_tokens=0, cache_read_tokens=9_000, input_includes_cache=True
+    )
+    assert price.cost_micros(openai) == 2_500 + 11_250
+    anthropic = Usage(input_tokens=1_000, output_tokens=0, cache_read_tokens=9_000)
+    assert price.cost_micros(anthropic) == price.cost_micros(openai)
