@@ -63,6 +63,11 @@ class ProviderConfig(BaseModel):
     # read, which could be a second, billed generation. A kept-alive connection the
     # provider closes under a request in flight is therefore a 503, not a retry.
     connect_retries: int = Field(default=2, ge=0, le=5)
+    # Callers with limits are charged from usage reports; OpenAI chat streams report
+    # usage only when asked (stream_options.include_usage), which the gateway adds.
+    # false: the provider refuses that option (some older compatible servers), so its
+    # streams are charged from their events instead.
+    stream_usage: bool = True
 
     @field_validator("base_url")
     @classmethod
@@ -158,6 +163,7 @@ class Upstream(BaseModel):
     connect_timeout_s: float = 10.0
     idle_timeout_s: float = STREAM_IDLE_TIMEOUT_S
     connect_retries: int = 2
+    stream_usage: bool = True
 
     @property
     def scheme(self) -> str:
@@ -241,6 +247,7 @@ def resolve(
         connect_timeout_s=provider.connect_timeout_s,
         idle_timeout_s=provider.idle_timeout_s,
         connect_retries=provider.connect_retries,
+        stream_usage=provider.stream_usage,
     )
 
 

@@ -75,8 +75,6 @@ class RequestContext:
             metrics.limit_store_failed("open" if admission.allowed else "closed")
         if admission.allowed:
             self.metered, self.allowance = request, admission.allowance
-            if self.dialect.ask_for_usage(request.body):
-                request.usage_added = request.body_changed = True
             return None
         exceeded = admission.exceeded or "store_unavailable"
         self.decisions.add(
@@ -107,6 +105,13 @@ class RequestContext:
         """The upstream serving `model`, or a 400 saying why there is none."""
         found = upstream_for_model(self.runtime.gateway.router, model, self.dialect)
         return self.refuse(400, found, "model") if isinstance(found, str) else found
+
+    def ask_for_usage(self, request: ApiRequest, upstream: Upstream) -> None:
+        """A metered stream that reports usage only when asked, to a provider that takes
+        the question: ask (the client gets the stream as if it had not)."""
+        asks = self.metered is request and upstream.stream_usage
+        if asks and self.dialect.ask_for_usage(request.body):
+            request.usage_added = request.body_changed = True
 
     def route(self, upstream: Upstream) -> Continue:
         """Send the request to `upstream`: Envoy re-picks the route from our header."""

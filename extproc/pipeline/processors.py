@@ -84,6 +84,7 @@ async def _checked_and_routed(ctx: RequestContext, request: ApiRequest) -> Conti
     upstream = ctx.upstream_for(final)
     if isinstance(upstream, Immediate):
         return upstream
+    ctx.ask_for_usage(request, upstream)
     out = ctx.route(upstream)
     if request.body_changed:
         out.body = orjson.dumps(request.body)

@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import orjson
 import pytest
+from pydantic import SecretStr
 
+from extproc.config import Settings
 from extproc.core.audit import Action, Decision, DecisionLog, Mode
+from extproc.core.providers import ProviderApi
 from extproc.dialects.base import Dialect
 from extproc.dialects.registry import ANTHROPIC, OPENAI_CHAT
 from extproc.gateway import Runtime
@@ -16,9 +19,11 @@ from extproc.limits import MemoryCounters, Window
 from extproc.limits.counters import Metric
 from extproc.pipeline import Continue, Immediate, Phase, RequestPipeline
 from extproc.pipeline.metering import drain_charges
+from extproc.routing import ProviderConfig, Router
 from tests.helpers.dialects import USAGE_CHUNK, openai_chunk, openai_sse
 from tests.helpers.limits_runtime import CALLER, limited_runtime
 from tests.helpers.pipeline import ANTHROPIC_STREAM, model_for, request_headers, run_chunks
+from tests.helpers.runtime import KEY
 from tests.unit.limits.conftest import Clock, epoch
 
 NOW = "2026-12-03T10:14:30"  # 30 s before the minute resets, 13h45m30s before the day
@@ -314,3 +319,20 @@ async def test_a_callers_own_limits_apply_over_the_default(clock: Clock) -> None
     await sent(runtime, ANTHROPIC)
     out = await Sent(runtime, ANTHROPIC).request()
     assert isinstance(out, Immediate) and out.status == 429
+
+
+async def test_a_provider_that_refuses_stream_options_is_not_asked(clock: Clock) -> None:
+    """`stream_usage: false` on a provider: the request goes as the client sent it, and
+    the stream (which then reports no usage) is charged from its events."""
+    settings = Settings.model_validate({"gateway_keys": (SecretStr(KEY),)})
+    providers = {"openai": ProviderConfig(api=ProviderApi.OPENAI, stream_usage=False)}
+    router = Router.build(settings, providers, env={})
+    runtime = limited_runtime(BUDGETS, clock, router=router)
+    s = Sent(runtime, OPENAI_CHAT)
+    out = await s.request()
+    assert isinstance(out, Continue) and out.body is None  # the body untouched
+    assert isinstance(s.response_headers(), Continue)
+    assert await run_chunks(s.pipeline, [OPENAI_UNASKED]) == OPENAI_UNASKED
+    s.pipeline.finish("ok")
+    counts = await used(runtime, ("tokens", Window.DAY), clock=clock)
+    assert counts[("tokens", Window.DAY)] > 0
