@@ -48,7 +48,7 @@ class SseBody:
         )
         self.ending = dialect.stream_ending()
         # The gateway asked for the usage report (to count tokens); the client did not.
-        self.unasked_usage = request.usage_added
+        self.usage_added = request.usage_added
         self.validator = OutputValidator(dialect.validator(request), request) if validate else None
         self.policy_timeout_s = policy_timeout_s
         self.label = label  # "METHOD path", for logs
@@ -81,7 +81,7 @@ class SseBody:
                 self.terminated = True
             elif dialect.is_error_payload(frame):
                 self.saw_error_payload = True
-        if self.unasked_usage:
+        if self.usage_added:
             frames = [kept for f in frames if (kept := dialect.unasked_usage(f)) is not None]
         if (
             end_of_stream

@@ -78,7 +78,7 @@ async def test_the_client_gets_no_usage_while_the_tokens_are_read(
     chain: PolicyChain, cuts: list[int]
 ) -> None:
     body = usage_asked_body(chain)
-    assert body.unasked_usage
+    assert body.usage_added
     out = await feed_all(body, split(UPSTREAM, cuts))
     assert out == UNASKED
     assert body.usage == REPORTED
@@ -91,14 +91,14 @@ async def test_the_client_gets_no_usage_while_the_tokens_are_read(
 async def test_a_client_that_asked_gets_the_report() -> None:
     options = {"include_usage": True}
     body = usage_asked_body(CHAINS[0], options)
-    assert not body.unasked_usage
+    assert not body.usage_added
     assert await feed_all(body, [UPSTREAM]) == UPSTREAM
     assert body.usage == REPORTED and body.violations == 0
 
 
 async def test_a_client_that_asked_for_other_options_keeps_them_and_gets_no_usage() -> None:
     body = usage_asked_body(CHAINS[1], {"include_obfuscation": True})
-    assert body.unasked_usage
+    assert body.usage_added
     assert await feed_all(body, split(UPSTREAM, [100, 400])) == UNASKED
     assert body.usage == REPORTED
 
