@@ -393,7 +393,8 @@ class Stack:
         self.generation += 1
         message = f"configuration {self.generation} sent to {len(self.workers())} worker(s){note}"
         log.info("reload: %s", message)
-        return ReloadResult(not note, message, self.generation)
+        # The workers did reload: a problem with Envoy is in the message and the log.
+        return ReloadResult(True, message, self.generation)
 
     def _signal_workers(self) -> None:
         for proc in self.workers():
