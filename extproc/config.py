@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from extproc.contract import DEFAULT_MAX_STREAMS, MAX_CONCURRENT_STREAMS
 from extproc.core.providers import ProviderApi
 
 DEV_GATEWAY_KEY = "sk-luthien-dev-key"
@@ -50,6 +51,7 @@ ENV_VARS = {
     "gateway_admin_port": "GATEWAY_ADMIN_PORT",
     "gateway_admin_key": "GATEWAY_ADMIN_KEY",
     "rate_limit_redis_url": "RATE_LIMIT_REDIS_URL",
+    "extproc_max_streams": "EXTPROC_MAX_STREAMS",
 }
 
 
@@ -115,6 +117,9 @@ class Settings(BaseModel):
     # ext_proc server processes, on ports extproc_port, extproc_port + 1, ...; Envoy
     # balances requests across them. Python runs one core per process.
     extproc_workers: int = Field(default=1, ge=1, le=64)
+    # Requests one ext_proc process serves at once; beyond it new requests get a fast
+    # "overloaded, retry" in their API's format instead of slowing every stream down.
+    extproc_max_streams: int = Field(default=DEFAULT_MAX_STREAMS, ge=1, le=MAX_CONCURRENT_STREAMS)
     # Where Envoy reaches the ext_proc server, and where that server listens: both
     # loopback on one host or in a pod; a service name and 0.0.0.0 under compose.
     extproc_host: str = "127.0.0.1"

@@ -42,6 +42,13 @@ MAX_REPLY_CHUNK = 64 * 1024
 REQUEST_SLACK_BYTES = 1024 * 1024
 # Envoy keeps one HTTP/2 connection to ext_proc with many concurrent streams.
 MAX_CONCURRENT_STREAMS = 10_000
+# Requests one ext_proc process takes at once by default (EXTPROC_MAX_STREAMS). From
+# `make bench`: 256 open streams hold about 100-130 MiB, and one process moves 50-200k
+# events/s; 512 streams of a real model (an event every 20-50 ms) stay within that for
+# the lighter chains. Beyond it, a fast in-format "overloaded" beats every stream slowing.
+DEFAULT_MAX_STREAMS = 512
+# What a client is told to wait before retrying an overloaded gateway.
+OVERLOADED_RETRY_AFTER_S = 1
 # A stream with no byte either way for this long is dead (Envoy's HCM default for
 # every request, and each provider route's default). Models that think for minutes
 # still send pings.

@@ -96,6 +96,7 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
         # Each request takes the runtime current when it starts and keeps it.
         self.live = live
         self.active = 0  # open Process streams, for tests and metrics
+        self.max_streams = live.current.settings.extproc_max_streams
 
     async def Process(
         self,
@@ -118,6 +119,10 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
                     pipeline.envoy_sends_body = req.protocol_config.response_body_mode != 0
                 if kind == "request_headers":
                     msg = req.request_headers
+                    if self.active > self.max_streams:
+                        outcome = "overloaded"
+                        yield _immediate(pipeline.refuse_overloaded(_headers(msg), self.active))
+                        return
                     hout = pipeline.on_request_headers(_headers(msg), msg.end_of_stream)
                     if isinstance(hout, Immediate):
                         outcome = "rejected"

@@ -222,6 +222,9 @@ class Dialect(ABC):
         had it without the ask: None drops it (the usage report itself)."""
         return frame
 
+    # The status of "too busy, retry": the SDKs retry it with backoff.
+    overloaded_status: ClassVar[int] = 503
+
     def rate_limit_headers(self, allowance: Allowance) -> dict[str, str]:
         """The caller's remaining allowance under the names the providers use (OpenAI's
         `x-ratelimit-*`, which SDKs and tools read whatever the API)."""

@@ -143,10 +143,30 @@ def _http_connection_manager(
     }
 
 
+def circuit_breakers(gateway: Gateway) -> dict[str, Any]:
+    """Envoy's per-cluster bounds, set on purpose: its defaults (1,024 requests) would
+    refuse requests silently below the gateway's own bound (EXTPROC_MAX_STREAMS per
+    worker, answered in each API's format). Twice that bound, so ours acts first."""
+    s = gateway.settings
+    bound = 2 * s.extproc_workers * s.extproc_max_streams
+    return {
+        "thresholds": [
+            {
+                "priority": "DEFAULT",
+                "max_connections": bound,
+                "max_pending_requests": bound,
+                "max_requests": bound,
+                "max_retries": max(3, bound // 10),
+            }
+        ]
+    }
+
+
 def _extproc_cluster(gateway: Gateway) -> dict[str, Any]:
     s = gateway.settings
     return {
         "name": EXTPROC_CLUSTER,
+        "circuit_breakers": circuit_breakers(gateway),
         # A service name under compose, an address on one host or in a pod.
         "type": "STATIC" if providers.is_ip(s.extproc_host) else "STRICT_DNS",
         "dns_lookup_family": "V4_PREFERRED",
@@ -193,7 +213,11 @@ def listener(gateway: Gateway, routes: dict[str, Any], response_body: bool) -> d
 
 
 def provider_clusters(gateway: Gateway, upstreams: list[Upstream]) -> list[dict[str, Any]]:
-    return [providers.cluster(u, gateway.settings.ca_bundle) for u in upstreams]
+    breakers = circuit_breakers(gateway)
+    return [
+        {**providers.cluster(u, gateway.settings.ca_bundle), "circuit_breakers": breakers}
+        for u in upstreams
+    ]
 
 
 def bootstrap(gateway: Gateway, response_body: bool, any_keys: bool) -> dict[str, Any]:

@@ -118,6 +118,7 @@ class _Families:
     generation: Gauge
     limited: Counter
     limit_store_failures: Counter
+    overloaded: Counter
 
 
 def _make_families(registry: CollectorRegistry) -> _Families:
@@ -201,6 +202,11 @@ def _make_families(registry: CollectorRegistry) -> _Families:
             "gateway_rate_limit_store_failures",
             "Calls to the shared limit counters that failed, by what the fail mode did.",
             ("fail_mode",),
+            registry=registry,
+        ),
+        overloaded=Counter(
+            "gateway_overloaded",
+            "Requests refused at once because a worker already served EXTPROC_MAX_STREAMS.",
             registry=registry,
         ),
     )
@@ -298,6 +304,9 @@ class GatewayMetrics:
 
     def rate_limited(self, caller: str, limit: str) -> None:
         self._m.limited.labels(self.callers.label(caller), limit).inc()
+
+    def overloaded(self) -> None:
+        self._m.overloaded.inc()
 
     def limit_store_failed(self, fail_mode: str) -> None:
         self._m.limit_store_failures.labels(fail_mode).inc()

@@ -16,7 +16,7 @@ import time
 from typing import Any
 from urllib.parse import parse_qsl
 
-from extproc.contract import ENVOY_HEADER_PREFIX
+from extproc.contract import ENVOY_HEADER_PREFIX, OVERLOADED_RETRY_AFTER_S
 from extproc.core.audit import DecisionLog
 from extproc.core.usage import Usage
 from extproc.dialects.registry import DEFAULT_DIALECT, dialect_for
@@ -88,6 +88,24 @@ class RequestPipeline:
         return out
 
     # -- request side -------------------------------------------------------------
+
+    def refuse_overloaded(self, headers: dict[str, str], active: int) -> Immediate:
+        """The process already serves its most requests: a fast "overloaded, retry" in
+        the request's API format (529 for Anthropic, 503 elsewhere: the SDKs retry
+        both), before any of the request's work is done."""
+        self.method = headers.get(":method", "")
+        self.path = headers.get(":path", "").partition("?")[0]
+        self.request_id = headers.get("x-request-id", "")[:128]
+        dialect = dialect_for(self.path, headers)
+        status = dialect.overloaded_status
+        log.warning("overloaded: %d requests in this process; refusing %s", active, self.path)
+        observer = self.runtime.observer
+        if observer is not None and observer.metrics is not None:
+            observer.metrics.overloaded()
+        message = "the gateway is overloaded; retry shortly"
+        body = dialect.error_body(status, message)
+        headers_out = {**JSON_HEADERS, "retry-after": str(OVERLOADED_RETRY_AFTER_S)}
+        return self._answer(Immediate(status, body, headers_out))
 
     def on_request_headers(
         self, headers: dict[str, str], end_of_stream: bool

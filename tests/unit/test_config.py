@@ -47,6 +47,7 @@ EVERY_VARIABLE = {
     "GATEWAY_ADMIN_PORT": "8101",
     "GATEWAY_ADMIN_KEY": "adm-secret",
     "RATE_LIMIT_REDIS_URL": "redis://:pw@cache:6379/2",
+    "EXTPROC_MAX_STREAMS": "64",
 }
 
 
@@ -83,6 +84,7 @@ def test_every_variable_is_read() -> None:
     assert (s.gateway_admin_host, s.gateway_admin_port) == ("0.0.0.0", 8101)
     assert s.gateway_admin_key == SecretStr("adm-secret")
     assert s.rate_limit_redis_url == SecretStr("redis://:pw@cache:6379/2")
+    assert s.extproc_max_streams == 64
 
 
 def test_the_limit_counters_must_be_redis() -> None:

@@ -107,6 +107,9 @@ class AnthropicDialect(Dialect):
 
     # -- errors -------------------------------------------------------------------------
 
+    # Anthropic's own "overloaded" (overloaded_error), which its SDK retries.
+    overloaded_status = 529
+
     def rate_limit_headers(self, allowance: Allowance) -> dict[str, str]:
         # Anthropic's own names too (reset as an RFC 3339 time), which its SDK and
         # Claude Code read.

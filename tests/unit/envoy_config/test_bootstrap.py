@@ -140,3 +140,16 @@ def test_config_for_any_keys_does_not_depend_on_the_keys() -> None:
         r.upstreams["anthropic"].cluster,
         r.upstreams["openai"].cluster,
     }
+
+
+def test_circuit_breakers_sit_above_the_gateways_own_bound() -> None:
+    """Envoy's default (1,024 requests per cluster) would refuse silently below the
+    workers' bound, which answers in format: every cluster gets twice that bound."""
+    settings = Settings(extproc_workers=3, extproc_max_streams=700)
+    doc = bootstrap(gateway_with(settings=settings), True, False)
+    clusters = doc["static_resources"]["clusters"]
+    assert len(clusters) >= 2  # ext_proc and at least one provider
+    for cluster in clusters:
+        (threshold,) = cluster["circuit_breakers"]["thresholds"]
+        assert threshold["max_requests"] == threshold["max_pending_requests"] == 4200
+        assert threshold["max_connections"] == 4200

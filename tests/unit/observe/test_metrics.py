@@ -43,6 +43,7 @@ FAMILIES = {
     "gateway_config_generation": "gauge",
     "gateway_rate_limited": "counter",
     "gateway_rate_limit_store_failures": "counter",
+    "gateway_overloaded": "counter",
 }
 SERVED = {"caller": "alice", "api": "anthropic", "provider": "anthropic", "status": "200"}
 MODEL = {"gen_ai_request_model": "claude-x", "gen_ai_provider_name": "anthropic", "caller": "alice"}
