@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from extproc.stack import stop_processes
+from extproc.processes import stop_processes
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 

@@ -120,7 +120,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     _write_pid_file()
     try:
         while True:
-            dead = stack.dead_child()
+            dead = stack.supervise()
             if dead:
                 print(f"llm-gateway: {dead}; stopping", file=sys.stderr)
                 return 1

@@ -57,6 +57,8 @@ ENV_VARS = {
 
 # Set by `llm-gateway run` for its children: the process that reloads them all.
 SUPERVISOR_ENV = "LLM_GATEWAY_SUPERVISOR_PID"
+# Set for an ext_proc worker the supervisor started again after a crash.
+RESTARTED_ENV = "LLM_GATEWAY_WORKER_RESTARTED"
 # Where `llm-gateway run` leaves its process id for `llm-gateway reload`.
 PID_FILE = ".llm-gateway/gateway.pid"
 

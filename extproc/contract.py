@@ -47,6 +47,8 @@ MAX_CONCURRENT_STREAMS = 10_000
 # events/s; 512 streams of a real model (an event every 20-50 ms) stay within that for
 # the lighter chains. Beyond it, a fast in-format "overloaded" beats every stream slowing.
 DEFAULT_MAX_STREAMS = 512
+# How often Envoy asks each ext_proc worker whether it is serving (grpc.health.v1).
+EXTPROC_HEALTH_INTERVAL_S = 0.5
 # What a client is told to wait before retrying an overloaded gateway.
 OVERLOADED_RETRY_AFTER_S = 1
 # A stream with no byte either way for this long is dead (Envoy's HCM default for

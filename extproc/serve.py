@@ -12,7 +12,7 @@ from typing import Any
 
 from extproc.admin.app import AdminServer, create_admin_app
 from extproc.admin.control import Control, Reload
-from extproc.config import DEV_GATEWAY_KEY, SUPERVISOR_ENV, Settings
+from extproc.config import DEV_GATEWAY_KEY, RESTARTED_ENV, SUPERVISOR_ENV, Settings
 from extproc.core.filewatch import FileWatch
 from extproc.core.reloading import ReloadResult
 from extproc.gateway import Gateway, GatewayError, Runtime
@@ -156,6 +156,8 @@ async def serve_forever(gateway: Gateway, admin: bool = True) -> None:
         gateway.policy_file.audit.store_originals,
         models=gateway.router.named_models(),
     )
+    if os.environ.get(RESTARTED_ENV) and observer.metrics is not None:
+        observer.metrics.worker_restarted()
     # Callers' use of their limits outlives any configuration: one store per process.
     counters = open_counters(settings)
     runtime = gateway.runtime(observer, counters)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Coroutine, Iterable
+from typing import Any
 
 import grpc
 import orjson
@@ -17,6 +18,9 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ep_grpc
 from envoy.type.v3 import http_status_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import OVERALL_HEALTH
+from grpc_health.v1.health import aio as health_aio
 
 from extproc.contract import MAX_CONCURRENT_STREAMS, MAX_REPLY_CHUNK, REQUEST_SLACK_BYTES
 from extproc.gateway import Runtime
@@ -97,6 +101,7 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
         self.live = live
         self.active = 0  # open Process streams, for tests and metrics
         self.max_streams = live.current.settings.extproc_max_streams
+        self.health = health_aio.HealthServicer()
 
     async def Process(
         self,
@@ -191,6 +196,17 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
                 self.live.release(runtime)
 
 
+def serving(health: health_aio.HealthServicer, ready: bool) -> Coroutine[Any, Any, None]:
+    """Tell Envoy's health checks whether this worker takes new requests (not while it
+    drains at shutdown)."""
+    status = (
+        health_pb2.HealthCheckResponse.SERVING
+        if ready
+        else health_pb2.HealthCheckResponse.NOT_SERVING
+    )
+    return health.set(OVERALL_HEALTH, status)
+
+
 async def start_server(
     runtime: Runtime | LiveRuntime, address: str | None = None
 ) -> tuple[grpc.aio.Server, ExternalProcessor, int]:
@@ -211,6 +227,10 @@ async def start_server(
     )
     servicer = ExternalProcessor(live)
     ep_grpc.add_ExternalProcessorServicer_to_server(servicer, server)
+    # grpc.health.v1, which Envoy asks every half second: a dead or draining worker
+    # stops getting requests (extproc/envoy_config/bootstrap.py, the ext_proc cluster).
+    health_pb2_grpc.add_HealthServicer_to_server(servicer.health, server)
+    await serving(servicer.health, True)
     address = address or f"{settings.extproc_listen}:{settings.extproc_port}"
     port = server.add_insecure_port(address)
     if port == 0:

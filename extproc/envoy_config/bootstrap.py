@@ -13,6 +13,7 @@ from extproc.contract import (
     EXTPROC_CLUSTER,
     EXTPROC_CONNECT_TIMEOUT_S,
     EXTPROC_FILTER,
+    EXTPROC_HEALTH_INTERVAL_S,
     HEALTH_PATH,
     MAX_CONCURRENT_STREAMS,
     NO_CLUSTER_MESSAGE,
@@ -167,6 +168,26 @@ def _extproc_cluster(gateway: Gateway) -> dict[str, Any]:
     return {
         "name": EXTPROC_CLUSTER,
         "circuit_breakers": circuit_breakers(gateway),
+        # Each worker answers grpc.health.v1: a dead one (or one draining at shutdown)
+        # gets no new request within a second; a restarted one is back after one check.
+        "health_checks": [
+            {
+                "timeout": providers.seconds(EXTPROC_HEALTH_INTERVAL_S),
+                "interval": providers.seconds(EXTPROC_HEALTH_INTERVAL_S),
+                "unhealthy_threshold": 1,
+                "healthy_threshold": 1,
+                "no_traffic_interval": providers.seconds(EXTPROC_HEALTH_INTERVAL_S),
+                "grpc_health_check": {},
+            }
+        ],
+        # Requests that fail to reach a worker eject it at once, before the next check.
+        "outlier_detection": {
+            "split_external_local_origin_errors": True,
+            "consecutive_local_origin_failure": 1,
+            "interval": providers.seconds(EXTPROC_HEALTH_INTERVAL_S),
+            "base_ejection_time": "2s",
+            "max_ejection_percent": 100,
+        },
         # A service name under compose, an address on one host or in a pod.
         "type": "STATIC" if providers.is_ip(s.extproc_host) else "STRICT_DNS",
         "dns_lookup_family": "V4_PREFERRED",

@@ -119,6 +119,7 @@ class _Families:
     limited: Counter
     limit_store_failures: Counter
     overloaded: Counter
+    restarts: Counter
 
 
 def _make_families(registry: CollectorRegistry) -> _Families:
@@ -202,6 +203,11 @@ def _make_families(registry: CollectorRegistry) -> _Families:
             "gateway_rate_limit_store_failures",
             "Calls to the shared limit counters that failed, by what the fail mode did.",
             ("fail_mode",),
+            registry=registry,
+        ),
+        restarts=Counter(
+            "gateway_worker_restarts",
+            "ext_proc workers started again by the supervisor after a crash.",
             registry=registry,
         ),
         overloaded=Counter(
@@ -304,6 +310,9 @@ class GatewayMetrics:
 
     def rate_limited(self, caller: str, limit: str) -> None:
         self._m.limited.labels(self.callers.label(caller), limit).inc()
+
+    def worker_restarted(self) -> None:
+        self._m.restarts.inc()
 
     def overloaded(self) -> None:
         self._m.overloaded.inc()

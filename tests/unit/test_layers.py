@@ -38,6 +38,8 @@ RANKS: dict[str, int] = {
     "server": 10,
     "serve": 11,
     "stack": 11,
+    "restarts": 0,
+    "processes": 10,
     "cli": 12,
     "usage_cli": 11,
     "__main__": 13,

@@ -1,10 +1,11 @@
 """An LLM judge: asks a model how likely a tool call is to do harm.
 
 `JudgeClient.verdict(call, context)` sends one request in its API's dialect (OpenAI chat
-completions or Anthropic messages) and parses the answer into a `JudgeVerdict`. Everything that goes
-wrong — timeout, HTTP error, an answer without a verdict — becomes a `JudgeError` whose
-`reason` is short and safe to show to a client: it never holds the key, the request or
-the judge's raw answer.
+completions or Anthropic messages), retrying a connection error, 5xx or 429 a bounded
+number of times within one `timeout_s` deadline, and parses the answer into a
+`JudgeVerdict`. Everything that goes wrong — timeout, HTTP error, an answer without a
+verdict — becomes a `JudgeError` whose `reason` is short and safe to show to a client: it
+never holds the key, the request or the judge's raw answer.
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ import json
 import logging
 import math
 import os
+import random
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
 from extproc.core.decisions import ToolCall
 from extproc.core.request import ApiRequest
@@ -30,6 +33,10 @@ log = logging.getLogger(__name__)
 MAX_ARGUMENT_CHARS = 16_000  # longer arguments: head and tail are sent, the middle elided
 MAX_USER_MESSAGE_CHARS = 4_000
 MAX_EXPLANATION_CHARS = 300
+# Backoff before retry n: RETRY_DELAY_S * 2**(n-1), jittered down to half so that
+# concurrent judgements do not retry in step. Short on purpose: the whole judgement has
+# `timeout_s`, and a judge down for longer is the circuit breaker's business. A 429's
+# Retry-After is not honoured for the same reason.
 RETRY_DELAY_S = 0.1
 
 SYSTEM_PROMPT = """\
@@ -64,7 +71,11 @@ class JudgeConfig(BaseModel):
     api_key_env: str | None = None  # name of the env var that holds the key
     timeout_s: float = Field(default=10, gt=0)
     api: Literal["openai", "anthropic", "responses"] = "openai"
-    max_retries: int = Field(default=1, ge=0, le=5)
+    # Retries after a connection error, a 5xx or a 429, within `timeout_s`.
+    # `max_retries` is its older name, still read.
+    retries: int = Field(
+        default=1, ge=0, le=3, validation_alias=AliasChoices("retries", "max_retries")
+    )
 
     @field_validator("base_url")
     @classmethod
@@ -198,13 +209,28 @@ def parse_verdict(answer: str) -> JudgeVerdict:
     raise JudgeError("judge answer had no JSON verdict")
 
 
+def _retryable(status: int) -> bool:
+    return status >= 500 or status == 429
+
+
+def _backoff(attempt: int) -> float:
+    return RETRY_DELAY_S * 2 ** (attempt - 1) * random.uniform(0.5, 1.0)
+
+
+def _after(failure: JudgeError, attempts: int) -> JudgeError:
+    if attempts == 1:
+        return failure
+    return JudgeError(f"{failure.reason} (after {attempts} attempts)")
+
+
 # -- client --------------------------------------------------------------------------
 
 
 class JudgeClient:
     """One judge model behind one shared HTTP client; safe for concurrent `verdict` calls."""
 
-    def __init__(self, config: JudgeConfig) -> None:
+    def __init__(self, config: JudgeConfig, extra_headers: Mapping[str, str] | None = None) -> None:
+        """`extra_headers` go with every request (the tests' mock LLM fault headers)."""
         self.config = config
         self._dialect = dialect_named(config.api)
         key: str | None = None
@@ -214,7 +240,11 @@ class JudgeClient:
                 raise ValueError(
                     f"judge api key: environment variable {config.api_key_env} is not set"
                 )
-        headers = {"content-type": "application/json", **self._dialect.client_headers()}
+        headers = {
+            "content-type": "application/json",
+            **self._dialect.client_headers(),
+            **(extra_headers or {}),
+        }
         if key:
             headers.update(self._dialect.credential_headers(key))
         self._key = key
@@ -234,11 +264,12 @@ class JudgeClient:
         return self._dialect.simple_request(self.config.model, system, user)
 
     async def verdict(self, call: ToolCall, context: JudgeContext) -> JudgeVerdict:
-        """The judge's verdict on one tool call, within `timeout_s` overall (retries too)."""
+        """The judge's verdict on one tool call, within `timeout_s` overall: one deadline
+        over every attempt and backoff, so a stream never waits longer for its judge."""
         body = self._body(call, context)
         try:
-            async with asyncio.timeout(self.config.timeout_s):
-                document = await self._post(body)
+            async with asyncio.timeout(self.config.timeout_s) as deadline:
+                document = await self._post(body, deadline.when() or math.inf)
         except (TimeoutError, httpx.TimeoutException):
             raise JudgeError(f"judge timed out after {self.config.timeout_s:g}s") from None
         try:
@@ -247,32 +278,36 @@ class JudgeClient:
             raise JudgeError("judge answer had an unexpected shape") from None
         return parse_verdict(answer)
 
-    async def _post(self, body: dict[str, Any]) -> Any:
-        attempt = 0
+    async def _post(self, body: dict[str, Any], deadline: float) -> Any:
+        """The judge's JSON answer. A connection error, a 5xx or a 429 is retried up to
+        `retries` times; anything else (a 4xx, an answer that is not JSON) would fail the
+        same way again, so it is not. `deadline` (event loop time) bounds it all: a retry
+        that could not start before it is not tried, and the real failure is reported."""
+        loop, attempt = asyncio.get_running_loop(), 0
         while True:
+            attempt += 1
             try:
                 response = await self._http.post(self._url, json=body)
             except httpx.TimeoutException:
-                raise
+                raise  # httpx's timeouts are the overall one: no time is left to retry
             except httpx.TransportError as exc:
-                if attempt < self.config.max_retries:
-                    attempt += 1
-                    await asyncio.sleep(RETRY_DELAY_S)
-                    continue
-                raise JudgeError(f"judge connection failed ({type(exc).__name__})") from None
+                failure = JudgeError(f"judge connection failed ({type(exc).__name__})")
             except httpx.HTTPError as exc:
                 raise JudgeError(f"judge request failed ({type(exc).__name__})") from None
-            if response.status_code >= 500 and attempt < self.config.max_retries:
-                attempt += 1
-                await asyncio.sleep(RETRY_DELAY_S)
-                continue
-            if response.status_code != 200:
+            else:
+                if response.status_code == 200:
+                    try:
+                        return response.json()
+                    except ValueError:
+                        raise JudgeError("judge answer was not JSON") from None
                 self._log_error(response)
-                raise JudgeError(f"judge returned HTTP {response.status_code}")
-            try:
-                return response.json()
-            except ValueError:
-                raise JudgeError("judge answer was not JSON") from None
+                failure = JudgeError(f"judge returned HTTP {response.status_code}")
+                if not _retryable(response.status_code):
+                    raise failure
+            delay = _backoff(attempt)
+            if attempt > self.config.retries or loop.time() + delay >= deadline:
+                raise _after(failure, attempt)
+            await asyncio.sleep(delay)
 
     def _log_error(self, response: httpx.Response) -> None:
         """Log the provider's error message (never the body as a whole), key scrubbed."""

@@ -2,7 +2,8 @@
 
 The judge rates the probability that executing the call is harmful; at or above
 `threshold` the call is blocked and the client sees `block_message` in its place. When the
-judge cannot answer (timeout, HTTP error, no verdict), `on_judge_error` decides.
+judge cannot answer (timeout, HTTP error, no verdict), `on_judge_error` decides; so it
+does, at once and without calling the judge, while the endpoint's circuit breaker is open.
 """
 
 from __future__ import annotations
@@ -19,11 +20,20 @@ from extproc.core.decisions import Allow, BlockToolCall, ToolCall
 from extproc.core.request import ApiRequest
 from extproc.policies.base import Policy, PolicyConfig
 from extproc.policies.matching import check_format
+from extproc.policies.tool_call_judge.breaker import (
+    BREAKERS,
+    BreakerConfig,
+    BreakerRegistry,
+    CircuitBreaker,
+    CircuitOpen,
+    Endpoint,
+)
 from extproc.policies.tool_call_judge.client import (
     JudgeClient,
     JudgeConfig,
     JudgeContext,
     JudgeError,
+    JudgeVerdict,
     context_from_request,
 )
 
@@ -42,6 +52,7 @@ class ToolCallJudgeConfig(PolicyConfig):
     threshold: float = Field(default=0.6, ge=0, le=1)
     judge: JudgeConfig
     on_judge_error: Literal["block", "allow"] = "block"
+    breaker: BreakerConfig = BreakerConfig()
     system_prompt_chars: int = Field(default=500, ge=0)
     include_last_user_message: bool = True
     # Fields: tool, probability, explanation, arguments.
@@ -70,9 +81,13 @@ class ToolCallJudgePolicy(Policy[ToolCallJudgeConfig]):
     type = "tool_call_judge"
     gates_tool_calls = True
 
-    def __init__(self, config: ToolCallJudgeConfig) -> None:  # the judge has no default
+    def __init__(
+        self, config: ToolCallJudgeConfig, breakers: BreakerRegistry = BREAKERS
+    ) -> None:  # the judge has no default
         super().__init__(config)
         self.judge = JudgeClient(config.judge)
+        endpoint = Endpoint(config.judge.base_url, config.judge.model)
+        self.breaker: CircuitBreaker | None = breakers.breaker(endpoint, config.breaker)
 
     def _context(self, request: ApiRequest) -> JudgeContext:
         context = context_from_request(request, self.config.system_prompt_chars)
@@ -80,11 +95,18 @@ class ToolCallJudgePolicy(Policy[ToolCallJudgeConfig]):
             context = JudgeContext(system_prompt=context.system_prompt)
         return context
 
+    async def _verdict(self, call: ToolCall, request: ApiRequest) -> JudgeVerdict:
+        context = self._context(request)
+        if self.breaker is None:
+            return await self.judge.verdict(call, context)
+        with self.breaker.call():  # raises CircuitOpen: the judge is not called
+            return await self.judge.verdict(call, context)
+
     async def on_tool_call(self, call: ToolCall, request: ApiRequest) -> BlockToolCall | Allow:
         wall, started = time.time(), time.perf_counter()
         try:
-            verdict = await self.judge.verdict(call, self._context(request))
-        except JudgeError as exc:
+            verdict = await self._verdict(call, request)
+        except (JudgeError, CircuitOpen) as exc:
             seconds = time.perf_counter() - started
             decision = "block" if self.config.on_judge_error == "block" else "allow"
             log.info(

@@ -44,6 +44,7 @@ FAMILIES = {
     "gateway_rate_limited": "counter",
     "gateway_rate_limit_store_failures": "counter",
     "gateway_overloaded": "counter",
+    "gateway_worker_restarts": "counter",
 }
 SERVED = {"caller": "alice", "api": "anthropic", "provider": "anthropic", "status": "200"}
 MODEL = {"gen_ai_request_model": "claude-x", "gen_ai_provider_name": "anthropic", "caller": "alice"}

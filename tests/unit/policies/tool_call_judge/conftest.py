@@ -11,6 +11,7 @@ from aiohttp import web
 from extproc.mock_llm import MockConfig, create_app
 from extproc.mock_llm.server import RECORDS_KEY
 from extproc.policies.tool_call_judge import ToolCallJudgeConfig, ToolCallJudgePolicy
+from extproc.policies.tool_call_judge.breaker import BreakerRegistry
 from extproc.policies.tool_call_judge.client import JudgeConfig
 from tests.helpers.judge import JUDGE_MODEL, PolicyFactory
 
@@ -29,16 +30,20 @@ async def mock() -> AsyncIterator[tuple[str, web.Application]]:
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def make(mock: tuple[str, web.Application]) -> AsyncIterator[PolicyFactory]:
-    """Build policies against the mock judge; `judge_*` keywords go to the JudgeConfig."""
+    """Build policies against the mock judge; `judge_*` keywords go to the JudgeConfig.
+    Each test has breakers of its own (`breakers=` gives others): failures one test
+    provokes must not open the circuit for the next."""
     base_url, app = mock
     app[RECORDS_KEY].clear()
     made: list[ToolCallJudgePolicy] = []
+    own = BreakerRegistry()
 
     def factory(**options: Any) -> ToolCallJudgePolicy:
         judge: dict[str, Any] = {"base_url": base_url, "model": JUDGE_MODEL, "timeout_s": 5}
         judge |= {k[6:]: options.pop(k) for k in list(options) if k.startswith("judge_")}
+        breakers = options.pop("breakers", own)
         config = ToolCallJudgeConfig(type="tool_call_judge", judge=JudgeConfig(**judge), **options)
-        made.append(ToolCallJudgePolicy(config))
+        made.append(ToolCallJudgePolicy(config, breakers))
         return made[-1]
 
     yield factory

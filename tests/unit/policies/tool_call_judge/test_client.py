@@ -68,11 +68,12 @@ async def test_connection_refused_is_judge_error() -> None:
 def test_judge_config() -> None:
     config = JudgeConfig(base_url="https://judge.example/v1/", model="j")
     assert config.base_url == "https://judge.example/v1"
-    assert (config.api, config.timeout_s, config.max_retries) == ("openai", 10, 1)
+    assert (config.api, config.timeout_s, config.retries) == ("openai", 10, 1)
     for bad in (
         {"base_url": "ftp://x"},
         {"model": ""},
         {"api_key_env": "NOT-A-NAME"},
+        {"retries": 4},
         {"max_retries": 6},
         {"extra": 1},
     ):

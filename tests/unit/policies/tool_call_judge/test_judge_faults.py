@@ -1,0 +1,180 @@
+"""A judge that is dead, slow, failing or talking nonsense: every decision is taken within
+`timeout_s` (retries included), the fail mode applies and is recorded, and the circuit
+breaker stops calling a judge that keeps failing until a probe finds it back.
+
+The judge is the mock LLM over real HTTP (its JUDGE_* markers and x-mock-* headers make it
+slow or failing); a dead judge is a closed port, or a server that hangs up on every
+connection and counts them. The breaker's clock is injected: `open_s` passes at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from aiohttp import web
+
+from extproc.core.audit import Action, Decision, DecisionLog
+from extproc.core.decisions import ToolCall
+from extproc.policies.base import PolicyChain
+from extproc.policies.tool_call_judge import ToolCallJudgePolicy
+from extproc.policies.tool_call_judge.breaker import BreakerRegistry, BreakerState
+from extproc.policies.tool_call_judge.client import (
+    JudgeClient,
+    JudgeConfig,
+    JudgeContext,
+    JudgeError,
+)
+from tests.helpers.judge import JUDGE_KEY, JUDGE_MODEL, PolicyFactory, bash, judge_records
+from tests.helpers.judge import judged_request as request_for
+from tests.unit.policies.tool_call_judge.fake_clock import FakeClock
+
+Mock = tuple[str, web.Application]
+
+# What a decision may take beyond `timeout_s`: scheduling and the HTTP stack, not retries.
+SLACK_S = 0.5
+BREAKER_LOGGER = "extproc.policies.tool_call_judge.breaker"
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def breakers(clock: FakeClock) -> BreakerRegistry:
+    return BreakerRegistry(clock=clock)
+
+
+@pytest.fixture
+def closed_port() -> Iterator[int]:
+    """A port bound but not listening: connections are refused, and nobody else gets it."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+
+
+class HangUp:
+    """A judge that accepts every connection and closes it at once, counting them."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.port = 0
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        writer.close()
+        await writer.wait_closed()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def hang_up() -> AsyncIterator[HangUp]:
+    judge = HangUp()
+    server = await asyncio.start_server(judge.handle, "127.0.0.1", 0)
+    judge.port = server.sockets[0].getsockname()[1]
+    async with server:
+        yield judge
+
+
+async def decide(policy: ToolCallJudgePolicy, call: ToolCall) -> tuple[Decision, float]:
+    """The decision the chain records for `call`, and the seconds it took."""
+    request = request_for()
+    seen: list[Decision] = []
+    request.decisions = DecisionLog(seen.append)
+    started = time.perf_counter()
+    await PolicyChain([policy]).decide_tool_call(call, request)
+    return seen[-1], time.perf_counter() - started
+
+
+def error_of(decision: Decision) -> str:
+    assert decision.judge is not None and decision.judge.probability is None
+    assert decision.judge.error is not None
+    return decision.judge.error
+
+
+# -- each failure within timeout_s, fail mode applied and recorded ------------------------
+
+
+@pytest.mark.parametrize(
+    ("on_error", "action"),
+    [("block", Action.ERROR_FAIL_CLOSED), ("allow", Action.ERROR_FAIL_OPEN)],
+)
+async def test_dead_judge_fails_fast_and_records_the_fail_mode(
+    make: PolicyFactory, closed_port: int, on_error: str, action: Action
+) -> None:
+    policy = make(
+        judge_base_url=f"http://127.0.0.1:{closed_port}/v1",
+        judge_timeout_s=2,
+        judge_retries=3,
+        on_judge_error=on_error,
+    )
+    decision, seconds = await decide(policy, bash("ls"))
+    assert decision.action is action and seconds < 2 + SLACK_S
+    assert error_of(decision) == "judge connection failed (ConnectError) (after 4 attempts)"
+    assert (decision.message is not None) == (on_error == "block")
+
+
+@pytest.mark.parametrize(
+    ("marker", "timeout_s", "reason"),
+    [
+        ("JUDGE_SLOW", 0.5, "judge timed out after 0.5s"),
+        ("JUDGE_PROSE", 5, "judge answer had no JSON verdict"),
+    ],
+)
+async def test_slow_or_garbage_judge_is_asked_once(
+    make: PolicyFactory, mock: Mock, marker: str, timeout_s: float, reason: str
+) -> None:
+    # A timeout has spent the whole budget; a garbage answer would come back the same.
+    policy = make(judge_timeout_s=timeout_s, judge_retries=3)
+    decision, seconds = await decide(policy, bash(f"echo {marker}"))
+    assert decision.action is Action.ERROR_FAIL_CLOSED and error_of(decision) == reason
+    assert seconds < timeout_s + SLACK_S
+    assert len(judge_records(mock[1])) == 1
+
+
+@pytest.mark.parametrize("retries", [0, 1, 3])
+async def test_5xx_retried_up_to_retries(make: PolicyFactory, mock: Mock, retries: int) -> None:
+    policy = make(judge_retries=retries)
+    decision, seconds = await decide(policy, bash("echo JUDGE_500"))
+    attempts = retries + 1
+    suffix = f" (after {attempts} attempts)" if attempts > 1 else ""
+    assert error_of(decision) == f"judge returned HTTP 500{suffix}"
+    assert len(judge_records(mock[1])) == attempts and seconds < 5 + SLACK_S
+
+
+async def client_for(mock: Mock, headers: dict[str, str], **config: Any) -> JudgeClient:
+    judge = JudgeConfig(base_url=mock[0], model=JUDGE_MODEL, **config)
+    return JudgeClient(judge, extra_headers=headers)
+
+
+async def test_429_is_retried(mock: Mock) -> None:
+    mock[1]["mock_records"] if False else None  # noqa: B018 (records are cleared below)
+    judge_records(mock[1]).clear()
+    client = await client_for(mock, {"x-mock-error": "429"}, retries=1)
+    try:
+        with pytest.raises(JudgeError) as info:
+            await client.verdict(bash("ls"), JudgeContext())
+    finally:
+        await client.aclose()
+    assert info.value.reason == "judge returned HTTP 429 (after 2 attempts)"
+
+
+async def test_one_deadline_over_all_attempts(mock: Mock) -> None:
+    # Each answer takes 0.3 s and is a 500: per-attempt timeouts would let four attempts
+    # run for over a second; one deadline stops the second attempt at 0.5 s.
+    headers = {"x-mock-stall-ms": "300", "x-mock-error": "500"}
+    client = await client_for(mock, headers, retries=3, timeout_s=0.5)
+    started = time.perf_counter()
+    try:
+        with pytest.raises(JudgeError) as info:
+            await client.verdict(bash("ls"), JudgeContext())
+    finally:
+        await client.aclose()
+    assert info.value.reason == "judge timed out after 0.5s"
+    assert 0.5 <= time.perf_counter() - started < 0.5 + SLACK_S
