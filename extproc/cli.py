@@ -50,8 +50,12 @@ def _gateway(args: argparse.Namespace | None = None) -> Gateway:
         sys.exit(f"llm-gateway: {exc}")
 
 
-def _raise_exit(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+class Terminated(Exception):
+    """SIGTERM: drain, then stop (Ctrl-C stops at once)."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
 
 
 def _admin_lines(stack: Stack, generated: bool) -> str:
@@ -82,7 +86,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             update={"gateway_admin_key": SecretStr(secrets.token_urlsafe(24))}
         )
         gateway = dataclasses.replace(gateway, settings=settings)
-    signal.signal(signal.SIGTERM, _raise_exit)
+    signal.signal(signal.SIGTERM, _terminate)
     # Reload orders wait until the stack runs (its loop below takes them).
     hangups: list[int] = []
     signal.signal(signal.SIGHUP, lambda signum, frame: hangups.append(signum))
@@ -94,7 +98,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except StackError as exc:
         print(f"llm-gateway: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Terminated):
         stack.stop()
         return 130
     keys = [k.get_secret_value() for k in settings.env_keys]
@@ -136,6 +140,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("\nllm-gateway: stopping", file=sys.stderr)
         return 0
+    except Terminated:
+        # Signals from here on are ignored: a second SIGTERM must not cut the drain.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        print(
+            f"llm-gateway: draining (open streams get up to {settings.drain_timeout_s:g}s)",
+            file=sys.stderr,
+            flush=True,
+        )
+        left = stack.drain()
+        print(
+            f"llm-gateway: drained ({max(left, 0)} streams ended early); stopping", file=sys.stderr
+        )
+        return 0
     finally:
         stack.stop()
         _remove_pid_file()
@@ -158,6 +175,31 @@ def _remove_pid_file() -> None:
                 os.remove(PID_FILE)
     except OSError:
         pass
+
+
+def cmd_drain(args: argparse.Namespace) -> int:
+    """A Kubernetes preStop hook (or a step before `docker compose down`): drain the
+    Envoy beside this process and wait for open streams, up to DRAIN_TIMEOUT_S."""
+    from extproc.envoy_config.bootstrap import STAT_PREFIX
+    from extproc.processes import start_drain, wait_idle
+
+    settings = _settings(args)
+    timeout = settings.drain_timeout_s if args.timeout is None else args.timeout
+    try:
+        start_drain(settings.admin_port)
+        left = wait_idle(settings.admin_port, STAT_PREFIX, timeout)
+    except (OSError, ValueError) as exc:
+        print(
+            f"llm-gateway: cannot drain Envoy on 127.0.0.1:{settings.admin_port}: {exc}",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"drained: {left} requests still open after {timeout:g}s" if left else "drained")
+    if args.done_file:
+        # Tells the Envoy container's own preStop hook that it may stop now.
+        with open(args.done_file, "w") as handle:
+            handle.write("drained\n")
+    return 0
 
 
 def cmd_usage(args: argparse.Namespace) -> int:
@@ -316,6 +358,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     rl.set_defaults(func=cmd_reload)
     _policy_flags(rl)
+    dr = sub.add_parser("drain", help="drain the Envoy beside this process; wait for streams")
+    dr.add_argument("--timeout", type=float, default=None, help="seconds (default DRAIN_TIMEOUT_S)")
+    dr.add_argument("--done-file", default=None, help="a file to write once drained")
+    dr.set_defaults(func=cmd_drain)
     us = sub.add_parser("usage", help="print each caller's use of its limits and budgets")
     us.add_argument("--caller", default=None, help="only this caller")
     us.set_defaults(func=cmd_usage)

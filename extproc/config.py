@@ -52,6 +52,7 @@ ENV_VARS = {
     "gateway_admin_key": "GATEWAY_ADMIN_KEY",
     "rate_limit_redis_url": "RATE_LIMIT_REDIS_URL",
     "extproc_max_streams": "EXTPROC_MAX_STREAMS",
+    "drain_timeout_s": "DRAIN_TIMEOUT_S",
 }
 
 
@@ -122,6 +123,9 @@ class Settings(BaseModel):
     # Requests one ext_proc process serves at once; beyond it new requests get a fast
     # "overloaded, retry" in their API's format instead of slowing every stream down.
     extproc_max_streams: int = Field(default=DEFAULT_MAX_STREAMS, ge=1, le=MAX_CONCURRENT_STREAMS)
+    # At SIGTERM, how long open streams get to finish (long generations) before the
+    # ones left are ended with an in-format error.
+    drain_timeout_s: float = Field(default=600.0, ge=0, le=86400)
     # Where Envoy reaches the ext_proc server, and where that server listens: both
     # loopback on one host or in a pod; a service name and 0.0.0.0 under compose.
     extproc_host: str = "127.0.0.1"

@@ -111,3 +111,36 @@ def stop_processes(
     for handle in files:
         handle.close()
     files.clear()
+
+
+def _admin_post(admin_port: int, path: str) -> None:
+    request = urllib.request.Request(f"http://127.0.0.1:{admin_port}{path}", method="POST")
+    with urllib.request.urlopen(request, timeout=5):
+        pass
+
+
+def start_drain(admin_port: int) -> None:
+    """Envoy's side of a graceful shutdown: /healthz answers 503 from now on (load
+    balancers and readiness probes move away), and every listener drains: kept-alive
+    connections are closed after their current request, streams go on."""
+    _admin_post(admin_port, "/healthcheck/fail")
+    _admin_post(admin_port, "/drain_listeners?graceful")
+
+
+def active_requests(admin_port: int, stat_prefix: str) -> int:
+    """Requests Envoy's listener is serving now (client-side streams in flight)."""
+    name = f"http.{stat_prefix}.downstream_rq_active"
+    url = f"http://127.0.0.1:{admin_port}/stats?format=json&filter=^{name}$"
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        doc: dict[str, Any] = json.load(resp)
+    return sum(int(s.get("value", 0)) for s in doc.get("stats", []) if s.get("name") == name)
+
+
+def wait_idle(admin_port: int, stat_prefix: str, timeout_s: float) -> int:
+    """Wait until Envoy serves no request, up to `timeout_s`; the requests left."""
+    deadline = time.monotonic() + timeout_s
+    left = active_requests(admin_port, stat_prefix)
+    while left and time.monotonic() < deadline:
+        time.sleep(0.1)
+        left = active_requests(admin_port, stat_prefix)
+    return left

@@ -30,6 +30,8 @@ log = logging.getLogger("extproc")
 
 # How long shutdown waits for shadow policies' decisions still under way.
 SHADOW_DRAIN_S = 3.0
+# At SIGTERM: how long open streams get to be ended in format at their next chunk.
+SHUTDOWN_GRACE_S = 3.0
 # How often a process without a supervisor looks at its configuration files.
 WATCH_INTERVAL_S = 1.0
 
@@ -178,7 +180,7 @@ async def serve_forever(gateway: Gateway, admin: bool = True) -> None:
     try:
         if admin and settings.gateway_admin_port:
             admin_server = await _start_admin(settings, control)
-        server, _, port = await start_server(live)
+        server, servicer, port = await start_server(live)
     except RuntimeError as exc:  # grpc reports a failed bind as RuntimeError
         observer.close()
         raise OSError(f"cannot listen on port {settings.extproc_port}: {exc}") from exc
@@ -207,8 +209,11 @@ async def serve_forever(gateway: Gateway, admin: bool = True) -> None:
     log.info("ext_proc stopping")
     if watcher is not None:
         watcher.cancel()
+    # Streams still open end in format at their next chunk (the supervisor drained
+    # Envoy first, so these are the ones that outlived the drain).
+    await servicer.shut_down(SHUTDOWN_GRACE_S)
     with contextlib.suppress(Exception):
-        await server.stop(grace=2)
+        await server.stop(grace=1)
     # Shadow decisions still under way are recorded before their clients close.
     await drain_shadow_work(SHADOW_DRAIN_S)
     await drain_charges(SHADOW_DRAIN_S)

@@ -8,6 +8,7 @@ into `ProcessingResponse`s, in the order Envoy requires: headers, body, trailers
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Coroutine, Iterable
 from typing import Any
@@ -30,6 +31,7 @@ from extproc.pipeline import BodyOut, Continue, Immediate, RequestPipeline
 log = logging.getLogger("extproc.server")
 
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+SHUTDOWN_MESSAGE = "the gateway is shutting down; retry the request"
 
 
 def _headers(msg: ep.HttpHeaders) -> dict[str, str]:
@@ -102,6 +104,19 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
         self.active = 0  # open Process streams, for tests and metrics
         self.max_streams = live.current.settings.extproc_max_streams
         self.health = health_aio.HealthServicer()
+        # Set at shutdown: open streams are ended in format at their next chunk.
+        self.closing = False
+        self._idle = asyncio.Event()  # set whenever no stream is open
+
+    async def shut_down(self, grace_s: float) -> None:
+        """Stop taking requests (Envoy's health check sees it within half a second) and
+        end the open streams in format as their next chunk arrives, waiting up to
+        `grace_s` for them to go."""
+        self.closing = True
+        await serving(self.health, False)
+        if self.active:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), grace_s)
 
     async def Process(
         self,
@@ -115,6 +130,7 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
             self.live.release(runtime)
             raise
         self.active += 1
+        self._idle.clear()
         outcome = "ok"
         try:
             async for req in request_iterator:
@@ -159,6 +175,11 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
                 elif kind == "response_body":
                     body = req.response_body
                     out = await pipeline.on_response_body(body.body, body.end_of_stream)
+                    if self.closing and not out.end_of_stream:
+                        # Shutting down past the drain: this stream ends here, in format.
+                        ended = await pipeline.end_for_shutdown(SHUTDOWN_MESSAGE, 2.0)
+                        if ended is not None:
+                            out = BodyOut(out.data + ended.data, True)
                     for reply in _body_replies(out):
                         yield reply
                 elif kind == "response_trailers":
@@ -182,6 +203,8 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
         finally:
             pipeline.close()
             self.active -= 1
+            if not self.active:
+                self._idle.set()
             try:
                 pipeline.finish(outcome)
             except Exception:

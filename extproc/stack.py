@@ -6,6 +6,7 @@ Each part is a child process, so a crash in one is visible and Ctrl-C stops them
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -21,6 +22,7 @@ from typing import IO
 from extproc.config import RESTARTED_ENV, SUPERVISOR_ENV, Settings
 from extproc.core.reloading import ReloadResult
 from extproc.envoy_config import dynamic, render_dynamic
+from extproc.envoy_config.bootstrap import STAT_PREFIX
 from extproc.gateway import Gateway, GatewayError
 from extproc.observe.metrics import MULTIPROC_ENV, mark_process_dead, prepare_multiprocess_dir
 from extproc.processes import (
@@ -30,8 +32,10 @@ from extproc.processes import (
     envoy_ready,
     free_port,
     port_in_use,
+    start_drain,
     stop_processes,
     tcp_ready,
+    wait_idle,
     wait_ready,
 )
 from extproc.restarts import RestartPolicy
@@ -360,7 +364,33 @@ class Stack:
             self._restart_at[name] = now + delay
         return None
 
+    def drain(self, timeout_s: float | None = None) -> int:
+        """A graceful shutdown's first half: /healthz turns 503 and Envoy's listener
+        drains, then open streams get up to `timeout_s` (DRAIN_TIMEOUT_S) to finish.
+        Returns the requests still open; `stop` then ends those in format."""
+        timeout = self.settings.drain_timeout_s if timeout_s is None else timeout_s
+        port = self.settings.admin_port
+        try:
+            start_drain(port)
+            left = wait_idle(port, STAT_PREFIX, timeout)
+        except (OSError, ValueError) as exc:
+            log.error("draining Envoy failed (%s): stopping now", exc)
+            return -1
+        if left:
+            log.warning("%d requests still open after %gs: ending them", left, timeout)
+        return left
+
     def stop(self, grace: float = 5.0) -> None:
+        """Stop every child: the workers first, which end the streams still open in
+        format at their next chunk, while Envoy still carries those to the clients."""
+        workers = self.workers()
+        for proc in workers:
+            if proc.poll() is None:
+                proc.terminate()
+        end = time.monotonic() + grace
+        for proc in workers:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=max(0.1, end - time.monotonic()))
         stop_processes(self.procs, self._files, grace)
 
     def __enter__(self) -> Stack:

@@ -27,6 +27,8 @@ from extproc.routing import Upstream
 
 _TYPES = "type.googleapis.com/envoy.extensions"
 LISTENER = "gateway"
+# Envoy's statistics of the listener's requests are named http.<this>.*.
+STAT_PREFIX = "gateway"
 ROUTE_CONFIG = "gateway"
 # The files of a dynamic configuration, in its directory.
 LDS_FILE = "lds.yaml"
@@ -73,6 +75,19 @@ def _ext_proc_filter(gateway: Gateway, response_body: bool) -> dict[str, Any]:
     }
 
 
+def _health_check_filter() -> dict[str, Any]:
+    """/healthz answered by Envoy itself: 200, or 503 once a drain started (the admin
+    interface's /healthcheck/fail), so load balancers and readiness probes move away."""
+    return {
+        "name": "envoy.filters.http.health_check",
+        "typed_config": {
+            "@type": f"{_TYPES}.filters.http.health_check.v3.HealthCheck",
+            "pass_through_mode": False,
+            "headers": [{"name": ":path", "string_match": {"exact": HEALTH_PATH}}],
+        },
+    }
+
+
 def _routes(upstreams: list[Upstream]) -> list[dict[str, Any]]:
     health = {
         "match": {"path": HEALTH_PATH},
@@ -110,7 +125,7 @@ def _http_connection_manager(
         "name": "envoy.filters.network.http_connection_manager",
         "typed_config": {
             "@type": f"{_TYPES}.filters.network.http_connection_manager.v3.HttpConnectionManager",
-            "stat_prefix": "gateway",
+            "stat_prefix": STAT_PREFIX,
             "codec_type": "AUTO",
             # Keep a caller's x-request-id so one id follows a request through every log.
             "preserve_external_request_id": True,
@@ -134,6 +149,7 @@ def _http_connection_manager(
             },
             **routes,
             "http_filters": [
+                _health_check_filter(),
                 _ext_proc_filter(gateway, response_body),
                 {
                     "name": "envoy.filters.http.router",

@@ -269,6 +269,18 @@ class RequestPipeline:
             self.lifecycle.end()
         return out
 
+    async def end_for_shutdown(self, message: str, timeout_s: float) -> BodyOut | None:
+        """A stream still open when the process must stop: ended now, in format, with a
+        valid terminator. None for anything else (a buffered body, a request not yet
+        answered): those end as Envoy ends them."""
+        handler = self.body_handler
+        if self.lifecycle.phase is not Phase.RESPONSE_BODY or not isinstance(handler, SseBody):
+            return None
+        out = await handler.end_now(message, timeout_s)
+        self.bytes_out += len(out.data)
+        self.lifecycle.end()
+        return out
+
     async def on_response_trailers(self) -> BodyOut:
         """Trailers mark the end of the body when the upstream sends them."""
         out = await self.on_response_body(b"", True)

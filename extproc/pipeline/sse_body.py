@@ -127,6 +127,18 @@ class SseBody:
         log.warning("%s: upstream stream ended before its terminator", self.label)
         return self.ending.error("upstream ended the stream before it was complete")
 
+    async def end_now(self, message: str, timeout_s: float) -> BodyOut:
+        """End the stream before the upstream does (the gateway shuts down): what the
+        engine holds back goes out first, then an in-format error that ends it."""
+        data = b""
+        try:
+            async with asyncio.timeout(timeout_s):
+                data = await self.engine.flush()
+        except Exception:
+            log.warning("%s: held-back events dropped at shutdown", self.label)
+        self.ending.seen(data)
+        return BodyOut(data + self.fail(message).data, True)
+
     def fail(self, message: str) -> BodyOut:
         """An in-format error event that ends the stream."""
         self.terminated = True

@@ -436,7 +436,7 @@ def test_kubernetes_admin_server_stays_in_the_cluster() -> None:
     assert annotations["prometheus.io/port"] == str(K8S_SETTINGS.gateway_admin_port)
     assert "REPLACE-ME" in docs["Secret"]["stringData"]["GATEWAY_ADMIN_KEY"]
     # The root filesystem is read-only: the SQLite store lives on a volume.
-    [mount] = extproc["volumeMounts"]
+    mount = next(m for m in extproc["volumeMounts"] if m["name"] == "audit")
     assert env["AUDIT_DB"].startswith(mount["mountPath"] + "/")
     refs = {e["secretRef"]["name"]: e["secretRef"].get("optional") for e in extproc["envFrom"]}
     assert refs["llm-gateway-audit-db"] is True
@@ -460,7 +460,7 @@ def test_kubernetes_envoy_reads_the_configmap() -> None:
     pod = docs["Deployment"]["spec"]["template"]["spec"]
     envoy = _containers(docs["Deployment"])["envoy"]
     volumes = {v["name"]: v for v in pod["volumes"]}
-    [mount] = envoy["volumeMounts"]
+    mount, _drain = envoy["volumeMounts"]
     assert volumes[mount["name"]]["configMap"]["name"] == _configmap()["metadata"]["name"]
     args = envoy["args"]
     assert args[args.index("-c") + 1] == f"{mount['mountPath']}/envoy.yaml"
@@ -480,3 +480,20 @@ def test_kubernetes_secrets_and_resources() -> None:
         assert "readinessProbe" in container, name
     for name in ("extproc", "mock-llm"):
         assert containers[name]["image"] == "llm-gateway:latest"
+
+
+def test_kubernetes_rolling_updates_drain() -> None:
+    """The extproc container's preStop drains (llm-gateway drain), Envoy's waits for it
+    through a shared volume, and the grace period covers DRAIN_TIMEOUT_S."""
+    docs = _manifests()
+    pod = docs["Deployment"]["spec"]["template"]["spec"]
+    containers = _containers(docs["Deployment"])
+    drain = containers["extproc"]["lifecycle"]["preStop"]["exec"]["command"]
+    assert drain[:4] == ["python", "-m", "extproc", "drain"]
+    done = drain[drain.index("--done-file") + 1]
+    wait = " ".join(containers["envoy"]["lifecycle"]["preStop"]["exec"]["command"])
+    assert done in wait
+    for name in ("envoy", "extproc"):
+        mounts = {m["name"]: m["mountPath"] for m in containers[name]["volumeMounts"]}
+        assert done.startswith(mounts["drain"] + "/"), name
+    assert pod["terminationGracePeriodSeconds"] >= Settings().drain_timeout_s + 10

@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 
 from extproc.core.request import ApiRequest
+from extproc.dialects.base import Dialect
 from extproc.dialects.registry import OPENAI_RESPONSES
 from extproc.mock_llm import responses_format, responses_stream
 from extproc.mock_llm.responses_format import Rendering
@@ -104,10 +105,12 @@ async def engine_output(
     cuts: Iterable[int] = (),
     flush: bool = True,
     request: ApiRequest | None = None,
+    dialect: Dialect = OPENAI_RESPONSES,
 ) -> bytes:
-    """The Responses stream engine fed `raw` cut at `cuts` (framed by the project's SSE
-    framer, as the pipeline does), flushed at the end unless `flush` is False."""
-    engine = OPENAI_RESPONSES.stream_engine(chain, request or request_of())
+    """The dialect's stream engine (default: the Responses one) fed `raw` cut at `cuts`
+    (framed by the project's SSE framer, as the pipeline does), flushed at the end
+    unless `flush` is False; `request` must be one of that dialect."""
+    engine = dialect.stream_engine(chain, request or request_of())
     framer = SSEFramer(max_frame_bytes=1 << 30)
     out = b""
     try:

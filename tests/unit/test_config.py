@@ -48,6 +48,7 @@ EVERY_VARIABLE = {
     "GATEWAY_ADMIN_KEY": "adm-secret",
     "RATE_LIMIT_REDIS_URL": "redis://:pw@cache:6379/2",
     "EXTPROC_MAX_STREAMS": "64",
+    "DRAIN_TIMEOUT_S": "30",
 }
 
 
@@ -85,6 +86,7 @@ def test_every_variable_is_read() -> None:
     assert s.gateway_admin_key == SecretStr("adm-secret")
     assert s.rate_limit_redis_url == SecretStr("redis://:pw@cache:6379/2")
     assert s.extproc_max_streams == 64
+    assert s.drain_timeout_s == 30
 
 
 def test_the_limit_counters_must_be_redis() -> None:

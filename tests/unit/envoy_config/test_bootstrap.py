@@ -67,7 +67,10 @@ def test_extproc_cluster_one_endpoint_per_worker(host: str, kind: str) -> None:
 @pytest.mark.parametrize("response_body", [True, False])
 def test_ext_proc_filter(response_body: bool) -> None:
     doc = bootstrap(gateway_with(settings=Settings(policy_timeout_s=2.7)), response_body, False)
-    ext_proc, router = hcm_of(doc)["http_filters"]
+    health, ext_proc, router = hcm_of(doc)["http_filters"]
+    # /healthz is answered before ext_proc (no key, no policy), 503 once draining.
+    assert health["name"] == "envoy.filters.http.health_check"
+    assert health["typed_config"]["pass_through_mode"] is False
     assert ext_proc["name"] == EXTPROC_FILTER and router["name"] == "envoy.filters.http.router"
     config = ext_proc["typed_config"]
     assert config["failure_mode_allow"] is False

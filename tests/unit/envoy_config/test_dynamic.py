@@ -134,7 +134,7 @@ def test_the_listener_takes_its_routes_from_the_rds_file(tmp_path: Path) -> None
                 },
             },
         }
-        mode = manager["http_filters"][0]["typed_config"]["processing_mode"]
+        mode = manager["http_filters"][1]["typed_config"]["processing_mode"]
         assert mode["response_body_mode"] == body_mode
 
 

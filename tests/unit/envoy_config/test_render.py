@@ -22,7 +22,7 @@ from tests.helpers.pipeline import gateway_with, router_from
 def processing_mode(text: str) -> dict[str, str]:
     doc = yaml.safe_load(text)
     hcm = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
-    mode: dict[str, str] = hcm["typed_config"]["http_filters"][0]["typed_config"]["processing_mode"]
+    mode: dict[str, str] = hcm["typed_config"]["http_filters"][1]["typed_config"]["processing_mode"]
     return mode
 
 

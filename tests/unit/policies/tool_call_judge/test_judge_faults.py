@@ -22,6 +22,7 @@ from aiohttp import web
 
 from extproc.core.audit import Action, Decision, DecisionLog
 from extproc.core.decisions import ToolCall
+from extproc.mock_llm.server import RECORDS_KEY
 from extproc.policies.base import PolicyChain
 from extproc.policies.tool_call_judge import ToolCallJudgePolicy
 from extproc.policies.tool_call_judge.breaker import BreakerRegistry, BreakerState
@@ -31,8 +32,14 @@ from extproc.policies.tool_call_judge.client import (
     JudgeContext,
     JudgeError,
 )
-from tests.helpers.judge import JUDGE_KEY, JUDGE_MODEL, PolicyFactory, bash, judge_records
-from tests.helpers.judge import judged_request as request_for
+from tests.helpers.judge import (
+    JUDGE_KEY,
+    JUDGE_MODEL,
+    PolicyFactory,
+    bash,
+    judge_records,
+    judged_request,
+)
 from tests.unit.policies.tool_call_judge.fake_clock import FakeClock
 
 Mock = tuple[str, web.Application]
@@ -84,7 +91,7 @@ async def hang_up() -> AsyncIterator[HangUp]:
 
 async def decide(policy: ToolCallJudgePolicy, call: ToolCall) -> tuple[Decision, float]:
     """The decision the chain records for `call`, and the seconds it took."""
-    request = request_for()
+    request = judged_request()
     seen: list[Decision] = []
     request.decisions = DecisionLog(seen.append)
     started = time.perf_counter()
@@ -148,33 +155,142 @@ async def test_5xx_retried_up_to_retries(make: PolicyFactory, mock: Mock, retrie
     assert len(judge_records(mock[1])) == attempts and seconds < 5 + SLACK_S
 
 
-async def client_for(mock: Mock, headers: dict[str, str], **config: Any) -> JudgeClient:
+async def failed_verdict(mock: Mock, headers: dict[str, str], **config: Any) -> str:
+    """The reason a client sending the mock these fault headers fails with."""
+    mock[1][RECORDS_KEY].clear()
     judge = JudgeConfig(base_url=mock[0], model=JUDGE_MODEL, **config)
-    return JudgeClient(judge, extra_headers=headers)
-
-
-async def test_429_is_retried(mock: Mock) -> None:
-    mock[1]["mock_records"] if False else None  # noqa: B018 (records are cleared below)
-    judge_records(mock[1]).clear()
-    client = await client_for(mock, {"x-mock-error": "429"}, retries=1)
+    client = JudgeClient(judge, extra_headers=headers)
     try:
         with pytest.raises(JudgeError) as info:
             await client.verdict(bash("ls"), JudgeContext())
     finally:
         await client.aclose()
-    assert info.value.reason == "judge returned HTTP 429 (after 2 attempts)"
+    return info.value.reason
+
+
+async def test_429_is_retried(mock: Mock) -> None:
+    reason = await failed_verdict(mock, {"x-mock-error": "429"}, retries=1)
+    assert reason == "judge returned HTTP 429 (after 2 attempts)"
+    assert len(judge_records(mock[1])) == 2
 
 
 async def test_one_deadline_over_all_attempts(mock: Mock) -> None:
     # Each answer takes 0.3 s and is a 500: per-attempt timeouts would let four attempts
     # run for over a second; one deadline stops the second attempt at 0.5 s.
     headers = {"x-mock-stall-ms": "300", "x-mock-error": "500"}
-    client = await client_for(mock, headers, retries=3, timeout_s=0.5)
     started = time.perf_counter()
-    try:
-        with pytest.raises(JudgeError) as info:
-            await client.verdict(bash("ls"), JudgeContext())
-    finally:
-        await client.aclose()
-    assert info.value.reason == "judge timed out after 0.5s"
+    reason = await failed_verdict(mock, headers, retries=3, timeout_s=0.5)
+    assert reason == "judge timed out after 0.5s"
     assert 0.5 <= time.perf_counter() - started < 0.5 + SLACK_S
+    assert len(judge_records(mock[1])) == 2
+
+
+# -- the circuit breaker ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("marker", "timeout_s"), [("JUDGE_500", 5), ("JUDGE_SLOW", 0.3), ("JUDGE_PROSE", 5)]
+)
+async def test_breaker_opens_after_failures_and_a_probe_closes_it(
+    make: PolicyFactory,
+    mock: Mock,
+    clock: FakeClock,
+    breakers: BreakerRegistry,
+    caplog: pytest.LogCaptureFixture,
+    marker: str,
+    timeout_s: float,
+) -> None:
+    caplog.set_level(logging.INFO, logger=BREAKER_LOGGER)
+    options: dict[str, Any] = {
+        "breakers": breakers,
+        "judge_timeout_s": timeout_s,
+        "judge_retries": 0,
+        "breaker": {"failures": 3, "open_s": 30},
+    }
+    # Two policies (two chains, say) on one judge share its breaker.
+    strict = make(name="strict", **options)
+    lenient = make(name="lenient", on_judge_error="allow", **options)
+    assert strict.breaker is lenient.breaker and strict.breaker is not None
+    for policy in (strict, lenient, strict):
+        decision, seconds = await decide(policy, bash(f"echo {marker}"))
+        assert decision.action in (Action.ERROR_FAIL_CLOSED, Action.ERROR_FAIL_OPEN)
+        assert seconds < timeout_s + SLACK_S
+    assert strict.breaker.state is BreakerState.OPEN
+    asked = len(judge_records(mock[1]))
+    assert asked == 3
+
+    # Open: the judge is not called, the fail mode applies at once and says why.
+    clock.advance(3)
+    closed, _ = await decide(strict, bash("ls"))
+    opened, _ = await decide(lenient, bash("ls"))
+    assert (closed.action, opened.action) == (Action.ERROR_FAIL_CLOSED, Action.ERROR_FAIL_OPEN)
+    reason = "judge circuit open after 3 consecutive failures; retrying in 27s"
+    assert error_of(closed) == error_of(opened) == reason
+    assert closed.message is not None and reason in closed.message
+    assert closed.judge is not None and closed.judge.seconds < 0.1
+    assert len(judge_records(mock[1])) == asked
+
+    # After open_s one probe goes through; the judge is back, so it closes the circuit.
+    clock.advance(27)
+    probed, _ = await decide(lenient, bash("ls"))
+    assert probed.action is Action.ALLOW and probed.judge and probed.judge.error is None
+    assert len(judge_records(mock[1])) == asked + 1
+    assert strict.breaker.state is BreakerState.CLOSED
+    again, _ = await decide(strict, bash("rm -rf /"))
+    assert again.action is Action.BLOCK_TOOL_CALL
+    # One warning when it opened, one info when it closed, naming host and model.
+    lines = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == BREAKER_LOGGER]
+    assert [level for level, _ in lines] == [logging.WARNING, logging.INFO]
+    host = mock[0].split("//")[1].split("/")[0]
+    assert lines[0][1].startswith(f"judge {JUDGE_MODEL} at {host}: circuit opened after 3 ")
+    assert lines[1][1].endswith("circuit closed")
+
+
+async def test_dead_judge_gets_no_calls_while_open(
+    make: PolicyFactory,
+    hang_up: HangUp,
+    clock: FakeClock,
+    breakers: BreakerRegistry,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    monkeypatch.setenv("JUDGE_FAULT_KEY", JUDGE_KEY)
+    policy = make(
+        breakers=breakers,
+        judge_base_url=f"http://127.0.0.1:{hang_up.port}/v1",
+        judge_api_key_env="JUDGE_FAULT_KEY",
+        judge_timeout_s=2,
+        judge_retries=1,
+        breaker={"failures": 2, "open_s": 10},
+    )
+    for _ in range(2):
+        decision, seconds = await decide(policy, bash("ls"))
+        error = error_of(decision)  # ReadError or RemoteProtocolError: a race
+        assert error.startswith("judge connection failed (")
+        assert error.endswith("(after 2 attempts)")
+        assert seconds < 2 + SLACK_S
+    assert hang_up.connections == 4  # two judgements, one retry each
+    for _ in range(5):
+        decision, _ = await decide(policy, bash("ls"))
+        assert error_of(decision).startswith("judge circuit open after 2 consecutive")
+    assert hang_up.connections == 4
+    # Still dead at the probe: open again, for open_s from now.
+    clock.advance(10)
+    decision, _ = await decide(policy, bash("ls"))
+    assert error_of(decision).startswith("judge connection failed")
+    assert hang_up.connections == 6
+    decision, _ = await decide(policy, bash("ls"))
+    assert error_of(decision) == "judge circuit open after 3 consecutive failures; retrying in 10s"
+    assert JUDGE_KEY not in caplog.text and JUDGE_KEY not in (decision.message or "")
+
+
+async def test_breaker_off_calls_the_judge_every_time(
+    make: PolicyFactory, mock: Mock, breakers: BreakerRegistry
+) -> None:
+    policy = make(breakers=breakers, judge_retries=0, breaker={"failures": 0})
+    assert policy.breaker is None and len(breakers) == 0
+    for _ in range(7):
+        decision, _ = await decide(policy, bash("echo JUDGE_500"))
+        assert error_of(decision) == "judge returned HTTP 500"
+    assert len(judge_records(mock[1])) == 7
