@@ -122,8 +122,8 @@ def anthropic_stream(answer: Answer, data: st.DataObject) -> tuple[ApiRequest, l
     reason = "tool_use" if answer.calls else data.draw(st.sampled_from(["end_turn", "max_tokens"]))
     delta = {"stop_reason": reason, "stop_sequence": None}
     events += [ev("message_delta", delta=delta, usage={"output_tokens": 9}), ev("message_stop")]
-    # Pings anywhere after message_start, as the API sends them.
-    for at in data.draw(st.lists(st.integers(1, len(events)), max_size=3)):
+    # Pings anywhere between message_start and message_stop, as the API sends them.
+    for at in data.draw(st.lists(st.integers(1, len(events) - 1), max_size=3), label="pings"):
         events.insert(at, ev("ping"))
     body = {"model": "claude-x", "max_tokens": 64, "stream": True, "messages": []}
     return api_request(body, ANTHROPIC), [anthropic_sse([e]) for e in events]
