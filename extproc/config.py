@@ -166,6 +166,14 @@ class Settings(BaseModel):
     # "Limits and budgets"); unset: in the ext_proc process.
     rate_limit_redis_url: SecretStr | None = None
 
+    @field_validator("extproc_workers", mode="before")
+    @classmethod
+    def _auto_workers(cls, value: object) -> object:
+        # One worker per core: each is a Python process with its own GIL.
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            return max(1, min(os.cpu_count() or 1, 64))
+        return value
+
     @field_validator("rate_limit_redis_url")
     @classmethod
     def _check_redis_url(cls, value: SecretStr | None) -> SecretStr | None:

@@ -3,6 +3,8 @@ environment, bad values, URL checks, which keys are accepted."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from pydantic import SecretStr, ValidationError
 
@@ -240,3 +242,10 @@ def test_provider_keys_by_variable_name() -> None:
     assert s.provider_key("ANTHROPIC_API_KEY") == SecretStr("sk-a")
     assert s.provider_key("OPENAI_API_KEY") is None
     assert s.provider_key("TEAM_KEY") is None  # other variables: the environment's
+
+
+def test_workers_auto_is_one_per_core() -> None:
+    assert Settings.from_env({"EXTPROC_WORKERS": "auto"}).extproc_workers == max(
+        1, min(os.cpu_count() or 1, 64)
+    )
+    assert Settings.from_env({"EXTPROC_WORKERS": "3"}).extproc_workers == 3
