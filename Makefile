@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test test-unit test-e2e lint format bench bench-smoke bench-tools test-tools smoke clean
+.PHONY: install run test test-unit test-e2e lint format bench bench-smoke bench-tools test-tools smoke clean soak
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -70,6 +70,11 @@ bench: $(STAMP) bench-tools
 # A tiny benchmark run (well under a minute) that proves the harness works.
 bench-smoke: $(STAMP) bench-tools
 	$(PY) -m benchmarks.run --smoke $(BENCH_ARGS)
+
+# The fault suite (soak/README.md): about 10 minutes; the table goes to stdout, the
+# figures to soak/results/latest.json. `make soak SOAK_ARGS=--slice` for the 30-second one.
+soak: $(STAMP)
+	$(PY) -m soak.run $(SOAK_ARGS)
 
 # Smoke-test a running gateway (start it with `make run` in another terminal).
 smoke:

@@ -68,6 +68,8 @@ def _text_block(index: int, text: str) -> list[bytes]:
 def _with_index(event: StreamEvent, index: int) -> bytes:
     """The event's own bytes when its index is already right, else re-serialized."""
     payload = event.payload
+    if not isinstance(payload, dict):
+        return event.raw  # not a JSON object: nothing to renumber, passed as it came
     if event.frame is not None and payload.get("index") == index:
         return event.raw
     return new_event({**payload, "index": index}).raw

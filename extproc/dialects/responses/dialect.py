@@ -118,7 +118,7 @@ class OpenAIResponsesDialect(OpenAIWire, Dialect):
             return "tools: must be an array of tools", "tools"
         for n, tool in enumerate(tools or []):
             kind = tool.get("type") if isinstance(tool, dict) else None
-            if kind not in _TOOL_TYPES:
+            if not isinstance(kind, str) or kind not in _TOOL_TYPES:
                 # A tool the gateway does not know cannot be governed: refused.
                 return f"tools[{n}].type: unknown tool type {str(kind)[:80]!r}", f"tools[{n}].type"
         return None

@@ -297,6 +297,10 @@ class ResponsesStreamEngine:
             else:
                 event, text = piece
                 part.sent.append(text)
+                if part.rewritten:
+                    # An original released after rewritten text (a passenger or a
+                    # held delta) follows the last number sent, whatever was merged.
+                    self.numbers.changed()
                 self._send(event, out)
 
     @staticmethod

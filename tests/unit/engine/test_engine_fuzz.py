@@ -5,8 +5,9 @@ Answers are random but well formed: text in random deltas (a secret split anywhe
 them), tool calls of random names whose JSON arguments arrive in random pieces, keep-alive
 comments anywhere; the stream's bytes are cut at random places (so frames reach the
 engine in random groups) with either line ending. Whatever the answer, nothing raises and
-the client gets a stream its dialect's validator (`Dialect.validator`) accepts, without
-the secret. With garbage mixed in (data that is not JSON or not an object, unknown event
+the client gets a stream its dialect's validator (`Dialect.validator`) accepts: without
+the secret under a redacting chain, each event as it came under one that changes
+nothing. With garbage mixed in (data that is not JSON or not an object, unknown event
 types, known event types of random shapes), nothing raises and the client still gets
 whole SSE events.
 """
@@ -20,7 +21,7 @@ from typing import Any
 
 import orjson
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from extproc.core.request import ApiRequest
@@ -36,6 +37,7 @@ from tests.helpers.dialects import (
     KEY,
     MESSAGE,
     USAGE_CHUNK,
+    anthropic_body,
     anthropic_sse,
     api_request,
     call_delta,
@@ -43,7 +45,19 @@ from tests.helpers.dialects import (
     openai_chunk,
     openai_sse,
 )
-from tests.helpers.engine import CUTS, SECRET, BlockBash, Redact, StopOnDelete, split_text
+from tests.helpers.engine import (
+    CUTS,
+    MESSAGE_START,
+    SECRET,
+    TEXT_START,
+    BlockBash,
+    Redact,
+    StopOnDelete,
+    block_stop,
+    message_end,
+    split_text,
+    text_delta,
+)
 from tests.helpers.fuzz import FUZZ
 from tests.helpers.pipeline import Touching, Upper
 from tests.helpers.responses_engine import BODY as RESPONSES_BODY
@@ -151,7 +165,8 @@ def responses_stream(answer: Answer, data: st.DataObject) -> tuple[ApiRequest, l
     items = data.draw(st.permutations(items), label="item order")
     if answer.thinking:
         items.insert(0, rs.Reasoning([["Plan", "ning"]]))
-    end = data.draw(st.sampled_from(["completed", "incomplete", "failed"]), label="end")
+    ends: list[rs.End] = ["completed", "incomplete", "failed"]
+    end = data.draw(st.sampled_from(ends), label="end")
     events = rs.responses_events(items, end)
     return api_request({**RESPONSES_BODY, "stream": True}, OPENAI_RESPONSES), [
         rs.responses_sse([e]) for e in events
@@ -245,8 +260,9 @@ def problems(dialect: Dialect, request: ApiRequest, out: bytes) -> list[str]:
 
 
 def events_of(raw: bytes) -> list[bytes]:
-    """The bytes of every event but comments (which may move, and after the end go)."""
-    return [frame.raw for frame in frames(raw) if frame.data is not None]
+    """The bytes of every event but keep-alives: comments and pings pass a held tool
+    call, and nothing follows the end."""
+    return [f.raw for f in frames(raw) if f.data is not None and f.event != "ping"]
 
 
 def insert(events: list[bytes], extra: list[bytes], data: st.DataObject) -> list[bytes]:
@@ -265,8 +281,7 @@ def test_any_well_formed_stream_leaves_valid(
 ) -> None:
     request, events = RENDER[dialect](answer, data)
     comments = data.draw(st.integers(0, 3), label="comments")
-    # Comments anywhere but before the first event (an error would be sent in its place).
-    events = events[:1] + insert(events[1:], [COMMENT] * comments, data)
+    events = insert(events, [COMMENT] * comments, data)
     raw, out = run(DIALECTS[dialect], CHAINS[chain](), request, events, data)
     assert problems(DIALECTS[dialect], request, out) == []
     if chain in REDACTING:
@@ -287,3 +302,50 @@ def test_garbage_anywhere_never_raises(
     # The client gets whole SSE events, whatever came in.
     assert all(frame.terminated for frame in frames(out))
     problems(DIALECTS[dialect], request, out)  # the validator copes with it too
+
+
+# -- bugs the fuzzing found, kept as regression tests ---------------------------------------
+
+
+@settings(FUZZ, max_examples=10)
+@example(data=b"{oops")
+@given(data=st.sampled_from([b"{oops", b"[1, 2]", b"null", b'"text"']))
+def test_anthropic_a_delta_that_is_not_an_object_inside_a_rewritten_text(data: bytes) -> None:
+    odd = b"event: content_block_delta\ndata: " + data + b"\n\n"
+    raw = MESSAGE_START + TEXT_START + text_delta("hi ") + odd + text_delta("there")
+    raw += block_stop(0) + message_end("end_turn")
+    request = api_request(anthropic_body())
+    chain = PolicyChain([Redact()])
+    out = asyncio.run(engine_output(chain, raw, request=request, dialect=ANTHROPIC))
+    assert out.count(odd) == 1  # garbage passes untouched, as elsewhere
+
+
+ANNOTATION = {"type": "url_citation", "url": "https://example.com", "title": "Example"}
+
+
+@settings(FUZZ, max_examples=20)
+@example(pieces=[SECRET, "", "hi ", ""], annotated=False)
+@example(pieces=[SECRET, "hi ", "there"], annotated=True)
+@given(pieces=st.lists(PIECE, min_size=3, max_size=6), annotated=st.booleans())
+def test_responses_numbering_when_a_rewrite_merges_deltas_between_passengers(
+    pieces: list[str], annotated: bool
+) -> None:
+    events = rs.responses_events([rs.Text(pieces)])
+    if annotated:  # a citation after each delta, as web search answers have
+        where = {"item_id": "msg_68d93000", "output_index": 0, "content_index": 0}
+        deltas = [n for n, (kind, _) in enumerate(events) if kind == "response.output_text.delta"]
+        for count, at in enumerate(reversed(deltas)):
+            added = rs.ev(
+                "response.output_text.annotation.added",
+                **where,
+                annotation_index=len(deltas) - 1 - count,
+                annotation=ANNOTATION,
+            )
+            events.insert(at + 1, added)
+        rs.renumber(events)
+    request = api_request({**RESPONSES_BODY, "stream": True}, OPENAI_RESPONSES)
+    raw = rs.responses_sse(events)
+    assert problems(OPENAI_RESPONSES, request, raw) == []
+    chain = PolicyChain([Redact()])
+    out = asyncio.run(engine_output(chain, raw, request=request, dialect=OPENAI_RESPONSES))
+    assert problems(OPENAI_RESPONSES, request, out) == []
