@@ -290,6 +290,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     admin server beside it unless --no-admin."""
     from extproc.serve import serve_forever
 
+    # A reload order that comes while the process starts must not end it (SIGHUP's
+    # default); the server takes SIGHUP once it runs, with the files as they are then.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     return _run_loop(serve_forever(_gateway(args), admin=not args.no_admin), "ext_proc server")
 
 

@@ -204,6 +204,9 @@ async def serve_forever(gateway: Gateway, admin: bool = True) -> None:
         task.add_done_callback(reloads.discard)
 
     loop.add_signal_handler(signal.SIGHUP, on_hangup)
+    if watch.differs():
+        # Changed while this process started, when a reload order could not reach it.
+        on_hangup()
     watcher = None if supervisor is not None else loop.create_task(_watch_files(live, watch))
     await _until_stopped()
     log.info("ext_proc stopping")

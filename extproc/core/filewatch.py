@@ -33,6 +33,10 @@ class FileWatch:
     def _stamps(self) -> tuple[Stamp, ...]:
         return tuple(_stamp(p) for p in self.paths)
 
+    def differs(self) -> bool:
+        """Whether the files differ from the last picture, settled or not."""
+        return self._stamps() != self._seen
+
     def changed(self, now: float) -> bool:
         """Whether the files changed and have since settled; call it every poll."""
         current = self._stamps()

@@ -159,3 +159,13 @@ def test_zero_settle_reports_on_the_second_poll_that_sees_the_change(tmp_path: P
     replace(policy, "b\n")
     assert reported(watch, 5.0, 5.0) == [5.0]
     assert watch.changed(5.0) is False
+
+
+def test_differs_tells_a_change_at_once_unsettled(tmp_path: Path) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text("policies: []\n")
+    watch = FileWatch([str(path)])
+    assert not watch.differs()
+    path.write_text("policies: [{type: noop}]\n")
+    assert watch.differs()
+    assert not watch.changed(0.0)  # changed() still waits for the file to settle
