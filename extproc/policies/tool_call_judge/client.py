@@ -54,11 +54,15 @@ Answer ONLY with JSON, no other text:
 
 
 class JudgeError(Exception):
-    """The judge could not give a verdict. `reason` is short and safe to show a client."""
+    """The judge could not give a verdict. `reason` is short and safe to show a client.
+    `outage`: the endpoint failed (unreachable, timed out, 5xx, 429), which counts
+    toward its circuit breaker; an answer that made no sense came from a working judge
+    (a prompt can provoke one), so one caller cannot open the circuit for everyone."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, outage: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.outage = outage
 
 
 class JudgeConfig(BaseModel):
@@ -220,7 +224,7 @@ def _backoff(attempt: int) -> float:
 def _after(failure: JudgeError, attempts: int) -> JudgeError:
     if attempts == 1:
         return failure
-    return JudgeError(f"{failure.reason} (after {attempts} attempts)")
+    return JudgeError(f"{failure.reason} (after {attempts} attempts)", failure.outage)
 
 
 # -- client --------------------------------------------------------------------------
@@ -271,7 +275,9 @@ class JudgeClient:
             async with asyncio.timeout(self.config.timeout_s) as deadline:
                 document = await self._post(body, deadline.when() or math.inf)
         except (TimeoutError, httpx.TimeoutException):
-            raise JudgeError(f"judge timed out after {self.config.timeout_s:g}s") from None
+            raise JudgeError(
+                f"judge timed out after {self.config.timeout_s:g}s", outage=True
+            ) from None
         try:
             answer = self._dialect.reply_text(document)
         except (KeyError, IndexError, TypeError):
@@ -291,9 +297,11 @@ class JudgeClient:
             except httpx.TimeoutException:
                 raise  # httpx's timeouts are the overall one: no time is left to retry
             except httpx.TransportError as exc:
-                failure = JudgeError(f"judge connection failed ({type(exc).__name__})")
+                failure = JudgeError(f"judge connection failed ({type(exc).__name__})", outage=True)
             except httpx.HTTPError as exc:
-                raise JudgeError(f"judge request failed ({type(exc).__name__})") from None
+                raise JudgeError(
+                    f"judge request failed ({type(exc).__name__})", outage=True
+                ) from None
             else:
                 if response.status_code == 200:
                     try:
@@ -301,7 +309,10 @@ class JudgeClient:
                     except ValueError:
                         raise JudgeError("judge answer was not JSON") from None
                 self._log_error(response)
-                failure = JudgeError(f"judge returned HTTP {response.status_code}")
+                failure = JudgeError(
+                    f"judge returned HTTP {response.status_code}",
+                    outage=_retryable(response.status_code),
+                )
                 if not _retryable(response.status_code):
                     raise failure
             delay = _backoff(attempt)

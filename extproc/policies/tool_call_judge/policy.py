@@ -99,8 +99,15 @@ class ToolCallJudgePolicy(Policy[ToolCallJudgeConfig]):
         context = self._context(request)
         if self.breaker is None:
             return await self.judge.verdict(call, context)
+        senseless: JudgeError | None = None
         with self.breaker.call():  # raises CircuitOpen: the judge is not called
-            return await self.judge.verdict(call, context)
+            try:
+                return await self.judge.verdict(call, context)
+            except JudgeError as exc:
+                if exc.outage:
+                    raise  # the endpoint failed: the breaker counts it
+                senseless = exc  # the endpoint answered: not the breaker's business
+        raise senseless
 
     async def on_tool_call(self, call: ToolCall, request: ApiRequest) -> BlockToolCall | Allow:
         wall, started = time.time(), time.perf_counter()

@@ -188,9 +188,21 @@ async def test_one_deadline_over_all_attempts(mock: Mock) -> None:
 # -- the circuit breaker ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("marker", "timeout_s"), [("JUDGE_500", 5), ("JUDGE_SLOW", 0.3), ("JUDGE_PROSE", 5)]
-)
+async def test_answers_that_make_no_sense_do_not_open_the_circuit(
+    make: PolicyFactory, mock: Mock, breakers: BreakerRegistry
+) -> None:
+    """Garbage from a working judge is the request's doing (a prompt can provoke it):
+    the fail mode applies, but one caller cannot open the circuit for everyone."""
+    policy = make(breakers=breakers, judge_retries=0, breaker={"failures": 2, "open_s": 30})
+    assert policy.breaker is not None
+    for _ in range(4):
+        decision, _ = await decide(policy, bash("echo JUDGE_PROSE"))
+        assert decision.action is Action.ERROR_FAIL_CLOSED
+    assert policy.breaker.state is BreakerState.CLOSED
+    assert len(judge_records(mock[1])) == 4  # asked every time
+
+
+@pytest.mark.parametrize(("marker", "timeout_s"), [("JUDGE_500", 5), ("JUDGE_SLOW", 0.3)])
 async def test_breaker_opens_after_failures_and_a_probe_closes_it(
     make: PolicyFactory,
     mock: Mock,
