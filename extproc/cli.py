@@ -21,6 +21,7 @@ from extproc.core.filewatch import FileWatch
 from extproc.envoy_config import render
 from extproc.gateway import Gateway, GatewayError
 from extproc.keys import new_key
+from extproc.restarts import EXIT_CONFIG
 from extproc.stack import Stack, StackError
 
 
@@ -41,13 +42,14 @@ def _settings(args: argparse.Namespace | None = None) -> Settings:
     return settings.model_copy(update=update)
 
 
-def _gateway(args: argparse.Namespace | None = None) -> Gateway:
+def _gateway(args: argparse.Namespace | None = None, exit_code: int = 1) -> Gateway:
     """The configuration, every file read and checked once: a mistake stops the start
     with its message before anything runs."""
     try:
         return Gateway.load(_settings(args))
     except GatewayError as exc:
-        sys.exit(f"llm-gateway: {exc}")
+        print(f"llm-gateway: {exc}", file=sys.stderr)
+        sys.exit(exit_code)
 
 
 class Terminated(Exception):
@@ -178,8 +180,8 @@ def _remove_pid_file() -> None:
 
 
 def cmd_drain(args: argparse.Namespace) -> int:
-    """A Kubernetes preStop hook (or a step before `docker compose down`): drain the
-    Envoy beside this process and wait for open streams, up to DRAIN_TIMEOUT_S."""
+    """A Kubernetes preStop hook: drain the Envoy beside this process (its admin
+    interface on 127.0.0.1) and wait for open streams, up to DRAIN_TIMEOUT_S."""
     from extproc.envoy_config.bootstrap import STAT_PREFIX
     from extproc.processes import start_drain, wait_idle
 
@@ -189,16 +191,17 @@ def cmd_drain(args: argparse.Namespace) -> int:
         start_drain(settings.admin_port)
         left = wait_idle(settings.admin_port, STAT_PREFIX, timeout)
     except (OSError, ValueError) as exc:
-        print(
-            f"llm-gateway: cannot drain Envoy on 127.0.0.1:{settings.admin_port}: {exc}",
-            file=sys.stderr,
-        )
+        where = f"127.0.0.1:{settings.admin_port}"
+        print(f"llm-gateway: cannot drain Envoy on {where}: {exc}", file=sys.stderr)
         return 1
+    finally:
+        if args.done_file:
+            # Tells the Envoy container's own preStop hook that it may stop (after the
+            # workers' last words): also when the drain failed, or Envoy would wait
+            # out the whole grace period beside a dead gateway.
+            with open(args.done_file, "w") as handle:
+                handle.write("drained\n")
     print(f"drained: {left} requests still open after {timeout:g}s" if left else "drained")
-    if args.done_file:
-        # Tells the Envoy container's own preStop hook that it may stop now.
-        with open(args.done_file, "w") as handle:
-            handle.write("drained\n")
     return 0
 
 
@@ -293,7 +296,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # A reload order that comes while the process starts must not end it (SIGHUP's
     # default); the server takes SIGHUP once it runs, with the files as they are then.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    return _run_loop(serve_forever(_gateway(args), admin=not args.no_admin), "ext_proc server")
+    # A refused configuration exits EX_CONFIG: the supervisor waits for a fix rather
+    # than counting a crash.
+    gateway = _gateway(args, exit_code=EXIT_CONFIG)
+    return _run_loop(serve_forever(gateway, admin=not args.no_admin), "ext_proc server")
 
 
 def cmd_admin(args: argparse.Namespace) -> int:

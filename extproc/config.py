@@ -56,6 +56,20 @@ ENV_VARS = {
 }
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity, and a cgroup's CPU quota where
+    one is set, as in a container with a CPU limit), not the machine's."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as handle:
+            quota, period = handle.read().split()[:2]
+        if quota != "max":
+            cores = min(cores or 1, max(1, -(-int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass
+    return cores or 1
+
+
 # Set by `llm-gateway run` for its children: the process that reloads them all.
 SUPERVISOR_ENV = "LLM_GATEWAY_SUPERVISOR_PID"
 # Set for an ext_proc worker the supervisor started again after a crash.
@@ -171,7 +185,7 @@ class Settings(BaseModel):
     def _auto_workers(cls, value: object) -> object:
         # One worker per core: each is a Python process with its own GIL.
         if isinstance(value, str) and value.strip().lower() == "auto":
-            return max(1, min(os.cpu_count() or 1, 64))
+            return max(1, min(usable_cores(), 64))
         return value
 
     @field_validator("rate_limit_redis_url")

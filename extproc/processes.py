@@ -136,11 +136,20 @@ def active_requests(admin_port: int, stat_prefix: str) -> int:
     return sum(int(s.get("value", 0)) for s in doc.get("stats", []) if s.get("name") == name)
 
 
-def wait_idle(admin_port: int, stat_prefix: str, timeout_s: float) -> int:
-    """Wait until Envoy serves no request, up to `timeout_s`; the requests left."""
+def wait_idle(
+    admin_port: int,
+    stat_prefix: str,
+    timeout_s: float,
+    meanwhile: Callable[[], object] | None = None,
+) -> int:
+    """Wait until Envoy serves no request, up to `timeout_s`; the requests left.
+    `meanwhile` runs at every look (the supervisor keeps restarting crashed workers
+    while it drains)."""
     deadline = time.monotonic() + timeout_s
     left = active_requests(admin_port, stat_prefix)
     while left and time.monotonic() < deadline:
         time.sleep(0.1)
+        if meanwhile is not None:
+            meanwhile()
         left = active_requests(admin_port, stat_prefix)
     return left

@@ -10,6 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 8.0)
+# The exit status of a worker whose configuration files are refused at start (sysexits'
+# EX_CONFIG): the files are wrong, not the worker, so it is no crash; it is tried again
+# at the longest backoff, until the files are fixed.
+EXIT_CONFIG = 78
 CRASH_LIMIT = 5
 CRASH_WINDOW_S = 60.0
 

@@ -38,7 +38,7 @@ from extproc.processes import (
     wait_idle,
     wait_ready,
 )
-from extproc.restarts import RestartPolicy
+from extproc.restarts import EXIT_CONFIG, RestartPolicy
 
 # What tests, benchmarks and the command line import from here.
 __all__ = ["Stack", "StackError", "envoy_binary", "free_port", "port_in_use"]
@@ -48,6 +48,10 @@ log = logging.getLogger("extproc.stack")
 
 # How long a reload waits for Envoy to take the new listener, routes and clusters.
 ENVOY_APPLY_TIMEOUT_S = 10.0
+
+
+def _ignore_hangup() -> None:
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 
 @dataclass
@@ -79,6 +83,7 @@ class Stack:
     supervised: bool = False
     restarts: RestartPolicy = field(default_factory=RestartPolicy)
     _argv: dict[str, list[str]] = field(default_factory=dict)
+    _logs: dict[str, IO[bytes]] = field(default_factory=dict)
     # Crashed workers waiting out their backoff: name -> when to start them again.
     _restart_at: dict[str, float] = field(default_factory=dict)
 
@@ -140,13 +145,26 @@ class Stack:
             # A restarted worker's log goes on after its predecessor's last words.
             mode = "ab" if again else "wb"
             handle = open(self.log_dir / f"{name}.log", mode)  # noqa: SIM115 - closed in stop()
+            previous = self._logs.pop(name, None)
+            if previous is not None:  # the crashed predecessor's: no one writes it now
+                previous.close()
+                self._files.remove(previous)
             self._files.append(handle)
+            self._logs[name] = handle
             out = handle
         env = self._env()
         if again:
             env[RESTARTED_ENV] = "1"  # the worker counts itself in the restart metric
+        # A worker ignores SIGHUP from its first instruction (an ignored signal survives
+        # exec): a reload order sent while it starts must not end it. It takes SIGHUP
+        # once it serves, and reloads at once if the files changed meanwhile.
+        worker = name.startswith("extproc")
         proc = subprocess.Popen(
-            argv, env=env, stdout=out, stderr=subprocess.STDOUT if out else None
+            argv,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT if out else None,
+            preexec_fn=_ignore_hangup if worker else None,
         )
         self.procs[name] = proc
         self._argv[name] = argv
@@ -347,6 +365,18 @@ class Stack:
             if self.metrics_dir is not None:
                 # Its open streams are gone: the summed gauges stop counting them.
                 mark_process_dead(proc.pid, self.metrics_dir)
+            if proc.returncode == EXIT_CONFIG:
+                # The files changed since the last accepted reload and are wrong: the
+                # other workers go on with what they have; this one waits for a fix.
+                wait = self.restarts.backoff_s[-1]
+                log.error(
+                    "%s cannot start: its configuration files are refused (see its log); "
+                    "trying again in %gs",
+                    name,
+                    wait,
+                )
+                self._restart_at[name] = now + wait
+                continue
             delay = self.restarts.crashed(name, now)
             if delay is None:
                 return (
@@ -372,7 +402,7 @@ class Stack:
         port = self.settings.admin_port
         try:
             start_drain(port)
-            left = wait_idle(port, STAT_PREFIX, timeout)
+            left = wait_idle(port, STAT_PREFIX, timeout, meanwhile=self.supervise)
         except (OSError, ValueError) as exc:
             log.error("draining Envoy failed (%s): stopping now", exc)
             return -1

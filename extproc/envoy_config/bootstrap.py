@@ -188,9 +188,11 @@ def _extproc_cluster(gateway: Gateway) -> dict[str, Any]:
         # gets no new request within a second; a restarted one is back after one check.
         "health_checks": [
             {
-                "timeout": providers.seconds(EXTPROC_HEALTH_INTERVAL_S),
+                # A GC pause or a large body is no death: two missed answers of a
+                # second each are (a dead worker is ejected at once anyway, below).
+                "timeout": "1s",
                 "interval": providers.seconds(EXTPROC_HEALTH_INTERVAL_S),
-                "unhealthy_threshold": 1,
+                "unhealthy_threshold": 2,
                 "healthy_threshold": 1,
                 "no_traffic_interval": providers.seconds(EXTPROC_HEALTH_INTERVAL_S),
                 "grpc_health_check": {},

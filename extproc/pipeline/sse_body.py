@@ -129,7 +129,16 @@ class SseBody:
 
     async def end_now(self, message: str, timeout_s: float) -> BodyOut:
         """End the stream before the upstream does (the gateway shuts down): what the
-        engine holds back goes out first, then an in-format error that ends it."""
+        engine holds back goes out first, then an in-format error that ends it. A
+        stream that already carried its own terminator just ends: nothing may follow."""
+        if self.terminated:
+            return BodyOut(b"", True)
+        out = await self._end_now(message, timeout_s)
+        if self.validator is not None:
+            self.validator.feed(out.data, out.end_of_stream)
+        return out
+
+    async def _end_now(self, message: str, timeout_s: float) -> BodyOut:
         data = b""
         try:
             async with asyncio.timeout(timeout_s):

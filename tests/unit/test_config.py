@@ -14,6 +14,7 @@ from extproc.config import (
     ENV_VARS,
     Settings,
     check_url,
+    usable_cores,
 )
 from extproc.core.providers import ProviderApi
 
@@ -245,7 +246,6 @@ def test_provider_keys_by_variable_name() -> None:
 
 
 def test_workers_auto_is_one_per_core() -> None:
-    assert Settings.from_env({"EXTPROC_WORKERS": "auto"}).extproc_workers == max(
-        1, min(os.cpu_count() or 1, 64)
-    )
+    assert Settings.from_env({"EXTPROC_WORKERS": "auto"}).extproc_workers == min(usable_cores(), 64)
+    assert 1 <= usable_cores() <= (os.cpu_count() or 1)
     assert Settings.from_env({"EXTPROC_WORKERS": "3"}).extproc_workers == 3

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from extproc.config import Settings
-from extproc.restarts import BACKOFF_S, CRASH_LIMIT, CRASH_WINDOW_S, RestartPolicy
+from extproc.restarts import BACKOFF_S, CRASH_LIMIT, CRASH_WINDOW_S, EXIT_CONFIG, RestartPolicy
 from extproc.stack import Stack
 from tests.helpers.pipeline import gateway_with
 
@@ -98,3 +98,21 @@ def test_a_restarted_worker_is_told_so(tmp_path: Path) -> None:
     finally:
         stack.stop()
     assert subprocess.run(probe, capture_output=True, text=True).stdout.strip() == "None"
+
+
+def test_a_worker_refusing_its_files_waits_for_a_fix_and_is_no_crash(tmp_path: Path) -> None:
+    """Exit status 78 (EX_CONFIG): the files are wrong, not the worker. It is tried
+    again at the longest backoff, forever, and never counts toward a crash loop."""
+    refusing = [sys.executable, "-c", f"raise SystemExit({EXIT_CONFIG})"]
+    stack = Stack(gateway_with(settings=Settings(extproc_workers=1)), log_dir=tmp_path)
+    try:
+        stack._spawn("extproc", refusing)
+        now = 0.0
+        for _ in range(3 * CRASH_LIMIT):
+            stack.procs["extproc"].wait(10)
+            assert stack.supervise(now=now) is None
+            now += BACKOFF_S[-1]
+            assert stack.supervise(now=now) is None  # started again
+        assert stack.restarts.total == 0
+    finally:
+        stack.stop()
