@@ -49,6 +49,9 @@ MAX_CONCURRENT_STREAMS = 10_000
 DEFAULT_MAX_STREAMS = 512
 # How often Envoy asks each ext_proc worker whether it is serving (grpc.health.v1).
 EXTPROC_HEALTH_INTERVAL_S = 0.5
+# How Envoy's response code details begin when its ext_proc call failed (the worker
+# went away): its local-reply mapper answers those in format.
+EXTPROC_ERROR_DETAILS = "ext_proc_error"
 # What a client is told to wait before retrying an overloaded gateway.
 OVERLOADED_RETRY_AFTER_S = 1
 # A stream with no byte either way for this long is dead (Envoy's HCM default for

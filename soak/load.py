@@ -56,17 +56,22 @@ def text_streams(
 
 
 class Started:
-    """The streams that received something; `wait` until all of them did."""
+    """The streams that are under way (`reads` pieces of their answer arrived: the
+    head, then events); `wait` until all of them are."""
 
-    def __init__(self, count: int) -> None:
-        self.ids: set[str] = set()
+    def __init__(self, count: int, reads: int = 3) -> None:
+        self.reads: dict[str, int] = {}
         self.count = count
+        self.enough = reads
+        self.ids: set[str] = set()
         self._all = asyncio.Event()
 
     def add(self, rid: str) -> None:
-        self.ids.add(rid)
-        if len(self.ids) >= self.count:
-            self._all.set()
+        self.reads[rid] = self.reads.get(rid, 0) + 1
+        if self.reads[rid] == self.enough:
+            self.ids.add(rid)
+            if len(self.ids) >= self.count:
+                self._all.set()
 
     async def wait(self, timeout_s: float) -> bool:
         try:

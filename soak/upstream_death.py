@@ -1,6 +1,7 @@
 """(e) The upstream dies mid-stream (`x-mock-die-after`: the connection closed inside
-the chunked body) or ends early but cleanly (`x-mock-truncate-after`): every client
-should get the API's error event and a valid terminator, within a second.
+the chunked body) or ends early but cleanly (`x-mock-truncate-after`). A clean early
+end must give every client the API's error event and a valid terminator within a
+second; a reset cannot (Envoy resets the client itself), so it is reported only.
 
 The streams go through a chain whose responses pass through ext_proc but whose text is
 not held back (the judge gate: text-only streams pass at once), so the last data a
@@ -62,10 +63,17 @@ def run(st: Stack, ctx: Context) -> Result:
             kinds = Counter(_kind(api, o) for _, o in got)
             label = f"{fault} ({FAULTS[fault]}: {AFTER}), {api}"
             missing = len(got) - kinds["in-format error event"]
-            res.zero(f"{label}: clients without an in-format error + terminator", missing)
             slowest = max((o.outcome_delay_s for _, o in got), default=0.0)
-            res.bound(
-                f"{label}: slowest outcome after the last data", slowest, OUTCOME_LIMIT_S, " s"
-            )
+            name = f"{label}: clients without an in-format error + terminator"
+            delay = f"{label}: slowest outcome after the last data"
+            if fault == "die":
+                # An upstream reset after the response started: Envoy resets the client
+                # and closes the ext_proc stream in the same moment, so no event can be
+                # added (README, "Crashes, restarts and rolling updates"). Reported.
+                res.info(name, missing)
+                res.info(delay, round(slowest, 3), " s")
+            else:
+                res.zero(name, missing)
+                res.bound(delay, slowest, OUTCOME_LIMIT_S, " s")
             res.note(f"{label}: {dict(kinds)}")
     return res

@@ -122,7 +122,7 @@ def run(st: Stack, ctx: Context) -> Result:
         what = p.error or f"status {p.status}: {p.body[:160]!r}"
         res.note(f"new request {p.ended - killed:+.3f} s after the kill failed: {what}")
     res.details = {
-        "failed": [(s.rid, o.error) for s, o in failed][:20],
+        "failed": [(s.rid, o.error, len(o.partial)) for s, o in failed][:20],
         "longest_waits": [(round(w, 3), rid, error) for w, rid, error in waits[-5:]],
     }
     return res

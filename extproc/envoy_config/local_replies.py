@@ -14,7 +14,9 @@ from itertools import groupby
 from typing import Any
 
 from extproc.contract import (
+    EXTPROC_ERROR_DETAILS,
     ORIGINAL_PATH_HEADER,
+    OVERLOADED_RETRY_AFTER_S,
     TOO_LARGE_DETAILS,
     UPSTREAM_FAILURE_FLAGS,
     too_large_message,
@@ -38,6 +40,8 @@ class Case:
     status: int
     message: str
     code: str | None = None  # the API's error code, where it has one
+    # Replaces Envoy's status, with a retry-after (a failure worth retrying at once).
+    retry_status: int | None = None
 
 
 def _cel(expression: str) -> dict[str, Any]:
@@ -74,6 +78,14 @@ def cases(max_request_bytes: int) -> list[Case]:
             REPLY_BODY,
             CODE_DETAILS,
         ),
+        # The ext_proc worker went away under the request (killed, restarting): Envoy
+        # answers 500 with no body. Another worker takes the retry.
+        Case(
+            _cel(f"response.code_details.startsWith('{EXTPROC_ERROR_DETAILS}')"),
+            503,
+            "a gateway worker was unavailable for this request; retry",
+            retry_status=503,
+        ),
     ]
 
 
@@ -109,7 +121,28 @@ def mappers(max_request_bytes: int) -> list[dict[str, Any]]:
                 {
                     "filter": {"and_filter": {"filters": [case.filter, paths]}},
                     "body_format_override": _body(dialect, case),
+                    **_retry(case),
                 }
             )
-        out.append({"filter": case.filter, "body_format_override": _body(DEFAULT_DIALECT, case)})
+        out.append(
+            {
+                "filter": case.filter,
+                "body_format_override": _body(DEFAULT_DIALECT, case),
+                **_retry(case),
+            }
+        )
     return out
+
+
+def _retry(case: Case) -> dict[str, Any]:
+    if case.retry_status is None:
+        return {}
+    return {
+        "status_code": case.retry_status,
+        "headers_to_add": [
+            {
+                "header": {"key": "retry-after", "value": str(OVERLOADED_RETRY_AFTER_S)},
+                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+            }
+        ],
+    }

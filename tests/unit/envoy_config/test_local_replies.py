@@ -47,7 +47,7 @@ def reply_body(headers: dict[str, str], case: Case) -> dict[str, Any]:
 
 
 def test_cases() -> None:
-    too_large, no_cluster, unreachable = CASES
+    too_large, no_cluster, unreachable, worker_gone = CASES
     assert (too_large.status, too_large.message, too_large.code) == (
         413,
         f"request body exceeds the gateway limit of {LIMIT} bytes (HTTP 413)",
@@ -62,6 +62,18 @@ def test_cases() -> None:
     )
     flags = unreachable.filter["response_flag_filter"]["flags"]
     assert {"UF", "UH", "URX", "NR"} <= set(flags)
+    # A worker gone under the request: a retryable 503 in format, not Envoy's empty 500.
+    assert "ext_proc_error" in str(worker_gone.filter)
+    assert (worker_gone.status, worker_gone.retry_status) == (503, 503)
+
+
+def test_a_retryable_case_overrides_the_status_and_says_when() -> None:
+    out = mappers(LIMIT)
+    retried = [m for m in out if "status_code" in m]
+    assert retried and all(m["status_code"] == 503 for m in retried)
+    for mapper in retried:
+        (header,) = mapper["headers_to_add"]
+        assert header["header"] == {"key": "retry-after", "value": "1"}
 
 
 def test_mappers_for_every_path_rule_group_and_every_case() -> None:
