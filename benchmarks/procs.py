@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import time
 import urllib.request
@@ -62,14 +61,6 @@ class Group:
 
     def stop(self, grace: float = 5.0) -> None:
         stop_processes(self.procs, self._files, grace)
-
-
-def tcp_ready(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 def http_ok(url: str) -> bool:

@@ -7,7 +7,6 @@ import hashlib
 import os
 import re
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,7 +19,7 @@ from extproc.processes import active_requests
 from extproc.stack import Stack, free_port
 from soak.plan import Plan
 from soak.streams import policy_yaml
-from tests.helpers.stack import envoy_stats, running_stack
+from tests.helpers.stack import Supervisor, envoy_stats, running_stack
 
 WORKERS = 2
 TEXT_KEY = "sk-soak-text"  # the default chain: string_replacement
@@ -82,24 +81,6 @@ def write_config(directory: Path, plan: Plan) -> tuple[Path, Path]:
     policy_path.write_text(policy)
     keys_path.write_text(keys)
     return policy_path, keys_path
-
-
-class Supervisor(threading.Thread):
-    """What `llm-gateway run` does in its loop: `Stack.supervise` every tenth second."""
-
-    def __init__(self, st: Stack) -> None:
-        super().__init__(daemon=True, name="soak-supervisor")
-        self.st = st
-        self.stopped = threading.Event()
-        self.verdict: str | None = None
-
-    def run(self) -> None:
-        while not self.stopped.wait(0.1):
-            self.verdict = self.st.supervise() or self.verdict
-
-    def stop(self) -> None:
-        self.stopped.set()
-        self.join(5)
 
 
 @dataclass

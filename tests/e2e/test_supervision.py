@@ -16,7 +16,7 @@ import pytest
 
 from extproc.config import DEV_GATEWAY_KEY
 from extproc.stack import Stack
-from tests.helpers.stack import running_stack
+from tests.helpers.stack import Supervisor, running_stack
 from tests.helpers.wait import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -30,20 +30,6 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         tmp_path_factory.mktemp("supervision"), response_processing="always", extproc_workers=2
     ) as st:
         yield st
-
-
-class Supervising(threading.Thread):
-    """What `llm-gateway run` does in its loop: `Stack.supervise` every tenth second."""
-
-    def __init__(self, st: Stack) -> None:
-        super().__init__(daemon=True)
-        self.st = st
-        self.stopped = threading.Event()
-        self.verdict: str | None = None
-
-    def run(self) -> None:
-        while not self.stopped.wait(0.1):
-            self.verdict = self.st.supervise() or self.verdict
 
 
 def _claude(st: Stack) -> anthropic.Anthropic:
@@ -89,7 +75,7 @@ class Streaming(threading.Thread):
 
 
 def test_a_killed_worker_costs_only_its_streams(pair: Stack) -> None:
-    supervisor = Supervising(pair)
+    supervisor = Supervisor(pair)
     supervisor.start()
     try:
         assert all(_ask(pair) for _ in range(6))
@@ -137,5 +123,4 @@ def test_a_killed_worker_costs_only_its_streams(pair: Stack) -> None:
         )
         assert supervisor.verdict is None
     finally:
-        supervisor.stopped.set()
-        supervisor.join(5)
+        supervisor.stop()

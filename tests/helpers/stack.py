@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -104,3 +105,21 @@ def envoy_stats(admin_url: str, match: str) -> dict[str, int]:
         if value.strip().isdigit():
             out[name] = int(value)
     return out
+
+
+class Supervisor(threading.Thread):
+    """What `llm-gateway run` does in its loop: `Stack.supervise` every tenth second."""
+
+    def __init__(self, st: Stack) -> None:
+        super().__init__(daemon=True, name="soak-supervisor")
+        self.st = st
+        self.stopped = threading.Event()
+        self.verdict: str | None = None
+
+    def run(self) -> None:
+        while not self.stopped.wait(0.1):
+            self.verdict = self.st.supervise() or self.verdict
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.join(5)
