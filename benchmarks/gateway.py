@@ -16,12 +16,13 @@ from typing import Any, Literal
 
 import yaml
 
-from benchmarks.procs import Group, http_ok, tcp_ready
+from benchmarks.procs import Group, http_ok
 from benchmarks.upstream import FastUpstream
 from extproc.config import Settings
 from extproc.contract import EXTPROC_FILTER
 from extproc.envoy_config import render
 from extproc.gateway import Gateway
+from extproc.processes import tcp_ready
 from extproc.stack import envoy_binary, free_port
 
 REPO = Path(__file__).resolve().parent.parent

@@ -18,8 +18,9 @@ from typing import Any
 
 import yaml
 
-from benchmarks.procs import Group, http_ok, tcp_ready
+from benchmarks.procs import Group, http_ok
 from benchmarks.scenarios import Api
+from extproc.processes import tcp_ready
 from extproc.stack import envoy_binary, free_port
 
 JSON_HEADER = "x-bench-response"
