@@ -29,12 +29,12 @@ from extproc.config import DEV_GATEWAY_KEY
 from extproc.keys import digest
 from extproc.stack import Stack, free_port
 from tests.helpers.admin import ADMIN_KEY, metric, scrape_url
+from tests.helpers.gateway_run import GatewayRun
 from tests.helpers.providers import MockProvider
 from tests.helpers.reload import (
     A_MODEL,
     BAD_CHAIN,
     BAD_FIELD,
-    GatewayRun,
     anthropic_stream,
     ask,
     chain,
