@@ -52,8 +52,10 @@ EXTPROC_HEALTH_INTERVAL_S = 0.5
 # How Envoy's response code details begin when its ext_proc call failed (the worker
 # went away): its local-reply mapper answers those in format.
 EXTPROC_ERROR_DETAILS = "ext_proc_error"
-# What a client is told to wait before retrying an overloaded gateway.
-OVERLOADED_RETRY_AFTER_S = 1
+# What a client is told to wait (retry-after) after a refusal a retry soon gets past:
+# an overloaded worker, a worker gone under the request, a connection of a replaced
+# listener, limit counters briefly unreachable.
+RETRY_SOON_S = 1
 # A stream with no byte either way for this long is dead (Envoy's HCM default for
 # every request, and each provider route's default). Models that think for minutes
 # still send pings.

@@ -42,6 +42,8 @@ class Gateway:
     router: Router
     policy_file: PolicyFile = field(default_factory=default_config)
     validate_streams: bool = False
+    # limits_for's answers, by caller name (a Gateway never changes: neither do they).
+    _merged_limits: dict[str, LimitSet] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def load(cls, settings: Settings, env: Mapping[str, str] | None = None) -> Gateway:
@@ -88,7 +90,14 @@ class Gateway:
         return _limits_active(self.policy_file, self.keys)
 
     def limits_for(self, caller: Caller) -> LimitSet:
-        return self.limits.for_caller(caller.chain, caller.limits)
+        """The caller's limits, the three layers merged once per caller: every request
+        asks, and merging builds validated models."""
+        merged = self._merged_limits.get(caller.name)
+        if merged is None:
+            merged = self._merged_limits[caller.name] = self.limits.for_caller(
+                caller.chain, caller.limits
+            )
+        return merged
 
     @property
     def reads_responses(self) -> bool:

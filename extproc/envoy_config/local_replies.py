@@ -16,7 +16,7 @@ from typing import Any
 from extproc.contract import (
     EXTPROC_ERROR_DETAILS,
     ORIGINAL_PATH_HEADER,
-    OVERLOADED_RETRY_AFTER_S,
+    RETRY_SOON_S,
     TOO_LARGE_DETAILS,
     UPSTREAM_FAILURE_FLAGS,
     too_large_message,
@@ -141,7 +141,7 @@ def _retry(case: Case) -> dict[str, Any]:
         "status_code": case.retry_status,
         "headers_to_add": [
             {
-                "header": {"key": "retry-after", "value": str(OVERLOADED_RETRY_AFTER_S)},
+                "header": {"key": "retry-after", "value": str(RETRY_SOON_S)},
                 "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
             }
         ],

@@ -52,10 +52,6 @@ class Counters(Protocol):
         """The current value of each (metric, window) counter (0 when there is none)."""
         ...
 
-    async def callers(self, now: float) -> list[str]:
-        """Callers with a counter in a current window, sorted."""
-        ...
-
     async def aclose(self) -> None: ...
 
 
@@ -114,9 +110,6 @@ class MemoryCounters:
         self, caller: str, keys: Sequence[tuple[Metric, Window]], now: float
     ) -> dict[tuple[Metric, Window], int]:
         return {(m, w): self._value(caller, m, w, now) for m, w in keys}
-
-    async def callers(self, now: float) -> list[str]:
-        return sorted({caller for (caller, _, _), (_, ends) in self._counts.items() if ends > now})
 
     async def aclose(self) -> None:
         self._counts.clear()

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from extproc.contract import RETRY_SOON_S
 from extproc.core.allowance import Allowance, Remaining
 from extproc.core.throttle import Throttle
 from extproc.core.usage import Usage
@@ -180,7 +181,7 @@ class Limiter:
             allowed=False,
             status=503,
             message="the gateway cannot check rate limits and budgets right now; retry shortly",
-            retry_after_s=1,
+            retry_after_s=RETRY_SOON_S,
             store_failed=True,
         )
 
@@ -196,11 +197,6 @@ class Limiter:
                 fail.budgets,
                 self.store_failures,
             )
-
-    def cost_usd(self, model: str, usage: Usage) -> float | None:
-        """What `usage` of `model` cost, by the price table; None when no price matches."""
-        price = self.config.price_for(model)
-        return None if price is None else price.cost_micros(usage) / 1e6
 
     async def charge(self, caller: str, limits: LimitSet, model: str, usage: Usage) -> None:
         """Add a response's tokens and cost to the caller's budgets. Never raises: a
@@ -260,10 +256,6 @@ class Limiter:
                 )
             )
         return lines
-
-    async def callers(self) -> list[str]:
-        """Callers with counters in a current window. Raises CounterStoreError."""
-        return await self.counters.callers(self._clock())
 
     async def aclose(self) -> None:
         await self.counters.aclose()

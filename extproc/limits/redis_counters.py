@@ -19,12 +19,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from extproc.limits.counters import Check, CounterStoreError, Metric
-from extproc.limits.windows import WINDOWS, Window
+from extproc.limits.windows import Window
 
 PREFIX = "llmgw:v1:"
-# `callers` walks the keyspace; past this many keys it answers with what it found.
-SCAN_LIMIT = 100_000
-_SCAN_BATCH = 1000
 
 # KEYS: one per check. ARGV: per check, its limit, 1 if it counts requests, its TTL.
 # All values are read before anything is written, so a refused request writes nothing.
@@ -59,17 +56,6 @@ return #KEYS
 
 def counter_key(caller: str, metric: Metric, period: str) -> str:
     return f"{PREFIX}{{{caller}}}:{metric}:{period}"
-
-
-def caller_of(key: str) -> str | None:
-    """The caller a counter key belongs to; split from the right, as a caller's name may
-    hold colons and braces."""
-    if not key.startswith(PREFIX + "{"):
-        return None
-    parts = key[len(PREFIX) + 1 :].rsplit(":", 2)
-    if len(parts) != 3 or not parts[0].endswith("}"):
-        return None
-    return parts[0][:-1]
 
 
 def describe(url: str) -> str:
@@ -161,23 +147,6 @@ class RedisCounters:
         names = [counter_key(caller, m, w.period(now)) for m, w in keys]
         values = await self._run(self._redis.mget(names))
         return {key: int(v) if v is not None else 0 for key, v in zip(keys, values, strict=True)}
-
-    async def callers(self, now: float) -> list[str]:
-        current = tuple(f":{w.period(now)}" for w in WINDOWS)
-        found: set[str] = set()
-        cursor, seen = 0, 0
-        while True:
-            cursor, batch = await self._run(
-                self._redis.scan(cursor, match=PREFIX + "*", count=_SCAN_BATCH)
-            )
-            for raw in batch:
-                key = raw.decode("utf-8", "replace")
-                caller = caller_of(key)
-                if caller is not None and key.endswith(current):
-                    found.add(caller)
-            seen += len(batch)
-            if cursor == 0 or seen >= SCAN_LIMIT:
-                return sorted(found)
 
     async def aclose(self) -> None:
         # Closing the connections of a dead server has nothing left to do.

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from extproc.contract import UPSTREAM_HEADER
+from extproc.contract import RETRY_SOON_S, UPSTREAM_HEADER
 from extproc.core.request import ApiRequest
 from extproc.dialects.base import ForwardedPath, RoutedBy
 from extproc.pipeline.context import RequestContext
@@ -112,7 +112,7 @@ class PolicyRequest:
                 "send this response to the policies): retry; if it persists, render the "
                 "Envoy config again",
             )
-            out.headers["retry-after"] = "1"
+            out.headers["retry-after"] = str(RETRY_SOON_S)
             return out
         if ctx.method != "POST":
             return ctx.refuse(405, f"method {ctx.method} not allowed on {ctx.path}; use POST")

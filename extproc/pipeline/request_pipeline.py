@@ -16,7 +16,7 @@ import time
 from typing import Any
 from urllib.parse import parse_qsl
 
-from extproc.contract import ENVOY_HEADER_PREFIX, OVERLOADED_RETRY_AFTER_S
+from extproc.contract import ENVOY_HEADER_PREFIX, RETRY_SOON_S
 from extproc.core.audit import DecisionLog
 from extproc.core.usage import Usage
 from extproc.dialects.registry import DEFAULT_DIALECT, dialect_for
@@ -104,7 +104,7 @@ class RequestPipeline:
             observer.metrics.overloaded()
         message = "the gateway is overloaded; retry shortly"
         body = dialect.error_body(status, message)
-        headers_out = {**JSON_HEADERS, "retry-after": str(OVERLOADED_RETRY_AFTER_S)}
+        headers_out = {**JSON_HEADERS, "retry-after": str(RETRY_SOON_S)}
         return self._answer(Immediate(status, body, headers_out))
 
     def on_request_headers(

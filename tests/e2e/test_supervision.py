@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 
 import anthropic
+import openai
 import pytest
 
 from extproc.config import DEV_GATEWAY_KEY
@@ -124,3 +125,31 @@ def test_a_killed_worker_costs_only_its_streams(pair: Stack) -> None:
         assert supervisor.verdict is None
     finally:
         supervisor.stop()
+
+
+def test_a_request_whose_worker_is_gone_is_answered_in_format(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """No worker to take it (the only one died, nobody restarts it): Envoy's own answer
+    is made a retryable 503 in the API's format, not an empty 500."""
+    with running_stack(tmp_path_factory.mktemp("no-worker")) as st:
+        assert _ask(st)
+        worker = st.procs["extproc"]
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.wait(10)
+        with pytest.raises(anthropic.InternalServerError) as refused:
+            _claude(st).messages.create(
+                model=MODEL, max_tokens=50, messages=[{"role": "user", "content": "hi"}]
+            )
+        assert refused.value.status_code == 503
+        assert refused.value.response.headers["retry-after"] == "1"
+        body = refused.value.response.json()
+        assert body["type"] == "error" and body["error"]["type"] == "api_error"
+        assert "gateway worker was unavailable" in body["error"]["message"]
+        oai = openai.OpenAI(base_url=f"{st.base_url}/v1", api_key=DEV_GATEWAY_KEY, max_retries=0)
+        with pytest.raises(openai.InternalServerError) as refused_chat:
+            oai.chat.completions.create(
+                model="gpt-4o", messages=[{"role": "user", "content": "hi"}]
+            )
+        assert refused_chat.value.status_code == 503
+        assert "gateway worker was unavailable" in str(refused_chat.value.message)

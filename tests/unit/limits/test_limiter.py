@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
 from extproc.core.allowance import Allowance, Remaining
 from extproc.core.usage import Usage
 from extproc.limits.config import LimitsConfig, LimitSet
@@ -29,7 +27,8 @@ def limits(**sets: Any) -> LimitSet:
 async def test_inactive_limits_admit_without_counting(counters: Counters, clock: Clock) -> None:
     admission = await limiter(counters, clock).admit("ci-bot", LimitSet(), "m")
     assert admission.allowed and admission.allowance is None and not admission.store_failed
-    assert await counters.callers(clock()) == []
+    counted = await counters.read("ci-bot", [("requests", w) for w in Window], clock())
+    assert set(counted.values()) == {0}
 
 
 async def test_requests_per_minute_refuse_then_reset_next_minute(
@@ -119,8 +118,12 @@ async def test_a_usd_budget_counts_by_the_price_table(counters: Counters, clock:
     budget = limits(usd={"per_month": 1.0})
     usage = Usage(input_tokens=100_000, output_tokens=20_000, cache_read_tokens=100_000)
     # 100k * $3/M + 20k * $15/M + 100k * $0.3/M = 0.3 + 0.3 + 0.03
-    assert gate.cost_usd("claude-sonnet-4", usage) == pytest.approx(0.63)
-    assert gate.cost_usd("gpt-4o", usage) is None
+    assert gate.config.price_for("claude-sonnet-4") is not None
+    assert gate.config.price_for("gpt-4o") is None
+    await gate.charge("ci-bot", budget, "gpt-4o", usage)  # no price: no dollars
+    assert await counters.read("ci-bot", [("usd_micros", Window.MONTH)], clock()) == {
+        ("usd_micros", Window.MONTH): 0
+    }
 
     await gate.charge("ci-bot", budget, "claude-sonnet-4", usage)
     assert (await gate.admit("ci-bot", budget, "claude-sonnet-4")).allowed
@@ -188,10 +191,12 @@ async def test_the_usage_report_and_callers(counters: Counters, clock: Clock) ->
         ("tokens.per_day", 250, 1000, 750, "2026-12-04T00:00:00Z"),
         ("tokens.per_month", 250, 9000, 8750, "2027-01-01T00:00:00Z"),
     ]
-    assert await gate.callers() == ["ci-bot", "ci:bot{2}"]
-    # Once every window has turned over, nobody has current counters.
+    # A name with a colon and braces keeps its own counters.
+    odd = await gate.report("ci:bot{2}", mine)
+    assert [ln.used for ln in odd] == [1, 0, 0]
+    # Once every window has turned over, nothing is counted.
     clock.now = epoch("2027-02-01T00:00:00")
-    assert await gate.callers() == []
+    assert [ln.used for ln in await gate.report("ci-bot", mine)] == [0, 0, 0]
 
 
 async def test_a_zero_limit_refuses_everything(counters: Counters, clock: Clock) -> None:
