@@ -50,6 +50,9 @@ ENV_VARS = {
     "gateway_admin_host": "GATEWAY_ADMIN_HOST",
     "gateway_admin_port": "GATEWAY_ADMIN_PORT",
     "gateway_admin_key": "GATEWAY_ADMIN_KEY",
+    "gateway_admin_keys": "GATEWAY_ADMIN_KEYS",
+    "gateway_admin_url": "GATEWAY_ADMIN_URL",
+    "keepalive_interval_s": "KEEPALIVE_INTERVAL_S",
     "rate_limit_redis_url": "RATE_LIMIT_REDIS_URL",
     "extproc_max_streams": "EXTPROC_MAX_STREAMS",
     "drain_timeout_s": "DRAIN_TIMEOUT_S",
@@ -68,6 +71,25 @@ def usable_cores() -> int:
     except (OSError, ValueError):
         pass
     return cores or 1
+
+
+_ADMIN_NAME = re.compile(r"[A-Za-z0-9._@-]{1,64}")
+
+
+def parse_admin_keys(text: str) -> list[tuple[str, str]]:
+    """`name:key,name:key` as (name, key) pairs. Errors never echo a key."""
+    pairs: list[tuple[str, str]] = []
+    for n, item in enumerate(part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        name, sep, key = item.partition(":")
+        if not sep or not _ADMIN_NAME.fullmatch(name.strip()) or len(key.strip()) < 8:
+            raise ValueError(
+                f"entry {n + 1} must be name:key (a name of letters, digits, '.', '_', '@', "
+                "'-', and a key of at least 8 characters)"
+            )
+        pairs.append((name.strip(), key.strip()))
+    return pairs
 
 
 # Set by `llm-gateway run` for its children: the process that reloads them all.
@@ -176,6 +198,13 @@ class Settings(BaseModel):
     gateway_admin_host: str = "127.0.0.1"
     gateway_admin_port: int = Field(default=8001, ge=0, le=65535)
     gateway_admin_key: SecretStr | None = None
+    # Named admin keys, `name:key,name:key`: each approver is named in the records.
+    gateway_admin_keys: SecretStr | None = None
+    # The admin server's address as bots reach it (approval webhooks name it).
+    gateway_admin_url: str | None = None
+    # A stream held back for long (a tool call waiting for a person) gets the API's
+    # keepalive this often, so neither the client nor a proxy times it out.
+    keepalive_interval_s: float = Field(default=10.0, gt=0, le=300)
     # Where callers' limit counters live when several processes share them (README,
     # "Limits and budgets"); unset: in the ext_proc process.
     rate_limit_redis_url: SecretStr | None = None
@@ -196,6 +225,33 @@ class Settings(BaseModel):
         ):
             raise ValueError("must be a redis://, rediss:// or unix:// URL")
         return value
+
+    @field_validator("gateway_admin_keys")
+    @classmethod
+    def _check_admin_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parse_admin_keys(value.get_secret_value())
+        return value
+
+    @field_validator("gateway_admin_url")
+    @classmethod
+    def _check_admin_url(cls, value: str | None) -> str | None:
+        return None if value is None else check_url(value)
+
+    def admin_keys(self) -> dict[str, str]:
+        """Admin key -> its holder's name. GATEWAY_ADMIN_KEY is the `admin`'s."""
+        keys: dict[str, str] = {}
+        if self.gateway_admin_key is not None and self.gateway_admin_key.get_secret_value():
+            keys[self.gateway_admin_key.get_secret_value()] = "admin"
+        if self.gateway_admin_keys is not None:
+            for name, key in parse_admin_keys(self.gateway_admin_keys.get_secret_value()):
+                keys[key] = name
+        return keys
+
+    def admin_base_url(self) -> str:
+        if self.gateway_admin_url is not None:
+            return self.gateway_admin_url.rstrip("/")
+        return f"http://{self.gateway_admin_host}:{self.gateway_admin_port}"
 
     @field_validator("audit_database_url")
     @classmethod

@@ -72,6 +72,11 @@ class Gateway:
         except ValueError as exc:
             raise GatewayError(f"{settings.policy_config}: {exc}") from None
         _check_limits(settings, policy_file, keys, router)
+        if not settings.audit_enabled and any(e.asks_people() for e in policy_file.entries()):
+            raise GatewayError(
+                f"{settings.policy_config}: a policy asks people to approve tool calls, "
+                "which needs AUDIT_ENABLED (pending approvals live in the audit store)"
+            )
         return cls(
             settings=settings,
             keys=keys,

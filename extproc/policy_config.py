@@ -47,6 +47,7 @@ POLICY_TYPES: dict[str, str] = {
     "tool_filter": "extproc.policies.tool_filter:ToolFilterPolicy",
     "request_guard": "extproc.policies.request_guard:RequestGuardPolicy",
     "tool_call_judge": "extproc.policies.tool_call_judge:ToolCallJudgePolicy",
+    "tool_approval": "extproc.policies.tool_approval:ToolApprovalPolicy",
 }
 
 # A registry maps a type name to "module:Class" or (handy in tests) the class itself.

@@ -12,6 +12,7 @@ from typing import Any
 
 from extproc.admin.app import AdminServer, create_admin_app
 from extproc.admin.control import Control, Reload
+from extproc.approvals.desk import DESK
 from extproc.config import DEV_GATEWAY_KEY, RESTARTED_ENV, SUPERVISOR_ENV, Settings
 from extproc.core.filewatch import FileWatch
 from extproc.core.reloading import ReloadResult
@@ -65,10 +66,10 @@ def _log_providers(gateway: Gateway) -> None:
 
 async def _start_admin(settings: Settings, control: Control) -> AdminServer:
     """The admin server (metrics, admin API, web view) in this process's loop."""
-    key = settings.gateway_admin_key
+    keys = settings.admin_keys()
     app = create_admin_app(
         audit_store(settings),
-        key.get_secret_value() if key is not None else None,
+        keys,
         render_metrics,
         control=control,
     )
@@ -84,7 +85,7 @@ async def _start_admin(settings: Settings, control: Control) -> AdminServer:
         "admin server on http://%s:%d (metrics, admin API%s, web view)",
         settings.gateway_admin_host,
         port,
-        "" if key is not None else " off: GATEWAY_ADMIN_KEY is not set",
+        "" if keys else " off: GATEWAY_ADMIN_KEY is not set",
     )
     return admin
 
@@ -162,6 +163,10 @@ async def serve_forever(gateway: Gateway, admin: bool = True) -> None:
         observer.metrics.worker_restarted()
     # Callers' use of their limits outlives any configuration: one store per process.
     counters = open_counters(settings)
+    if settings.audit_enabled:
+        # Tool calls waiting for a person are kept beside the records, where every
+        # worker's (and replica's) admin API finds them.
+        DESK.attach(audit_store(settings), settings.admin_base_url())
     runtime = gateway.runtime(observer, counters)
     live = LiveRuntime(
         runtime,
@@ -222,6 +227,7 @@ async def serve_forever(gateway: Gateway, admin: bool = True) -> None:
     await drain_charges(SHADOW_DRAIN_S)
     await live.aclose()
     await counters.aclose()
+    await DESK.aclose()
     if admin_server is not None:
         await admin_server.stop()
     # The records of the last requests are written before the process goes.

@@ -32,6 +32,9 @@ log = logging.getLogger("extproc.server")
 
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 SHUTDOWN_MESSAGE = "the gateway is shutting down; retry the request"
+# A held chunk's final part (the text before a tool call waiting for a decision) goes
+# out this soon; keepalives follow every KEEPALIVE_INTERVAL_S.
+READY_AFTER_S = 0.05
 
 
 def _headers(msg: ep.HttpHeaders) -> dict[str, str]:
@@ -103,6 +106,7 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
         self.live = live
         self.active = 0  # open Process streams, for tests and metrics
         self.max_streams = live.current.settings.extproc_max_streams
+        self.keepalive_s = live.current.settings.keepalive_interval_s
         self.health = health_aio.HealthServicer()
         # Set at shutdown: open streams are ended in format at their next chunk.
         self.closing = False
@@ -174,7 +178,23 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
                     )
                 elif kind == "response_body":
                     body = req.response_body
-                    out = await pipeline.on_response_body(body.body, body.end_of_stream)
+                    feeding = pipeline.on_response_body(body.body, body.end_of_stream)
+                    if not pipeline.may_hold:
+                        out = await feeding
+                    else:
+                        # A gate may hold this chunk for minutes (a person decides a
+                        # tool call): what is final goes out, then keepalives, so
+                        # neither the client nor Envoy gives up on a silent stream.
+                        work = asyncio.ensure_future(feeding)
+                        try:
+                            wait, ping = READY_AFTER_S, False
+                            while not (await asyncio.wait((work,), timeout=wait))[0]:
+                                for reply in _body_replies(pipeline.keepalive(ping)):
+                                    yield reply
+                                wait, ping = self.keepalive_s, True
+                        finally:
+                            work.cancel()  # no-op once done; else the request went away
+                        out = work.result()
                     if self.closing and not out.end_of_stream:
                         # Shutting down past the drain: this stream ends here, in format.
                         ended = await pipeline.end_for_shutdown(SHUTDOWN_MESSAGE, 2.0)

@@ -2,7 +2,8 @@
 
 Health and metrics are open (Prometheus scrapes them; the admin port is never
 published publicly), as are the web view's static files: the page itself asks for the
-key. Everything under /api/ needs `Authorization: Bearer <GATEWAY_ADMIN_KEY>`.
+key. Everything under /api/ needs `Authorization: Bearer <key>`: GATEWAY_ADMIN_KEY, or one of
+the named GATEWAY_ADMIN_KEYS (approvals are answered in that name).
 """
 
 from __future__ import annotations
@@ -10,16 +11,18 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
 from aiohttp import web
 
 from extproc.admin.api import FEED, KEEPALIVE_S, STORE, add_api_routes
+from extproc.admin.approvals import ADMIN_NAME, APPROVALS, add_approval_routes
 from extproc.admin.control import Control, add_control_routes
 from extproc.admin.errors import ApiError, error_response, json_response
 from extproc.admin.stream import DecisionFeed
-from extproc.observe.store.base import AuditStore, StoreError
+from extproc.core.storage import StoreError
+from extproc.observe.store.base import AuditStore
 
 log = logging.getLogger("extproc.admin")
 
@@ -49,14 +52,14 @@ def _presented_key(header: str | None) -> bytes | None:
     return token.strip().encode("utf-8", "surrogateescape")
 
 
-def _auth_middleware(admin_key: str | None) -> Callable[..., Awaitable[web.StreamResponse]]:
-    expected = admin_key.encode() if admin_key else None
+def _auth_middleware(admin_keys: Mapping[str, str]) -> Callable[..., Awaitable[web.StreamResponse]]:
+    expected = [(key.encode(), name) for key, name in admin_keys.items() if key]
 
     @web.middleware
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
         if not request.path.startswith("/api/") and request.path != "/api":
             return await handler(request)
-        if expected is None:
+        if not expected:
             raise ApiError(
                 401, "unauthorized", "the admin API is off: set GATEWAY_ADMIN_KEY", _UNAUTHORIZED
             )
@@ -68,8 +71,14 @@ def _auth_middleware(admin_key: str | None) -> Callable[..., Awaitable[web.Strea
                 "missing admin key: send Authorization: Bearer <GATEWAY_ADMIN_KEY>",
                 _UNAUTHORIZED,
             )
-        if not hmac.compare_digest(presented, expected):
+        # Every key is compared, in constant time: which one matched shows in no timing.
+        found = None
+        for key, name in expected:
+            if hmac.compare_digest(presented, key):
+                found = name
+        if found is None:
             raise ApiError(401, "unauthorized", "wrong admin key", _UNAUTHORIZED)
+        request[ADMIN_NAME] = found
         return await handler(request)
 
     return auth
@@ -108,17 +117,20 @@ async def _security_headers(request: web.Request, response: web.StreamResponse) 
 
 def create_admin_app(
     store: AuditStore,
-    admin_key: str | None,
+    admin_key: str | Mapping[str, str] | None,
     render_metrics: RenderMetrics,
     poll_interval_s: float = 0.5,
     keepalive_s: float = KEEPALIVE_S_DEFAULT,
     control: Control | None = None,
 ) -> web.Application:
-    """The admin app over `store`, which it owns (closed when the app is cleaned up);
-    `admin_key` None (or empty) turns the API off."""
-    app = web.Application(middlewares=[_error_middleware, _auth_middleware(admin_key)])
+    """The admin app over `store`, which it owns (closed when the app is cleaned up).
+    `admin_key`: one key (its holder named `admin`), or key -> holder's name; None (or
+    empty) turns the API off."""
+    keys = {admin_key: "admin"} if isinstance(admin_key, str) else dict(admin_key or {})
+    app = web.Application(middlewares=[_error_middleware, _auth_middleware(keys)])
     feed = DecisionFeed(store, poll_interval_s)
     app[STORE] = store
+    app[APPROVALS] = store
     app[FEED] = feed
     app[KEEPALIVE_S] = keepalive_s
 
@@ -145,6 +157,7 @@ def create_admin_app(
     app.router.add_static("/static/", STATIC, show_index=False, follow_symlinks=False)
     add_api_routes(app)
     add_control_routes(app, control or Control())
+    add_approval_routes(app)
     app.on_response_prepare.append(_security_headers)
     # Before the server waits for open handlers: live streams end instead of holding
     # shutdown for its whole timeout.

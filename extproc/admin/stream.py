@@ -19,7 +19,8 @@ import orjson
 from aiohttp import web
 
 from extproc.admin.errors import ApiError
-from extproc.observe.store.base import AuditStore, StoreError
+from extproc.core.storage import StoreError
+from extproc.observe.store.base import AuditStore
 
 log = logging.getLogger("extproc.admin")
 

@@ -48,6 +48,24 @@ class JudgeVerdict:
 
 
 @dataclass(frozen=True, slots=True)
+class ApprovalVerdict:
+    """A person's answer to a held tool call (or its timeout), as its policy saw it."""
+
+    status: str  # approved, denied, timed_out
+    by: str | None  # the approver's name
+    reason: str | None
+    seconds: float  # how long the call waited
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "by": self.by,
+            "reason": self.reason,
+            "waited_s": round(self.seconds, 3),
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class Evidence:
     """What a policy adds to its decision for the record."""
 
@@ -58,6 +76,8 @@ class Evidence:
     failed: bool = False
     # Before/after pairs of rewritten text, only when originals may be stored.
     examples: tuple[tuple[str, str], ...] = ()
+    # A person was asked about a tool call: their answer.
+    approval: ApprovalVerdict | None = None
 
 
 @dataclass(frozen=True, slots=True)

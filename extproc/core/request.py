@@ -85,6 +85,9 @@ class ApiRequest:
     # Where the chain logs its decisions about this request (the pipeline gives it a
     # sink when decisions are recorded).
     decisions: DecisionLog = field(default_factory=DecisionLog)
+    # Who sent it (the caller's name from the keys file) and Envoy's x-request-id.
+    caller: str | None = None
+    request_id: str = ""
 
     @property
     def api(self) -> str:

@@ -187,6 +187,12 @@ class Dialect(ABC):
 
     # -- streams ----------------------------------------------------------------------
 
+    def keepalive(self) -> bytes:
+        """What keeps a stream alive while the gateway holds it back (a tool call
+        waiting for a person): an SSE comment, which every SSE client skips, unless the
+        API has a ping event of its own."""
+        return b": keepalive\n\n"
+
     @abstractmethod
     def ends_stream(self, frame: Frame) -> bool:
         """Whether this event is the stream's own terminator."""

@@ -25,10 +25,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from extproc.core.storage import StoreError
 from extproc.core.throttle import Throttle
 from extproc.observe.records import RECORD_OVERHEAD_BYTES, DecisionRecord, RequestRecord
 from extproc.observe.redact import redact_decision
-from extproc.observe.store.base import AuditStore, StoreError
+from extproc.observe.store.base import AuditStore
 
 log = logging.getLogger("extproc.observe")
 

@@ -22,7 +22,7 @@ from typing import Any
 from extproc.core.usage import Usage
 
 # Bumped when a record's shape changes; stores migrate their schema to match.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 @dataclass(frozen=True, slots=True)

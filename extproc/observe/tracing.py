@@ -32,7 +32,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from extproc.core.audit import JudgeVerdict
 from extproc.observe.records import DecisionRecord, RequestRecord, clip_text
-from extproc.observe.redact import redact_text
+from extproc.policies.redacting import redact_text
 
 DEFAULT_SERVICE_NAME = "llm-policy-gateway"
 ENDPOINT_ENV = "OTEL_EXPORTER_OTLP_ENDPOINT"

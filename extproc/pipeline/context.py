@@ -35,6 +35,7 @@ class RequestContext:
     envoy_sends_body: bool
     # The names of the query's parameters (their values may be credentials: not kept).
     query_names: frozenset[str] = frozenset()
+    request_id: str = ""  # Envoy's x-request-id
     upstream: Upstream | None = None
     # Where this request's decisions go, and who hears of its progress (None when
     # nothing observes requests).
@@ -56,7 +57,16 @@ class RequestContext:
         """The parsed request the policies see, logging into this request's decisions."""
         if self.observation is not None and model:
             self.observation.parsed(model, stream)
-        return ApiRequest(self.dialect, self.path, model, stream, body, decisions=self.decisions)
+        return ApiRequest(
+            self.dialect,
+            self.path,
+            model,
+            stream,
+            body,
+            decisions=self.decisions,
+            caller=self.caller.name,
+            request_id=self.request_id,
+        )
 
     def refuse(self, status: int, message: str, param: str | None = None) -> Immediate:
         """An error answer in the request's API format."""

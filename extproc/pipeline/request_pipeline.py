@@ -150,6 +150,7 @@ class RequestPipeline:
             decisions=self.decisions,
             observation=observation,
             limits=limits,
+            request_id=self.request_id,
         )
         bare = self.path.rstrip("/")
         forwarded = dialect.forwarded_path(bare)
@@ -237,7 +238,7 @@ class RequestPipeline:
                 request,
                 ctx.chain,
                 settings.max_sse_frame_bytes,
-                settings.policy_timeout_s,
+                ctx.chain.time_limit(settings.policy_timeout_s),
                 label,
                 validate=self.runtime.gateway.validate_streams,
             )
@@ -251,7 +252,7 @@ class RequestPipeline:
                 request,
                 ctx.chain,
                 settings.max_response_bytes,
-                settings.policy_timeout_s,
+                ctx.chain.time_limit(settings.policy_timeout_s),
                 label,
             )
         self.lifecycle.move(Phase.RESPONSE_BODY)
@@ -267,6 +268,25 @@ class RequestPipeline:
             self.observation.saw_first_byte()
         if out.end_of_stream:
             self.lifecycle.end()
+        return out
+
+    @property
+    def may_hold(self) -> bool:
+        """Whether a response chunk may be held for long (a tool call waits for a
+        decision): the server then keeps the stream alive meanwhile (`keepalive`)."""
+        handler = self.body_handler
+        return isinstance(handler, SseBody) and handler.may_hold
+
+    def keepalive(self, ping: bool) -> BodyOut:
+        """While a chunk is held: what is final of it already, and with `ping` the API's
+        keepalive, for a stream nothing else would show alive for minutes."""
+        handler = self.body_handler
+        if self.lifecycle.phase is not Phase.RESPONSE_BODY or not isinstance(handler, SseBody):
+            return BodyOut(b"", False)
+        out = handler.keepalive(ping)
+        self.bytes_out += len(out.data)
+        if out.data and self.observation is not None:
+            self.observation.saw_first_byte()
         return out
 
     async def end_for_shutdown(self, message: str, timeout_s: float) -> BodyOut | None:

@@ -43,6 +43,10 @@ class SseBody:
         self.framer = SSEFramer(max_frame_bytes)
         # Whether events may be rewritten, added or dropped (else they leave as they came).
         self.rewrites = chain.reads_responses
+        # A gate may hold the stream for long (a person decides a tool call): events are
+        # then fed one by one, and what they gave is `ready` to go out while it waits.
+        self.may_hold = chain.gates_tool_calls
+        self._ready: list[bytes] = []
         self.engine: StreamEngine = (
             dialect.stream_engine(chain, request) if self.rewrites else ForwardEngine()
         )
@@ -54,6 +58,7 @@ class SseBody:
         self.label = label  # "METHOD path", for logs
         self.events_in = 0
         self.terminated = False  # the stream carried its own terminator
+        self.terminated_out = False  # the gateway ended the stream itself
         self.saw_error_payload = False
         self.usage = Usage()
 
@@ -95,22 +100,48 @@ class SseBody:
         self.events_in += len(frames)
         try:
             async with asyncio.timeout(self.policy_timeout_s):
-                data = await self.engine.feed(frames)
-                if end_of_stream:
-                    data += await self.engine.flush()
+                if self.may_hold:
+                    data = await self._feed_stepwise(frames, end_of_stream)
+                else:
+                    data = await self.engine.feed(frames)
+                    if end_of_stream:
+                        data += await self.engine.flush()
             self.ending.seen(data)
         except TimeoutError:
             log.error("%s: policy chain timed out", self.label)
-            return self.fail("a gateway policy did not finish in time")
+            return self._fail_after_ready("a gateway policy did not finish in time")
         except Exception:
             log.exception("%s: policy chain failed", self.label)
-            return self.fail("a gateway policy failed while processing the response")
+            return self._fail_after_ready("a gateway policy failed while processing the response")
         if failure is not None:
             failed = self.fail(f"upstream sent an SSE event larger than {failure.limit} bytes")
             return BodyOut(data + failed.data, True)
         if end_of_stream and not self.terminated:
             data += self._terminator()
         return BodyOut(data, end_of_stream)
+
+    async def _feed_stepwise(self, frames: list[Frame], end_of_stream: bool) -> bytes:
+        ready = self._ready
+        for frame in frames:
+            ready.append(await self.engine.feed([frame]))
+        if end_of_stream:
+            ready.append(await self.engine.flush())
+        data = b"".join(ready)
+        ready.clear()
+        return data
+
+    def keepalive(self, ping: bool) -> BodyOut:
+        """While a chunk is held (a gate waits): what its earlier events gave, which no
+        decision can change any more, and with `ping` the API's keepalive after it."""
+        data = b"".join(self._ready)
+        self._ready.clear()
+        if ping and not self.terminated_out:
+            data += self.dialect.keepalive()
+        if data:
+            self.ending.seen(data)
+            if self.validator is not None:
+                self.validator.feed(data, False)
+        return BodyOut(data, False)
 
     def _read_usage(self, frame: Frame) -> None:
         try:
@@ -148,9 +179,17 @@ class SseBody:
         self.ending.seen(data)
         return BodyOut(data + self.fail(message).data, True)
 
+    def _fail_after_ready(self, message: str) -> BodyOut:
+        """What events before the failing one gave (final already), then the error."""
+        data = b"".join(self._ready)
+        self._ready.clear()
+        self.ending.seen(data)
+        return BodyOut(data + self.fail(message).data, True)
+
     def fail(self, message: str) -> BodyOut:
         """An in-format error event that ends the stream."""
         self.terminated = True
+        self.terminated_out = True
         return BodyOut(self.ending.error(message), True)
 
     @property

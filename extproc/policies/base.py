@@ -45,6 +45,11 @@ class PolicyConfig(BaseModel):
     # shadow: decisions are computed and recorded, traffic passes exactly as it came.
     mode: Literal["enforce", "shadow"] = "enforce"
 
+    def asks_people(self) -> bool:
+        """Whether the policy may hold a tool call for a person's answer (which needs
+        the store that pending approvals live in)."""
+        return False
+
 
 C = TypeVar("C", bound=PolicyConfig)
 
@@ -124,6 +129,11 @@ class Policy(Generic[C]):
         """Decide one complete tool call. None lets it through."""
         return None
 
+    def holds_for(self) -> float:
+        """How long `on_tool_call` may wait beyond the policies' usual bound
+        (POLICY_TIMEOUT_S): a person's answer may take minutes."""
+        return 0.0
+
     def observe(self, event_type: str, payload: Any, request: ApiRequest) -> None:
         """See an upstream event (type and parsed payload); must not block."""
 
@@ -159,6 +169,12 @@ class PolicyChain:
     @property
     def names(self) -> list[str]:
         return [p.name for p in self.policies]
+
+    def time_limit(self, policy_timeout_s: float) -> float:
+        """The bound on the chain's work on one chunk of a response: the usual one, plus
+        the longest each gate may hold a call for a person (gates decide one after
+        another)."""
+        return policy_timeout_s + sum(p.holds_for() for p in self.gates)
 
     def text_rewriters(self, request: ApiRequest) -> list[TextRewriter | RewriteStep]:
         """Fresh rewriters, in chain order, for one text of this request's response."""

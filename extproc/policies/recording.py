@@ -156,9 +156,12 @@ async def tool_call_outcome(
         raise
     evidence = verdict.evidence if verdict is not None else None
     failed = evidence is not None and evidence.failed
+    target = tool_target(call)
+    if evidence is not None and evidence.approval is not None:
+        target["approval"] = evidence.approval.to_dict()
     if verdict is None or isinstance(verdict, Allow):
         action = Action.ERROR_FAIL_OPEN if failed else Action.ALLOW
-        decisions.add(_decision(policy, action, tool_target(call), None, evidence))
+        decisions.add(_decision(policy, action, target, None, evidence))
         return None
     if failed:
         action = Action.ERROR_FAIL_CLOSED
@@ -166,7 +169,7 @@ async def tool_call_outcome(
         action = Action.BLOCK_RESPONSE
     else:
         action = Action.BLOCK_TOOL_CALL
-    decisions.add(_decision(policy, action, tool_target(call), verdict.message, evidence))
+    decisions.add(_decision(policy, action, target, verdict.message, evidence))
     return None if shadow else verdict
 
 

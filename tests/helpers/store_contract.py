@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
+from extproc.core.storage import StoreError
 from extproc.observe.records import SCHEMA_VERSION, DecisionRecord
 from extproc.observe.store import schema
-from extproc.observe.store.base import DecisionQuery, StoreError
+from extproc.observe.store.base import DecisionQuery
 from extproc.observe.store.sql import SqlStore
 from tests.helpers.records import decision, request_record
 

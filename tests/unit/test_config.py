@@ -49,6 +49,9 @@ EVERY_VARIABLE = {
     "GATEWAY_ADMIN_HOST": "0.0.0.0",
     "GATEWAY_ADMIN_PORT": "8101",
     "GATEWAY_ADMIN_KEY": "adm-secret",
+    "GATEWAY_ADMIN_KEYS": "alice:alice-secret-1,bob@ops:bob-secret-22",
+    "GATEWAY_ADMIN_URL": "https://gw-admin.example",
+    "KEEPALIVE_INTERVAL_S": "5",
     "RATE_LIMIT_REDIS_URL": "redis://:pw@cache:6379/2",
     "EXTPROC_MAX_STREAMS": "64",
     "DRAIN_TIMEOUT_S": "30",
@@ -90,6 +93,22 @@ def test_every_variable_is_read() -> None:
     assert s.rate_limit_redis_url == SecretStr("redis://:pw@cache:6379/2")
     assert s.extproc_max_streams == 64
     assert s.drain_timeout_s == 30
+    assert s.admin_keys() == {
+        "adm-secret": "admin",
+        "alice-secret-1": "alice",
+        "bob-secret-22": "bob@ops",
+    }
+    assert s.admin_base_url() == "https://gw-admin.example"
+    assert s.keepalive_interval_s == 5
+
+
+@pytest.mark.parametrize(
+    "value", ["alice=key-123456", "alice:short", ":key-123456", "a b:key-123456"]
+)
+def test_named_admin_keys_are_checked_without_echoing_them(value: str) -> None:
+    with pytest.raises(ValidationError, match="name:key") as err:
+        Settings.from_env({"GATEWAY_ADMIN_KEYS": value})
+    assert "key-123456" not in str(err.value) and "short" not in str(err.value)
 
 
 def test_the_limit_counters_must_be_redis() -> None:

@@ -20,6 +20,8 @@ RANKS: dict[str, int] = {
     "engine": 2,
     "dialects": 3,
     "policies": 4,
+    # The desk where tool calls wait for people (policies ask it; stores keep its rows).
+    "approvals": 3,
     "limits": 4,
     "stream_check": 4,
     "config": 5,

@@ -50,6 +50,8 @@ _ERROR_TYPES = {
 _END_PAYLOAD = re.compile(r'\{\s*"type"\s*:\s*"(?:message_stop|error)"')
 _END_EVENTS = ("message_stop", "error")
 _USAGE_EVENTS = ("message_start", "message_delta")
+# As the Messages API writes its own pings.
+PING_EVENT = b'event: ping\ndata: {"type": "ping"}\n\n'
 _USAGE_PAYLOAD = re.compile(r'\{\s*"type"\s*:\s*"(?:message_start|message_delta)"')
 
 
@@ -137,6 +139,9 @@ class AnthropicDialect(Dialect):
         return b"event: error\ndata: " + payload + b"\n\n"
 
     # -- streams ------------------------------------------------------------------------
+
+    def keepalive(self) -> bytes:
+        return PING_EVENT
 
     def ends_stream(self, frame: Frame) -> bool:
         if frame.event is not None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from extproc.observe.store.base import AuditStore, DecisionPage, DecisionQuery, StoreError
+from extproc.core.storage import StoreError
+from extproc.observe.store.base import AuditStore, DecisionPage, DecisionQuery
 
 
 def open_store(sqlite_path: str, postgres_url: str | None) -> AuditStore:

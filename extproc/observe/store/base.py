@@ -7,11 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from extproc.approvals.store import ApprovalStore
 from extproc.observe.records import DecisionRecord, RequestRecord
-
-
-class StoreError(Exception):
-    """The database failed (unreachable, locked, full); the message has no secrets."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +31,7 @@ class DecisionPage:
     next_cursor: int | None  # pass as before_id for the next page; None: no more
 
 
-class AuditStore(Protocol):
+class AuditStore(ApprovalStore, Protocol):
     def migrate(self) -> None:
         """Create or upgrade the schema to SCHEMA_VERSION (idempotent)."""
         ...

@@ -20,7 +20,7 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from extproc.observe.store.base import StoreError
+from extproc.core.storage import StoreError
 from extproc.observe.store.schema import Dialect
 from extproc.observe.store.sql import Cursor, Slot, SqlStore, store_failed
 

@@ -69,6 +69,31 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "CREATE INDEX decisions_caller ON decisions (caller, id)",
         "CREATE INDEX decisions_action ON decisions (action, id)",
     ),
+    (
+        # Tool calls waiting for a person (extproc/approvals/): the process holding the
+        # stream writes and refreshes its rows; the admin API answers them.
+        """CREATE TABLE approvals (
+            id TEXT PRIMARY KEY,
+            created_at {real} NOT NULL,
+            expires_at {real} NOT NULL,
+            seen_at {real} NOT NULL,
+            holder TEXT NOT NULL,
+            status TEXT NOT NULL,
+            caller TEXT,
+            api TEXT NOT NULL,
+            model TEXT,
+            request_id TEXT NOT NULL,
+            policy TEXT NOT NULL,
+            tool TEXT NOT NULL,
+            arguments TEXT NOT NULL,
+            preceding_text TEXT NOT NULL,
+            why TEXT NOT NULL,
+            decided_by TEXT,
+            decided_at {real},
+            decision_reason TEXT
+        )""",
+        "CREATE INDEX approvals_status ON approvals (status, created_at)",
+    ),
 ]
 assert len(MIGRATIONS) == SCHEMA_VERSION, "one migration per schema version"
 

@@ -16,9 +16,11 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Generic, Protocol, TypeVar
 
+from extproc.core.storage import StoreError
 from extproc.observe.records import DecisionRecord, RequestRecord
 from extproc.observe.store import schema
-from extproc.observe.store.base import DecisionPage, DecisionQuery, StoreError
+from extproc.observe.store.approvals_sql import ApprovalQueries
+from extproc.observe.store.base import DecisionPage, DecisionQuery
 from extproc.observe.store.schema import (
     DECISION_COLUMNS,
     DECISION_FIELDS,
@@ -115,7 +117,7 @@ def _bucket_range(since: float, until: float, bucket_s: int) -> range:
     return range(first, end)
 
 
-class SqlStore(ABC):
+class SqlStore(ApprovalQueries, ABC):
     """Every AuditStore query, over the connections a concrete store provides."""
 
     dialect: Dialect
@@ -136,7 +138,7 @@ class SqlStore(ABC):
     def close(self) -> None:
         """Close the connections; a later call opens new ones."""
 
-    def _lock_migrations(self, cur: Cursor) -> None:  # noqa: B027 (optional hook)
+    def _lock_migrations(self, cur: Cursor) -> None:
         """Keep two processes from migrating at once (inside the migration's transaction).
         Nothing by default: SQLite's BEGIN IMMEDIATE already admits one writer."""
 
@@ -286,12 +288,14 @@ class SqlStore(ABC):
     def purge(self, before: float) -> int:
         self._ready()
         total = 0
-        for table in ("decisions", "requests"):
+        for table, when in (
+            ("decisions", "time"), ("requests", "time"), ("approvals", "created_at")
+        ):  # fmt: skip
             while True:
                 with self._writing() as cur:
                     cur.execute(
                         f"DELETE FROM {table} WHERE id IN "
-                        f"(SELECT id FROM {table} WHERE time < ? LIMIT ?)",
+                        f"(SELECT id FROM {table} WHERE {when} < ? LIMIT ?)",
                         [float(before), PURGE_SLICE],
                     )
                     deleted = max(0, cur.rowcount)

@@ -1,7 +1,9 @@
 """tool_call_judge: an LLM judge reviews every tool call the model wants to make.
 
 The judge rates the probability that executing the call is harmful; at or above
-`threshold` the call is blocked and the client sees `block_message` in its place. When the
+`threshold` the call is blocked and the client sees `block_message` in its place. With
+`on_uncertain: ask`, a probability from `uncertain_from` up to the threshold is a
+person's to decide (`approval:`, as for `tool_approval`). When the
 judge cannot answer (timeout, HTTP error, no verdict), `on_judge_error` decides; so it
 does, at once and without calling the judge, while the endpoint's circuit breaker is open.
 """
@@ -13,11 +15,12 @@ import logging
 import time
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from extproc.core import audit
 from extproc.core.decisions import Allow, BlockToolCall, ToolCall
 from extproc.core.request import ApiRequest
+from extproc.policies.asking import HOLD_SLACK_S, ApprovalConfig, ask_person
 from extproc.policies.base import Policy, PolicyConfig
 from extproc.policies.matching import check_format
 from extproc.policies.tool_call_judge.breaker import (
@@ -59,6 +62,22 @@ class ToolCallJudgeConfig(PolicyConfig):
     block_message: str = DEFAULT_BLOCK_MESSAGE
     # Fields: tool, reason, arguments.
     error_block_message: str = DEFAULT_ERROR_BLOCK_MESSAGE
+    # A probability from uncertain_from up to the threshold is uncertain: allowed, or
+    # asked about (a person decides, as configured in `approval`).
+    on_uncertain: Literal["allow", "ask"] = "allow"
+    uncertain_from: float | None = Field(default=None, ge=0, le=1)
+    approval: ApprovalConfig = ApprovalConfig()
+
+    def asks_people(self) -> bool:
+        return self.on_uncertain == "ask" and self.mode == "enforce"
+
+    @model_validator(mode="after")
+    def _check_uncertain(self) -> ToolCallJudgeConfig:
+        if self.on_uncertain == "ask" and (
+            self.uncertain_from is None or self.uncertain_from >= self.threshold
+        ):
+            raise ValueError("on_uncertain: ask needs uncertain_from below threshold")
+        return self
 
     @field_validator("block_message")
     @classmethod
@@ -140,6 +159,14 @@ class ToolCallJudgePolicy(Policy[ToolCallJudgeConfig]):
             judge=audit.JudgeVerdict(verdict.probability, verdict.explanation, wall, seconds)
         )
         if not blocked:
+            if self._uncertain(verdict.probability):
+                why = (
+                    f"the judge was unsure (risk {verdict.probability:.2f}): "
+                    f"{verdict.explanation or 'no explanation given'}"
+                )
+                return await ask_person(
+                    self.config.approval, self.name, call, request, why, judge=evidence.judge
+                )
             return Allow(evidence)
         message = self.config.block_message.format(
             tool=call.name,
@@ -148,6 +175,15 @@ class ToolCallJudgePolicy(Policy[ToolCallJudgeConfig]):
             arguments=_arguments(call),
         )
         return BlockToolCall(message, evidence)
+
+    def holds_for(self) -> float:
+        if self.config.on_uncertain != "ask":
+            return 0.0
+        return self.config.judge.timeout_s + self.config.approval.timeout_s + HOLD_SLACK_S
+
+    def _uncertain(self, probability: float) -> bool:
+        low = self.config.uncertain_from
+        return self.config.on_uncertain == "ask" and low is not None and probability >= low
 
     async def aclose(self) -> None:
         await self.judge.aclose()

@@ -8,7 +8,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from extproc.admin import AdminServer, create_admin_app
-from extproc.observe.store.base import StoreError
+from extproc.core.storage import StoreError
 from extproc.observe.store.sqlite import SqliteStore
 from tests.helpers.admin_app import ADMIN_KEY, AUTH, METRICS_TYPE, decision, render_metrics
 

@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 
+from extproc.core.storage import StoreError
 from extproc.observe.recorder import AuditRecorder
 from extproc.observe.records import DecisionRecord, RequestRecord
-from extproc.observe.store.base import DecisionPage, DecisionQuery, StoreError
+from extproc.observe.store.base import DecisionPage, DecisionQuery
 from extproc.observe.store.postgres import PostgresStore
 from extproc.observe.store.sqlite import SqliteStore
 from tests.helpers.postgres import PostgresServer, running_postgres

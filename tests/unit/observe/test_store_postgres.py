@@ -15,9 +15,10 @@ import pytest
 
 pytest.register_assert_rewrite("tests.helpers.store_contract")
 
+from extproc.core.storage import StoreError  # noqa: E402
 from extproc.observe.records import SCHEMA_VERSION, DecisionRecord, RequestRecord  # noqa: E402
 from extproc.observe.store import open_store  # noqa: E402
-from extproc.observe.store.base import DecisionQuery, StoreError  # noqa: E402
+from extproc.observe.store.base import DecisionQuery  # noqa: E402
 from extproc.observe.store.postgres import PostgresStore, describe, scrub  # noqa: E402
 from extproc.observe.store.sql import SqlStore  # noqa: E402
 from extproc.observe.store.sqlite import SqliteStore  # noqa: E402
@@ -41,7 +42,7 @@ def database(server: PostgresServer) -> str:
 def url(database: str) -> str:
     """The module's database, emptied: dropping tables is quicker than a new database."""
     with psycopg.connect(database, autocommit=True) as conn:
-        conn.execute("DROP TABLE IF EXISTS decisions, requests, schema_version")
+        conn.execute("DROP TABLE IF EXISTS decisions, requests, approvals, schema_version")
     return database
 
 

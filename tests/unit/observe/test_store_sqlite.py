@@ -13,9 +13,10 @@ import pytest
 
 pytest.register_assert_rewrite("tests.helpers.store_contract")
 
-from extproc.observe.records import DecisionRecord, RequestRecord  # noqa: E402
+from extproc.core.storage import StoreError  # noqa: E402
+from extproc.observe.records import SCHEMA_VERSION, DecisionRecord, RequestRecord  # noqa: E402
 from extproc.observe.store import open_store  # noqa: E402
-from extproc.observe.store.base import DecisionQuery, StoreError  # noqa: E402
+from extproc.observe.store.base import DecisionQuery  # noqa: E402
 from extproc.observe.store.sqlite import SqliteStore  # noqa: E402
 from tests.helpers.records import decision, request_record  # noqa: E402
 from tests.helpers.store_contract import StoreContract  # noqa: E402
@@ -49,8 +50,8 @@ def test_created_on_first_use_with_its_directory_in_wal_mode(tmp_path: Path) -> 
         tables = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         indexes = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type='index'")}
         versions = raw.execute("SELECT version FROM schema_version").fetchall()
-    assert versions == [(1,)]
-    assert {"schema_version", "requests", "decisions"} <= tables
+    assert versions == [(v,) for v in range(1, SCHEMA_VERSION + 1)]
+    assert {"schema_version", "requests", "decisions", "approvals"} <= tables
     assert {
         "requests_time",
         "requests_request_id",

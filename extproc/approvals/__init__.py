@@ -1,0 +1,1 @@
+"""A person in the loop: tool calls held until someone approves or denies them."""
