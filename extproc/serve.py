@@ -167,6 +167,7 @@ async def serve_forever(gateway: Gateway, admin: bool = True) -> None:
         # Tool calls waiting for a person are kept beside the records, where every
         # worker's (and replica's) admin API finds them.
         DESK.attach(audit_store(settings), settings.admin_base_url())
+        DESK.listener = observer.metrics
     runtime = gateway.runtime(observer, counters)
     live = LiveRuntime(
         runtime,

@@ -176,9 +176,15 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
                     yield ep.ProcessingResponse(
                         response_headers=ep.HeadersResponse(response=_common(rout))
                     )
-                elif kind == "response_body":
+                elif kind in ("response_body", "response_trailers"):
+                    # Trailers mark the end of the body when the upstream sends them.
+                    trailers = kind == "response_trailers"
                     body = req.response_body
-                    feeding = pipeline.on_response_body(body.body, body.end_of_stream)
+                    feeding = (
+                        pipeline.on_response_trailers()
+                        if trailers
+                        else pipeline.on_response_body(body.body, body.end_of_stream)
+                    )
                     if not pipeline.may_hold:
                         out = await feeding
                     else:
@@ -195,17 +201,15 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
                         finally:
                             work.cancel()  # no-op once done; else the request went away
                         out = work.result()
-                    if self.closing and not out.end_of_stream:
+                    if self.closing and not out.end_of_stream and not trailers:
                         # Shutting down past the drain: this stream ends here, in format.
                         ended = await pipeline.end_for_shutdown(SHUTDOWN_MESSAGE, 2.0)
                         if ended is not None:
                             out = BodyOut(out.data + ended.data, True)
                     for reply in _body_replies(out):
                         yield reply
-                elif kind == "response_trailers":
-                    for reply in _body_replies(await pipeline.on_response_trailers()):
-                        yield reply
-                    yield ep.ProcessingResponse(response_trailers=ep.TrailersResponse())
+                    if trailers:
+                        yield ep.ProcessingResponse(response_trailers=ep.TrailersResponse())
             if outcome == "ok" and not pipeline.complete:
                 # Envoy closed the stream before the response ended: the client or the
                 # upstream went away.

@@ -17,7 +17,7 @@ import os
 import secrets
 import socket
 import time
-from typing import Any
+from typing import Any, Protocol
 
 from extproc.approvals.model import Answer, PendingApproval, Status
 from extproc.approvals.store import ApprovalStore
@@ -29,6 +29,14 @@ log = logging.getLogger("extproc.approvals")
 # Answers are read this often while anything waits; the holder's heartbeat rides on the
 # same query (model.HEARTBEAT_S is the most it may lag).
 POLL_S = 0.25
+
+
+class ApprovalListener(Protocol):
+    """Who hears of each approval asked and how it ended (the metrics)."""
+
+    def approval_asked(self) -> None: ...
+
+    def approval_ended(self, outcome: str, seconds: float) -> None: ...
 
 
 class ApprovalUnavailable(Exception):
@@ -51,6 +59,7 @@ class ApprovalDesk:
         self._webhooks = Webhooks()
         self._ending: set[asyncio.Task[Any]] = set()
         self._last_error = 0.0
+        self.listener: ApprovalListener | None = None
 
     def attach(self, store: ApprovalStore, admin_url: str) -> None:
         """Serve approvals from `store` (this process's own connection to it)."""
@@ -85,6 +94,8 @@ class ApprovalDesk:
         except StoreError as exc:
             raise ApprovalUnavailable(str(exc)) from None
         started = time.monotonic()
+        if self.listener is not None:
+            self.listener.approval_asked()
         answer: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         self._waiting[pending.id] = answer
         self._start_poller()
@@ -104,8 +115,10 @@ class ApprovalDesk:
             raise
         finally:
             self._waiting.pop(pending.id, None)
+            status = ended.status if ended is not None else Status.CANCELLED
+            if self.listener is not None:
+                self.listener.approval_ended(status.value, time.monotonic() - started)
             if webhook_url:
-                status = ended.status if ended is not None else Status.CANCELLED
                 closed = {**view, "status": status.value}
                 if ended is not None:
                     closed.update(decided_by=ended.by, decision_reason=ended.reason)

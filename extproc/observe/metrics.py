@@ -47,6 +47,7 @@ DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 
                     20.48, 40.96, 81.92)  # fmt: skip
 TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5,
                 5.0, 7.5, 10.0)  # fmt: skip
+APPROVAL_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600)
 TPOT_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5)
 
 NONE = "none"
@@ -120,6 +121,8 @@ class _Families:
     limit_store_failures: Counter
     overloaded: Counter
     restarts: Counter
+    approvals_pending: Gauge
+    approvals: Histogram
 
 
 def _make_families(registry: CollectorRegistry) -> _Families:
@@ -213,6 +216,20 @@ def _make_families(registry: CollectorRegistry) -> _Families:
         overloaded=Counter(
             "gateway_overloaded",
             "Requests refused at once because a worker already served EXTPROC_MAX_STREAMS.",
+            registry=registry,
+        ),
+        approvals_pending=Gauge(
+            "gateway_approvals_pending",
+            "Tool calls waiting for a person's approval.",
+            registry=registry,
+            multiprocess_mode="livesum",
+        ),
+        approvals=Histogram(
+            "gateway_approval_wait_seconds",
+            "Tool calls a person was asked about, by how it ended (approved, denied, "
+            "timed_out, cancelled): how long each waited.",
+            ("outcome",),
+            buckets=APPROVAL_BUCKETS,
             registry=registry,
         ),
     )
@@ -319,6 +336,13 @@ class GatewayMetrics:
 
     def limit_store_failed(self, fail_mode: str) -> None:
         self._m.limit_store_failures.labels(fail_mode).inc()
+
+    def approval_asked(self) -> None:
+        self._m.approvals_pending.inc()
+
+    def approval_ended(self, outcome: str, seconds: float) -> None:
+        self._m.approvals_pending.dec()
+        self._m.approvals.labels(outcome).observe(seconds)
 
 
 def judge_outcome(action: str) -> str:

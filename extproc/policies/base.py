@@ -70,7 +70,9 @@ class Policy(Generic[C]):
 
     type: ClassVar[str] = "policy"
     Config: ClassVar[builtins.type[PolicyConfig]] = PolicyConfig
-    rewrites_text: ClassVar[bool] = False
+    # An instance may turn it on from its config (a gate that wants the text for a
+    # person's review): `reads_responses()` already holds for a gate.
+    rewrites_text: bool = False
     gates_tool_calls: ClassVar[bool] = False
     observes_events: ClassVar[bool] = False
     # What the record calls this policy's text rewrites.

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from extproc.approvals.model import STALE_AFTER_S, PendingApproval, Status
 from extproc.core.storage import StoreError
 from extproc.observe.records import SCHEMA_VERSION, DecisionRecord
 from extproc.observe.store import schema
@@ -323,3 +324,153 @@ class StoreContract:
         assert store.last_decision_id() == 0
         store.close()
         store.close()
+
+    # -- approvals ---------------------------------------------------------------------
+    # Tool calls waiting for a person (extproc/approvals/, observe/store/approvals_sql.py):
+    # every change of status is conditional on the row still being pending.
+
+    def test_an_approval_round_trips(self, store: SqlStore) -> None:
+        text = 'naïve 日本語 🙂 tab\tnew\nline "quote" \\back'
+        added = approval(caller=None, arguments=f'{{"q": "{text}"}}', preceding_text=text)
+        store.add_approval(added)
+        assert store.approval(added.id) == {
+            **added.to_dict(),
+            "seen_at": added.created_at,
+            "decided_by": None,
+            "decided_at": None,
+            "decision_reason": None,
+        }
+        assert store.approval("unknown") is None
+
+    def test_pending_approvals_oldest_first_and_only_live_ones(self, store: SqlStore) -> None:
+        now = T0 + 5
+        for added in (
+            approval("newer", created_at=T0 + 2),
+            approval("oldest", created_at=T0),
+            approval("middle", created_at=T0 + 1),
+            # Its time ran out (expires_at <= now), even though its holder is alive.
+            approval("expired", created_at=T0 + 0.5, timeout_s=4.5),
+            # Its holder stopped refreshing it STALE_AFTER_S ago: the process is gone.
+            approval("stale", created_at=now - STALE_AFTER_S, timeout_s=300.0),
+            approval("answered", created_at=T0),
+            approval("timed-out", created_at=T0),
+            approval("cancelled", created_at=T0),
+        ):
+            store.add_approval(added)
+        store.answer_approval("answered", Status.DENIED, "alice", None, now)
+        assert store.end_approval("timed-out", Status.TIMED_OUT, now)
+        assert store.end_approval("cancelled", Status.CANCELLED, now)
+        rows = store.pending_approvals(now)
+        assert [r["id"] for r in rows] == ["oldest", "middle", "newer"]
+        assert all(r["status"] == Status.PENDING for r in rows)
+        # A moment earlier, the stale row's holder was still alive and `expired` had
+        # time left: the bounds are exact.
+        earlier = [r["id"] for r in store.pending_approvals(now - 0.5)]
+        assert earlier == ["stale", "oldest", "expired", "middle", "newer"]
+
+    def test_an_answer_wins_once(self, store: SqlStore) -> None:
+        store.add_approval(approval("a1"))
+        row = store.answer_approval("a1", Status.APPROVED, "alice", "looks fine", T0 + 1)
+        assert row is not None
+        assert (row["status"], row["decided_by"], row["decided_at"], row["decision_reason"]) == (
+            Status.APPROVED, "alice", T0 + 1, "looks fine",
+        )  # fmt: skip
+        # A second answer, and the holder's timeout after it, change nothing.
+        assert store.answer_approval("a1", Status.DENIED, "bob", "no", T0 + 2) == row
+        assert store.end_approval("a1", Status.TIMED_OUT, T0 + 3) is False
+        assert store.approval("a1") == row
+        assert store.answer_approval("unknown", Status.APPROVED, "alice", None, T0) is None
+
+    def test_an_answer_after_the_end_changes_nothing(self, store: SqlStore) -> None:
+        store.add_approval(approval("a1"))
+        assert store.end_approval("a1", Status.CANCELLED, T0 + 1) is True
+        ended = store.approval("a1")
+        assert ended is not None and ended["status"] == Status.CANCELLED
+        assert ended["decided_at"] == T0 + 1 and ended["decided_by"] is None
+        assert store.answer_approval("a1", Status.APPROVED, "alice", "ok", T0 + 2) == ended
+        assert store.end_approval("a1", Status.TIMED_OUT, T0 + 3) is False
+        assert store.approval("a1") == ended
+        assert store.end_approval("unknown", Status.TIMED_OUT, T0) is False
+
+    def test_no_answer_once_expired_or_its_holder_is_gone(self, store: SqlStore) -> None:
+        store.add_approval(approval("short", timeout_s=5.0))
+        store.add_approval(approval("long", timeout_s=300.0))
+        late = store.answer_approval("short", Status.APPROVED, "alice", None, T0 + 5)
+        assert late is not None and late["status"] == Status.PENDING
+        assert late["decided_by"] is None
+        gone = store.answer_approval("long", Status.APPROVED, "alice", None, T0 + STALE_AFTER_S)
+        assert gone is not None and gone["status"] == Status.PENDING
+        # The holder itself may still end them.
+        assert store.end_approval("short", Status.TIMED_OUT, T0 + 5)
+        assert store.end_approval("long", Status.CANCELLED, T0 + 30)
+
+    def test_approval_updates_is_the_holders_heartbeat(self, store: SqlStore) -> None:
+        for added in (
+            approval("mine-1", holder="h1"),
+            approval("mine-2", holder="h1"),
+            approval("mine-answered", holder="h1"),
+            approval("mine-ended", holder="h1"),
+            approval("theirs", holder="h2"),
+        ):
+            store.add_approval(added)
+        store.answer_approval("mine-answered", Status.DENIED, "bob", "nope", T0 + 1)
+        store.end_approval("mine-ended", Status.TIMED_OUT, T0 + 1)
+        ended = store.approval_updates(
+            "h1", ["mine-1", "mine-answered", "mine-ended", "theirs", "unknown"], T0 + 8
+        )
+        assert sorted(r["id"] for r in ended) == ["mine-answered", "mine-ended"]
+        answered = next(r for r in ended if r["id"] == "mine-answered")
+        assert (answered["status"], answered["decided_by"], answered["decision_reason"]) == (
+            Status.DENIED, "bob", "nope",
+        )  # fmt: skip
+        seen = {i: (store.approval(i) or {})["seen_at"] for i in _APPROVAL_IDS}
+        # Every pending row of the holder is refreshed, named or not; nothing else is.
+        assert seen == {
+            "mine-1": T0 + 8,
+            "mine-2": T0 + 8,
+            "mine-answered": T0,
+            "mine-ended": T0,
+            "theirs": T0,
+        }
+        # Refreshed, the holder's rows outlive STALE_AFTER_S; the other holder's do not.
+        live = [r["id"] for r in store.pending_approvals(T0 + STALE_AFTER_S + 1)]
+        assert live == ["mine-1", "mine-2"]
+        assert store.approval_updates("h1", [], T0 + 9) == []
+
+    def test_purge_removes_old_approvals(self, store: SqlStore) -> None:
+        for i in range(4):
+            store.add_approval(approval(f"a{i}", created_at=T0 + i))
+        store.end_approval("a0", Status.TIMED_OUT, T0 + 10)
+        assert store.purge(T0 + 2) == 2
+        assert store.approval("a0") is None and store.approval("a1") is None
+        assert store.approval("a2") is not None and store.approval("a3") is not None
+        assert [r["id"] for r in store.pending_approvals(T0 + 3)] == ["a2", "a3"]
+
+
+_APPROVAL_IDS = ("mine-1", "mine-2", "mine-answered", "mine-ended", "theirs")
+
+
+def approval(
+    approval_id: str = "a1",
+    *,
+    holder: str = "host:1:abc",
+    created_at: float = T0,
+    timeout_s: float = 300.0,
+    **fields: Any,
+) -> PendingApproval:
+    """A pending Bash call, written by `holder` at `created_at`."""
+    values: dict[str, Any] = {
+        "caller": "alice",
+        "api": "anthropic",
+        "model": "claude-sonnet-4-6",
+        "request_id": "req-1",
+        "policy": "approve-deploys",
+        "tool": "Bash",
+        "arguments": '{"command": "kubectl apply -f prod.yaml"}',
+        "preceding_text": "I will deploy now.",
+        "why": "rule: tools Bash",
+        **fields,
+    }
+    return PendingApproval(
+        id=approval_id, holder=holder, timeout_s=timeout_s, created_at=created_at, **values
+    )

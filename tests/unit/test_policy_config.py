@@ -118,7 +118,12 @@ async def test_example_loads_and_builds(path: Path) -> None:
 
 
 def test_examples_exist_and_strict_validates_streams() -> None:
-    assert {p.name for p in EXAMPLES} == {"noop.yaml", "judge-mock.yaml", "strict.yaml"}
+    assert {p.name for p in EXAMPLES} == {
+        "noop.yaml",
+        "judge-mock.yaml",
+        "strict.yaml",
+        "approval.yaml",
+    }
     assert yaml.safe_load((CONFIG_DIR / "strict.yaml").read_text())["validate_streams"] is True
     assert load_config(CONFIG_DIR / "noop.yaml").policies[0].type == "noop"
 

@@ -3,6 +3,7 @@
 // judge explanations): it is only ever set as textContent, never parsed as HTML.
 
 import { drawBars, bucketFor, fillOptions, renderCounts } from "./charts.js";
+import { createApprovals } from "./approvals.js";
 import { renderDecision, renderSummary } from "./detail.js";
 import { $, ACTIONS, clear, el, formatProbability, formatTime, badge, modeBadge, targetSummary } from "./dom.js";
 
@@ -31,6 +32,13 @@ const state = {
 
 class Unauthorized extends Error {}
 
+class ApiError extends Error {
+  constructor(message, status) {
+    super(message);
+    this.status = status;
+  }
+}
+
 async function api(path, init) {
   const generation = state.generation;
   const res = await fetch(path, {
@@ -47,10 +55,12 @@ async function api(path, init) {
   if (!res.ok) {
     const body = await res.json().catch(() => null);
     const message = (body && body.error && body.error.message) || `HTTP ${res.status}`;
-    throw new Error(message);
+    throw new ApiError(message, res.status);
   }
   return res;
 }
+
+const approvals = createApprovals({ api, Unauthorized });
 
 function showError(message) {
   const banner = $("error-banner");
@@ -89,6 +99,7 @@ function signOut(message) {
   state.key = null;
   sessionStorage.removeItem(KEY_STORE);
   stopStream();
+  approvals.stop();
   clearInterval(state.statsTimer);
   state.statsTimer = null;
   showKeyForm(message);
@@ -110,6 +121,7 @@ function signIn(key) {
   state.lastEventId = null;
   state.historyLoaded = false;
   startStream();
+  approvals.start();
   refreshStats();
   clearInterval(state.statsTimer);
   state.statsTimer = setInterval(refreshStats, STATS_EVERY_MS);

@@ -120,6 +120,7 @@ class OpenAIStreamEngine:
         if self.gated and len(choices) == 1 and self._tool_calls_only(choices[0]):
             state = self._state(choices[0]["index"])
             delta = choices[0]["delta"]
+            self._text_before_calls(state, out)
             self._collect(state, delta["tool_calls"])
             state.opening.update((k, v) for k, v in delta.items() if k == "role")
             state.held.append(event.raw)
@@ -181,6 +182,7 @@ class OpenAIStreamEngine:
                 del new_delta["content"]
                 same = False
         if self.gated and isinstance(delta.get("tool_calls"), list):
+            self._text_before_calls(state, out)
             self._collect(state, delta["tool_calls"])
             state.faithful = False
             del new_delta["tool_calls"]
@@ -341,6 +343,13 @@ class OpenAIStreamEngine:
             if state.opening:
                 out.append(self._raw_chunk(state.index, state.opening, None))
                 state.opening = {}
+
+    def _text_before_calls(self, state: _Choice, out: list[bytes]) -> None:
+        """The first tool call of a choice: the text held back before it goes now (no
+        match spans a call), so it reaches the client while the call waits for its
+        decision, which may take a person minutes."""
+        if state.text is not None and not state.tools:
+            self._emit_text(state, state.text.flush(), out)
 
     def _watch(self, choices: list[Any]) -> None:
         """Gather the tool calls of an ungated stream; each choice's calls go to the

@@ -20,7 +20,8 @@ from pydantic import Field, field_validator, model_validator
 from extproc.core import audit
 from extproc.core.decisions import Allow, BlockToolCall, ToolCall
 from extproc.core.request import ApiRequest
-from extproc.policies.asking import HOLD_SLACK_S, ApprovalConfig, ask_person
+from extproc.core.rewriting import TextRewriter
+from extproc.policies.asking import HOLD_SLACK_S, ApprovalConfig, ask_person, witness, witnessed
 from extproc.policies.base import Policy, PolicyConfig
 from extproc.policies.matching import check_format
 from extproc.policies.tool_call_judge.breaker import (
@@ -107,6 +108,12 @@ class ToolCallJudgePolicy(Policy[ToolCallJudgeConfig]):
         self.judge = JudgeClient(config.judge)
         endpoint = Endpoint(config.judge.base_url, config.judge.model)
         self.breaker: CircuitBreaker | None = breakers.breaker(endpoint, config.breaker)
+        # Asking a person: the model's text before the call is shown with it.
+        self.rewrites_text = config.on_uncertain == "ask"
+        self._text_key = f"tool_call_judge:{self.name}"
+
+    def rewriter(self, request: ApiRequest) -> TextRewriter | None:
+        return witness(request, self._text_key) if self.rewrites_text else None
 
     def _context(self, request: ApiRequest) -> JudgeContext:
         context = context_from_request(request, self.config.system_prompt_chars)
@@ -165,7 +172,13 @@ class ToolCallJudgePolicy(Policy[ToolCallJudgeConfig]):
                     f"{verdict.explanation or 'no explanation given'}"
                 )
                 return await ask_person(
-                    self.config.approval, self.name, call, request, why, judge=evidence.judge
+                    self.config.approval,
+                    self.name,
+                    call,
+                    request,
+                    why,
+                    witnessed(request, self._text_key),
+                    judge=evidence.judge,
                 )
             return Allow(evidence)
         message = self.config.block_message.format(
