@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test test-unit test-e2e lint format bench bench-smoke bench-tools test-tools smoke clean soak
+.PHONY: install run test test-unit test-e2e lint format bench bench-smoke bench-tools bench-native test-tools smoke clean soak
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -60,9 +60,24 @@ format: $(STAMP)
 # Options through BENCH_ARGS, e.g. `make bench BENCH_ARGS=--quick`.
 # wrk (the load generator the published figures use) from Debian's packages when absent;
 # without it the benchmark falls back to its Python load generator.
-bench-tools:
+# The paced-stream benchmark's upstream and load client: C, libc only, built with gcc
+# into benchmarks/native/build/ (ignored by git; the harness also builds them if missing).
+bench-tools: bench-native
 	@command -v wrk >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq wrk hyperfine) \
 		|| echo "wrk could not be installed: the benchmark uses its Python load generator"
+
+NATIVE := benchmarks/native
+NATIVE_CC ?= gcc
+NATIVE_CFLAGS := -O2 -Wall -Wextra -std=gnu11
+bench-native: $(NATIVE)/build/paced_upstream $(NATIVE)/build/paced_client
+
+$(NATIVE)/build/paced_upstream: $(NATIVE)/paced_upstream.c $(NATIVE)/common.c $(wildcard $(NATIVE)/*.h)
+	@mkdir -p $(@D)
+	$(NATIVE_CC) $(NATIVE_CFLAGS) -o $@ $(filter %.c,$^)
+
+$(NATIVE)/build/paced_client: $(NATIVE)/paced_client.c $(NATIVE)/stream.c $(NATIVE)/common.c $(wildcard $(NATIVE)/*.h)
+	@mkdir -p $(@D)
+	$(NATIVE_CC) $(NATIVE_CFLAGS) -o $@ $(filter %.c,$^)
 
 bench: $(STAMP) bench-tools
 	$(PY) -m benchmarks.run $(BENCH_ARGS)

@@ -12,14 +12,13 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import yaml
 
 from benchmarks.procs import Group, http_ok
-from benchmarks.upstream import FastUpstream
 from extproc.config import Settings
-from extproc.contract import EXTPROC_FILTER
+from extproc.contract import DEFAULT_MAX_STREAMS, EXTPROC_FILTER
 from extproc.envoy_config import render
 from extproc.gateway import Gateway
 from extproc.processes import tcp_ready
@@ -28,6 +27,13 @@ from extproc.stack import envoy_binary, free_port
 REPO = Path(__file__).resolve().parent.parent
 
 Kind = Literal["direct", "passthrough", "extproc"]
+
+
+class Upstream(Protocol):
+    """What the gateway forwards to: the fast upstream, or the paced one (`paced.py`)."""
+
+    @property
+    def url(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -131,10 +137,13 @@ class BenchTarget:
     """One configuration, running: `url` is where the load goes."""
 
     config: Config
-    upstream: FastUpstream
+    upstream: Upstream
     run_dir: Path
     envoy_concurrency: int = 1
+    # EXTPROC_MAX_STREAMS (requests one ext_proc process serves at once); None: default.
+    max_streams: int | None = None
     url: str = ""
+    admin_url: str = ""  # the gateway Envoy's admin interface (its /stats)
     extproc_pid: int | None = None
     envoy_pid: int | None = None
     group: Group | None = None
@@ -160,6 +169,7 @@ class BenchTarget:
             audit_db=str(log_dir / "audit.db"),
             # `llm-gateway run` serves the admin API from a process of its own.
             gateway_admin_port=0,
+            extproc_max_streams=self.max_streams or DEFAULT_MAX_STREAMS,
         )
         self.group = group = Group(log_dir)
         try:
@@ -180,8 +190,8 @@ class BenchTarget:
             argv = [envoy_binary(), "-c", str(config_path), "--log-level", "warn"]
             argv += ["--disable-hot-restart", "--concurrency", str(self.envoy_concurrency)]
             self.envoy_pid = group.spawn("envoy", argv)
-            admin = f"http://127.0.0.1:{settings.admin_port}/ready"
-            group.wait(lambda: http_ok(admin), "gateway envoy")
+            self.admin_url = f"http://127.0.0.1:{settings.admin_port}"
+            group.wait(lambda: http_ok(f"{self.admin_url}/ready"), "gateway envoy")
             group.wait(lambda: tcp_ready("127.0.0.1", settings.gateway_port), "gateway listener")
         except BaseException:
             group.stop()

@@ -29,6 +29,23 @@ class Plan:
     contention_cores: float = 0.25
     # ... at most this many times in the whole run.
     retries: int = 6
+    # The paced-stream benchmark (paced.py): N streams kept open through each
+    # configuration, one event every `paced_interval_ms`; measured for `paced_hold_s`
+    # once the N are open (after a ramp of one stream's length).
+    paced: bool = True
+    burst: bool = True  # the figures above (False: --paced-only)
+    paced_conc: tuple[int, ...] = (64, 256, 1024)
+    paced_chunks: int = 200  # text deltas per stream: 206 events
+    paced_interval_ms: float = 20.0
+    paced_hold_s: float = 8.0
+    paced_timeout_s: float = 120.0  # per stream
+    paced_configs: tuple[str, ...] = (
+        "passthrough",
+        "noop",
+        "noop_streamed",
+        "string_replacement",
+        "strict",
+    )
 
     @property
     def cpu_conc(self) -> int:
@@ -60,6 +77,7 @@ MODES = {
         leak_budget_s=15,
         warmup_requests=50,
         retries=3,
+        paced_hold_s=3.0,
     ),
     "smoke": replace(
         _FULL,
@@ -76,5 +94,11 @@ MODES = {
         leak_budget_s=30,
         warmup_requests=10,
         retries=0,
+        paced_conc=(16,),
+        # 32 events, 0.31 s per stream; the string_replacement match is in the 26th delta.
+        paced_chunks=26,
+        paced_interval_ms=10.0,
+        paced_hold_s=0.6,
+        paced_timeout_s=20.0,
     ),
 }

@@ -212,7 +212,7 @@ def render(result: dict[str, Any]) -> str:
         f"Throughput points measured again because other work shared the CPUs: "
         f"{result.get('retries_used', 0)} (of {plan['retries']} allowed).",
         "",
-        table(result),
+        table(result) if result["configs"] else "(burst figures not measured: --paced-only)",
         "",
     ]
     for name, cfg in result["configs"].items():

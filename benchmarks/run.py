@@ -1,8 +1,10 @@
 """Benchmark the gateway: `python -m benchmarks.run [--quick | --smoke]` (or `make bench`).
 
 Starts a fast upstream (Envoy direct_response + the mock LLM for slow streams), then
-each configuration in turn on its own free ports, measures it, stops it; prints a
-markdown table and writes every raw figure to benchmarks/results/latest.json.
+each configuration in turn on its own free ports, measures it, stops it; then the
+paced-stream benchmark (`paced.py`: events one by one at a provider's pace, through a C
+upstream and client). Prints markdown tables and writes every raw figure to
+benchmarks/results/latest.json.
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: benchmarks/run.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import report, scenarios
+from benchmarks import paced_report, report, scenarios
 from benchmarks.gateway import BenchTarget, Config, configurations
 from benchmarks.load import run_load, wrk_available
 from benchmarks.measure import Running, latency, leak, slow_streams, target, throughput
+from benchmarks.paced import bench_paced
 from benchmarks.plans import MODES, Plan
 from benchmarks.upstream import FastUpstream
 
@@ -178,8 +181,19 @@ def parse_args(argv: list[str] | None) -> tuple[Plan, Path, bool]:
         help="py-spy flame graph of ext_proc during each Anthropic c=16 phase "
         "(results/profiles/<config>.svg; costs that phase a little CPU)",
     )
+    paced = parser.add_mutually_exclusive_group()
+    paced.add_argument("--paced-only", action="store_true", help="only the paced-stream benchmark")
+    paced.add_argument("--no-paced", action="store_true", help="skip the paced-stream benchmark")
+    parser.add_argument(
+        "--paced-conc", help="comma-separated concurrencies of the paced benchmark (64,256,1024)"
+    )
+    parser.add_argument("--paced-hold", type=float, help="seconds measured per paced point")
+    parser.add_argument("--paced-events", type=int, help="text deltas per paced stream (200)")
+    parser.add_argument("--paced-interval", type=float, help="ms between paced events (20)")
     args = parser.parse_args(argv)
     plan = MODES["smoke" if args.smoke else "quick" if args.quick else "full"]
+    if args.paced_conc:
+        plan = replace(plan, paced_conc=tuple(int(c) for c in args.paced_conc.split(",")))
     plan = replace(
         plan,
         duration_s=args.duration or plan.duration_s,
@@ -189,8 +203,15 @@ def parse_args(argv: list[str] | None) -> tuple[Plan, Path, bool]:
         configs=tuple(args.configs.split(",")) if args.configs else (),
         profile=args.profile,
         retries=plan.retries if args.retries is None else args.retries,
+        burst=not args.paced_only,
+        paced=not args.no_paced,
+        paced_hold_s=args.paced_hold or plan.paced_hold_s,
+        paced_chunks=args.paced_events or plan.paced_chunks,
+        paced_interval_ms=args.paced_interval or plan.paced_interval_ms,
     )
     name = "latest" if plan.mode == "full" else plan.mode
+    if not plan.burst:  # keep the last full figures
+        name = "paced" if plan.mode == "full" else f"{plan.mode}-paced"
     return plan, args.output or RESULTS / f"{name}.json", args.keep_logs
 
 
@@ -205,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             sys.exit(f"unknown configurations: {', '.join(sorted(unknown))}")
         configs = [c for c in configs if c.name in plan.configs]
+    paced_configs = [c for c in configs if c.name in plan.paced_configs] if plan.paced else []
+    configs = configs if plan.burst else []
     loadgen = "wrk" if plan.wrk_threads > 0 and wrk_available() else "python"
     log(f"{plan.mode} mode, load generator {loadgen}, logs in {run_dir}")
     result: dict[str, Any] = {
@@ -215,21 +238,30 @@ def main(argv: list[str] | None = None) -> int:
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "configs": {},
     }
-    upstream = FastUpstream(run_dir, apis, concurrency=plan.upstream_concurrency)
-    upstream.start()
     budget = Budget(plan.retries)
-    try:
-        for cfg in configs:
-            log(f"{cfg.name}: {cfg.description}")
-            result["configs"][cfg.name] = bench_config(cfg, upstream, apis, plan, run_dir, budget)
-    finally:
-        upstream.stop()
+    if configs:
+        upstream = FastUpstream(run_dir, apis, concurrency=plan.upstream_concurrency)
+        upstream.start()
+        try:
+            for cfg in configs:
+                log(f"{cfg.name}: {cfg.description}")
+                result["configs"][cfg.name] = bench_config(
+                    cfg, upstream, apis, plan, run_dir, budget
+                )
+        finally:
+            upstream.stop()
+    if paced_configs:
+        result["paced"] = bench_paced(plan, run_dir, paced_configs, log)
+        paced_report.summarize(result["paced"])
     result["wall_s"] = time.monotonic() - started
     result["retries_used"] = plan.retries - budget.retries
     report.write_json(result, output)
     print(report.render(result))
+    if "paced" in result:
+        print("\n" + paced_report.render(result["paced"]))
     print(f"\nraw figures: {output}")
     valid = all(c["valid"] for c in result["configs"].values())
+    valid = valid and all(c["valid"] for c in result.get("paced", {}).get("configs", {}).values())
     if valid and not keep_logs:
         shutil.rmtree(run_dir, ignore_errors=True)
     else:

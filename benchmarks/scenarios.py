@@ -97,8 +97,8 @@ _PROMPT = (
 )
 
 
-def anthropic() -> Api:
-    p = plan()
+def anthropic(chunks: int = TEXT_CHUNKS) -> Api:
+    p = plan(chunks)
     model = "claude-sonnet-4-5-20250929"
     msg_id = "msg_01XFDUDYJgAACzvnptvVoYEL"
     base = {

@@ -11,6 +11,10 @@ const TICK_MS = 500;
 // A card whose answer came too late (409) keeps showing why for this long.
 const LINGER_MS = 8000;
 const URGENT_S = 30;
+// A pending row its holder has not refreshed for this long is gone (approvals/model.py,
+// STALE_AFTER_S): the listing leaves it out.
+const STALE_S = 10;
+const STATUS_TEXT = { pending: "waiting", sending: "sending…", conflict: "ended" };
 
 function prettyArguments(text) {
   if (typeof text !== "string") return JSON.stringify(text ?? {}, null, 2);
@@ -80,11 +84,12 @@ export function createApprovals({ api, Unauthorized }) {
     const node = el("article", { cls: "approval-card card", data: { testid: "approval-card", approvalId: row.id, state: "pending" } });
     node.setAttribute("aria-label", `Tool call ${row.tool} from ${caller}`);
 
+    const status = el("span", { cls: "badge waiting", text: "waiting", data: { testid: "approval-status" } });
     const left = el("span", { cls: "approval-left mono", data: { testid: "approval-time-left" } });
     const bar = el("span", { cls: "approval-bar" }, el("span", { cls: "approval-bar-fill" }));
     node.append(
       el("div", { cls: "approval-head" },
-        el("span", { cls: "badge waiting", text: "waiting" }),
+        status,
         el("span", { cls: "approval-tool mono strong", text: row.tool, data: { testid: "approval-tool" } }),
         el("span", { cls: "muted", text: "from" }),
         el("span", { cls: "strong", text: caller, data: { testid: "approval-caller" } }),
@@ -110,7 +115,7 @@ export function createApprovals({ api, Unauthorized }) {
     const reason = el("input", { cls: "approval-reason", data: { testid: "approval-reason" } });
     reason.type = "text";
     reason.maxLength = 1000;
-    reason.placeholder = "reason (optional, shown to the model on deny)";
+    reason.placeholder = "reason (optional)";
     reason.autocomplete = "off";
     reason.setAttribute("aria-label", "Reason");
     const deny = el("button", { cls: "deny", text: "Deny", data: { testid: "approval-deny" } });
@@ -123,7 +128,7 @@ export function createApprovals({ api, Unauthorized }) {
     message.hidden = true;
     node.append(el("div", { cls: "approval-actions" }, reason, deny, approve, dismiss), message);
 
-    const card = { id: row.id, row, node, state: "pending", left, bar: bar.firstChild, reason, buttons: [deny, approve], dismiss, message, lingerTimer: null };
+    const card = { id: row.id, row, node, state: "pending", status, left, bar: bar.firstChild, reason, buttons: [deny, approve], dismiss, message, lingerTimer: null };
     approve.addEventListener("click", () => answer(card, "approve"));
     deny.addEventListener("click", () => answer(card, "deny"));
     dismiss.addEventListener("click", () => removeCard(card));
@@ -133,6 +138,7 @@ export function createApprovals({ api, Unauthorized }) {
   function setState(card, state) {
     card.state = state;
     card.node.dataset.state = state;
+    card.status.textContent = STATUS_TEXT[state];
     for (const b of card.buttons) b.disabled = state !== "pending";
     card.reason.disabled = state !== "pending";
     card.dismiss.hidden = state !== "conflict";
@@ -189,12 +195,26 @@ export function createApprovals({ api, Unauthorized }) {
       if (err instanceof Unauthorized || mine !== session) return;
       if (err.status === 409 || err.status === 404) {
         // Answered elsewhere, timed out, or its client is gone: the server says which.
-        setState(card, "conflict");
+        // Rarely the call is still open (the answer lost a race): then it stays answerable.
+        const open = err.status === 409 && (await stillOpen(card.id));
+        if (mine !== session) return;
+        setState(card, open ? "pending" : "conflict");
         setMessage(card, err.message);
       } else {
         setState(card, "pending");
         setMessage(card, `Could not send the answer: ${err.message}`);
       }
+    }
+  }
+
+  async function stillOpen(id) {
+    try {
+      const res = await api(`/api/approvals/${encodeURIComponent(id)}`);
+      const row = (await res.json()).approval;
+      const now = (Date.now() + skewMs) / 1000;
+      return Boolean(row) && row.status === "pending" && row.expires_at > now && row.seen_at > now - STALE_S;
+    } catch {
+      return false;
     }
   }
 
@@ -221,8 +241,6 @@ export function createApprovals({ api, Unauthorized }) {
         cards.set(row.id, card);
       } else {
         card.row = row;
-        // A 409 that left the call pending ("try again"): it can be answered again.
-        if (card.state === "conflict") setState(card, "pending");
       }
       // Oldest first, as listed; a card already in place is not moved (it would lose
       // the focus of a reason being typed).

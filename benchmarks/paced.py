@@ -1,0 +1,400 @@
+"""The paced-stream benchmark: every SSE event sent on its own, at a provider's pace.
+
+A C upstream (`native/paced_upstream.c`) writes each event of an Anthropic stream as its
+own HTTP chunk, one every `interval` ms, stamped with its scheduled send time (a `: t=`
+comment line in front of the event). A C client (`native/paced_client.c`) keeps N
+streams open through a configuration and times every event on arrival. Python starts
+the processes, reads CPU time and Envoy's ext_proc counters at the edges of the
+measured window, and turns the client's figures into the JSON (`paced_report.py` adds
+the comparisons with passthrough and the table).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from benchmarks import scenarios
+from benchmarks.checks import REWRITING
+from benchmarks.client import build_request
+from benchmarks.gateway import BenchTarget, Config
+from benchmarks.plans import Plan
+from benchmarks.procs import Group, cpu_seconds, machine_busy_seconds, memory_kib
+from extproc.contract import DEFAULT_MAX_STREAMS
+from extproc.processes import tcp_ready
+from extproc.stack import free_port
+
+NATIVE = Path(__file__).resolve().parent / "native"
+BUILD = NATIVE / "build"
+CFLAGS = ("-O2", "-Wall", "-Wextra", "-std=gnu11")
+SOURCES = {
+    "paced_upstream": ("paced_upstream.c", "common.c"),
+    "paced_client": ("paced_client.c", "stream.c", "common.c"),
+}
+# Envoy's ext_proc counters (http.<stat prefix>.ext_proc.*): messages Envoy sent to
+# ext_proc (what ext_proc received) and the replies it got back.
+TO_EXTPROC = "stream_msgs_sent"
+FROM_EXTPROC = "stream_msgs_received"
+ADDED_P99_LIMIT_MS = 5.0
+
+Log = Callable[[str], None]
+
+
+def build_tools() -> dict[str, Path]:
+    """The upstream and the client, compiled (gcc, or $CC) when missing or older than
+    a source; `make bench-tools` builds the same files."""
+    compiler = os.environ.get("CC") or shutil.which("gcc") or "cc"
+    headers = list(NATIVE.glob("*.h"))
+    out: dict[str, Path] = {}
+    for name, sources in SOURCES.items():
+        binary = BUILD / name
+        paths = [NATIVE / s for s in sources]
+        newest = max(p.stat().st_mtime for p in [*paths, *headers])
+        if not binary.exists() or binary.stat().st_mtime < newest:
+            BUILD.mkdir(exist_ok=True)
+            argv = [compiler, *CFLAGS, "-o", str(binary), *map(str, paths)]
+            subprocess.run(argv, check=True, capture_output=True, text=True)
+        out[name] = binary
+    return out
+
+
+def fnv1a(data: bytes) -> int:
+    value = 0xCBF29CE484222325
+    for byte in data:
+        value = ((value ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return value
+
+
+def _escaped(text: str) -> bytes:
+    """Text as it stands inside a JSON string on the wire (what the client hashes)."""
+    return orjson.dumps(text)[1:-1]
+
+
+@dataclass(frozen=True)
+class PacedStream:
+    """One paced stream: the Anthropic events and their pace."""
+
+    api: scenarios.Api
+    interval_ms: float
+
+    @classmethod
+    def make(cls, chunks: int, interval_ms: float) -> PacedStream:
+        return cls(scenarios.anthropic(chunks), interval_ms)
+
+    @property
+    def events(self) -> int:
+        return self.api.events
+
+    @property
+    def duration_s(self) -> float:
+        """From the first event to the last."""
+        return (self.events - 1) * self.interval_ms / 1000
+
+    @property
+    def interval_us(self) -> int:
+        return round(self.interval_ms * 1000)
+
+    def text_offsets(self, config: str) -> list[int]:
+        """Bytes of text a client has once upstream event i arrived, through `config`."""
+        out: list[int] = []
+        text = ""
+        for event in self.api.stream_events:
+            data = event.split(b"\ndata: ", 1)[1]
+            obj = orjson.loads(data)
+            delta = obj.get("delta") or {}
+            if obj.get("type") == "content_block_delta" and delta.get("type") == "text_delta":
+                text += delta["text"]
+            out.append(len(_escaped(scenarios.expected_text(text, config))))
+        return out
+
+    def client_files(self, directory: Path, url: str, config: str) -> dict[str, str]:
+        """Files and options the client needs for `config`."""
+        directory.mkdir(parents=True, exist_ok=True)
+        api = self.api
+        request = directory / "request.http"
+        request.write_bytes(build_request(url, api.path, api.headers(), api.request))
+        terminator = directory / "terminator"
+        terminator.write_bytes(api.terminator)
+        offsets = directory / "offsets"
+        offsets.write_text("\n".join(map(str, self.text_offsets(config))) + "\n")
+        low = api.events // 10 if config in REWRITING else api.events
+        text_hash = fnv1a(_escaped(scenarios.expected_text(api.text, config)))
+        return {
+            "--request": str(request),
+            "--terminator": str(terminator),
+            "--offsets": str(offsets),
+            "--events": f"{low}:{api.events}",
+            "--text-hash": f"{text_hash:016x}",
+            "--interval-us": str(self.interval_us),
+        }
+
+
+@dataclass
+class PacedUpstream:
+    """The C upstream, for the whole paced run."""
+
+    run_dir: Path
+    binary: Path
+    stream: PacedStream
+    port: int = 0
+    group: Group | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.group is not None
+        return self.group.pid("paced-upstream")
+
+    def start(self) -> None:
+        self.port = free_port()
+        log_dir = self.run_dir / "paced-upstream"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        events = log_dir / "anthropic.sse"
+        events.write_bytes(self.stream.api.stream_body)
+        argv = [str(self.binary), "--port", str(self.port)]
+        argv += ["--interval-us", str(self.stream.interval_us)]
+        argv += ["--route", f"{self.stream.api.path}={events}"]
+        self.group = group = Group(log_dir)
+        try:
+            group.spawn("paced-upstream", argv)
+            group.wait(lambda: tcp_ready("127.0.0.1", self.port), "paced upstream")
+        except BaseException:
+            group.stop()
+            raise
+
+    def stats(self, reset: bool = False) -> dict[str, Any]:
+        """Streams and events so far, and how late its writes were (since the last reset)."""
+        url = f"{self.url}/stats" + ("?reset" if reset else "")
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            data: dict[str, Any] = json.loads(resp.read())
+        return data
+
+    def stop(self) -> None:
+        if self.group is not None:
+            self.group.stop()
+            self.group = None
+
+
+def extproc_counters(admin_url: str) -> dict[str, int]:
+    """Envoy's `http.*.ext_proc.*` counters, by their last name part; {} without admin."""
+    if not admin_url:
+        return {}
+    with urllib.request.urlopen(f"{admin_url}/stats?filter=ext_proc", timeout=5) as resp:
+        text = resp.read().decode()
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        name, sep, value = line.partition(": ")
+        if sep and ".ext_proc." in name and value.strip().isdigit():
+            short = name.rsplit(".ext_proc.", 1)[1]
+            out[short] = out.get(short, 0) + int(value)
+    return out
+
+
+@dataclass
+class Snapshot:
+    at: float
+    cpu: dict[str, float]
+    busy: float
+    counters: dict[str, int]
+
+
+def cpu_s(pid: int) -> float:
+    """CPU time of a process's threads with ns resolution (/proc/<pid>/task/*/schedstat;
+    /proc/<pid>/stat counts 10 ms ticks, coarse for a few seconds of light load)."""
+    total = 0
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError, ValueError, IndexError):  # a thread just ended
+                total += int((task / "schedstat").read_text().split()[0])
+    except OSError:
+        total = 0
+    return total / 1e9 if total else cpu_seconds(pid)
+
+
+def _snapshot(watch: dict[str, int], admin_url: str) -> Snapshot:
+    cpu = {name: cpu_s(pid) for name, pid in watch.items()}
+    return Snapshot(time.monotonic(), cpu, machine_busy_seconds(), extproc_counters(admin_url))
+
+
+def _ms(figures: dict[str, Any]) -> dict[str, float]:
+    return {k: v / 1000 for k, v in figures.items() if k != "count"} | {"count": figures["count"]}
+
+
+def _per(value: float, count: int, scale: float = 1e6) -> float | None:
+    return value * scale / count if count else None
+
+
+def measure_point(
+    client: Path,
+    stream: PacedStream,
+    upstream: PacedUpstream,
+    gw: BenchTarget,
+    concurrency: int,
+    plan: Plan,
+    files: dict[str, str],
+    out_dir: Path,
+) -> dict[str, Any]:
+    """N streams through one running configuration; the figures of the window."""
+    watch = {"upstream": upstream.pid}
+    if gw.envoy_pid is not None:
+        watch["gateway_envoy"] = gw.envoy_pid
+    if gw.extproc_pid is not None:
+        watch["extproc"] = gw.extproc_pid
+    result_file = out_dir / f"client-c{concurrency}.json"
+    argv = [str(client), "--port", str(int(gw.url.rsplit(":", 1)[1]))]
+    argv += ["--streams", str(concurrency), "--out", str(result_file)]
+    argv += ["--ramp-s", f"{stream.duration_s:.3f}", "--hold-s", str(plan.paced_hold_s)]
+    argv += ["--timeout-s", str(plan.paced_timeout_s)]
+    for key, value in files.items():
+        argv += [key, value]
+    before = extproc_counters(gw.admin_url)
+    problems: list[str] = []
+    marks: dict[str, Snapshot] = {}
+    late: dict[str, Any] = {}
+    rss_kib = None
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        watch["client"] = proc.pid
+        assert proc.stdout is not None and proc.stderr is not None
+        for raw in proc.stdout:
+            line = raw.decode().strip()
+            if line == "ramped":
+                upstream.stats(reset=True)
+                marks["ramped"] = _snapshot(watch, gw.admin_url)
+            elif line == "held":
+                marks["held"] = _snapshot(watch, gw.admin_url)
+                late = upstream.stats(reset=True)["late_us"]
+                if gw.extproc_pid is not None:
+                    rss_kib = memory_kib(gw.extproc_pid)["VmRSS"]
+            elif line == "done":
+                break
+        try:
+            proc.wait(timeout=plan.paced_timeout_s + 30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            problems.append("client did not finish")
+        stderr = proc.stderr.read().decode(errors="replace")
+    if proc.returncode != 0 or len(marks) < 2 or not result_file.exists():
+        problems.append(f"client failed (exit {proc.returncode}): {stderr[-500:]}")
+        return {"concurrency": concurrency, "problems": problems, "errors": 1}
+    figures = json.loads(result_file.read_text())
+    after = extproc_counters(gw.admin_url)
+    a, b = marks["ramped"], marks["held"]
+    window_s = b.at - a.at
+    win = figures["window"]
+    events = int(win["upstream_events"])
+    cpu = {name: b.cpu[name] - a.cpu[name] for name in a.cpu}
+    cores = {name: value / window_s for name, value in cpu.items()}
+    cores["other"] = max(0.0, (b.busy - a.busy - sum(cpu.values())) / window_s)
+    responses = int(figures["ok"]) + int(figures["bad"])
+    point: dict[str, Any] = {
+        "concurrency": concurrency,
+        "window_s": window_s,
+        "streams": {k: figures[k] for k in ("started", "ok", "bad")},
+        "streams_in_window": win["streams"],
+        "errors": int(figures["bad"]) + sum(figures["errors"].values()),
+        "error_kinds": {k: v for k, v in figures["errors"].items() if v},
+        "error_samples": figures["error_samples"],
+        "events_in_window": events,
+        "received_events_in_window": win["events"],
+        "delay_measured": {k: win[k] for k in ("stamped", "by_text", "unmeasured")},
+        "event_delay_ms": _ms(win["delay_us"]),
+        "event_delay_from_write_ms": _ms(win["from_write_us"]),
+        "ttfb_ms": _ms(win["ttfb_us"]),
+        "cpu_s": cpu,
+        "cores": cores,
+        "cpu_us_per_event": {name: _per(value, events) for name, value in cpu.items()},
+        "upstream_late_us": late,
+        "client_cpu_s_total": figures["cpu_s"],
+        "extproc_rss_kib": rss_kib,
+        "problems": problems,
+    }
+    if gw.extproc_pid is not None:
+        to_ext = b.counters.get(TO_EXTPROC, 0) - a.counters.get(TO_EXTPROC, 0)
+        from_ext = b.counters.get(FROM_EXTPROC, 0) - a.counters.get(FROM_EXTPROC, 0)
+        point["extproc_messages_in_window"] = {"received": to_ext, "sent": from_ext}
+        point["extproc_cpu_us_per_message"] = _per(cpu["extproc"], to_ext + from_ext)
+        counters = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+        point["envoy_ext_proc_counters"] = {k: v for k, v in counters.items() if v}
+        point["extproc_messages_per_response"] = {
+            "received": counters.get(TO_EXTPROC, 0) / responses if responses else None,
+            "sent": counters.get(FROM_EXTPROC, 0) / responses if responses else None,
+        }
+    if point["errors"]:
+        kinds = ", ".join(f"{v} {k}" for k, v in point["error_kinds"].items())
+        problems.append(f"{point['errors']} errors ({kinds}): " + "; ".join(point["error_samples"]))
+    if not win["delay_us"]["count"]:
+        problems.append("no event timed in the window")
+    elif win["unmeasured"] > 0.01 * win["events"]:
+        problems.append(f"{win['unmeasured']} of {win['events']} events could not be timed")
+    return point
+
+
+def bench_paced(plan: Plan, run_dir: Path, configs: list[Config], log: Log) -> dict[str, Any]:
+    """Every configuration at every concurrency; the JSON section `paced`."""
+    started = time.monotonic()
+    tools = build_tools()
+    stream = PacedStream.make(plan.paced_chunks, plan.paced_interval_ms)
+    max_streams = max(DEFAULT_MAX_STREAMS, 2 * max(plan.paced_conc))
+    section: dict[str, Any] = {
+        "concurrencies": list(plan.paced_conc),
+        "events_per_stream": stream.events,
+        "interval_ms": stream.interval_ms,
+        "stream_s": stream.duration_s,
+        "ramp_s": stream.duration_s,
+        "hold_s": plan.paced_hold_s,
+        "extproc_max_streams": max_streams,
+        "added_p99_limit_ms": ADDED_P99_LIMIT_MS,
+        "configs": {},
+    }
+    upstream = PacedUpstream(run_dir, tools["paced_upstream"], stream)
+    upstream.start()
+    try:
+        for cfg in configs:
+            log(f"paced {cfg.name}: {cfg.description}")
+            out: dict[str, Any] = {"description": cfg.description, "points": [], "problems": []}
+            gw = BenchTarget(
+                cfg, upstream, run_dir / "paced", plan.envoy_concurrency, max_streams=max_streams
+            )
+            try:
+                gw.start()
+                files = stream.client_files(run_dir / "paced" / cfg.name, gw.url, cfg.name)
+                for c in plan.paced_conc:
+                    point = measure_point(
+                        tools["paced_client"], stream, upstream, gw, c, plan, files,
+                        run_dir / "paced" / cfg.name,
+                    )  # fmt: skip
+                    out["points"].append(point)
+                    out["problems"] += [f"c={c}: {p}" for p in point["problems"]]
+                    if "event_delay_ms" in point:
+                        d, t = point["event_delay_ms"], point["ttfb_ms"]
+                        log(
+                            f"paced {cfg.name} c={c}: event delay p50 {d['p50']:.2f} ms, "
+                            f"p99 {d['p99']:.2f} ms; TTFB p99 {t['p99']:.2f} ms; "
+                            f"{point['errors']} errors"
+                        )
+                gw.check_alive()
+            except Exception as exc:  # one broken configuration must not hide the others
+                out["problems"].append(f"{type(exc).__name__}: {exc}")
+            finally:
+                gw.stop()
+            out["errors"] = sum(p.get("errors", 0) for p in out["points"])
+            out["valid"] = not out["problems"]
+            section["configs"][cfg.name] = out
+    finally:
+        upstream.stop()
+    section["wall_s"] = time.monotonic() - started
+    return section
