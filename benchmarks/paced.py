@@ -230,8 +230,13 @@ def _snapshot(watch: dict[str, int], admin_url: str) -> Snapshot:
     return Snapshot(time.monotonic(), cpu, machine_busy_seconds(), extproc_counters(admin_url))
 
 
-def _ms(figures: dict[str, Any]) -> dict[str, float]:
-    return {k: v / 1000 for k, v in figures.items() if k != "count"} | {"count": figures["count"]}
+def _ms(figures: dict[str, Any]) -> dict[str, float | None]:
+    """Client figures in us -> ms; None without samples (e.g. no stream started in a
+    window where the gateway could not keep up)."""
+    count = figures["count"]
+    return {k: v / 1000 if count else None for k, v in figures.items() if k != "count"} | {
+        "count": count
+    }
 
 
 def _per(value: float, count: int, scale: float = 1e6) -> float | None:
@@ -314,6 +319,8 @@ def measure_point(
         "event_delay_ms": _ms(win["delay_us"]),
         "event_delay_from_write_ms": _ms(win["from_write_us"]),
         "ttfb_ms": _ms(win["ttfb_us"]),
+        # Every correct stream of the point, ramp and drain included: request -> last byte.
+        "stream_ms": _ms(figures["stream_us"]),
         "cpu_s": cpu,
         "cores": cores,
         "cpu_us_per_event": {name: _per(value, events) for name, value in cpu.items()},
@@ -382,8 +389,8 @@ def bench_paced(plan: Plan, run_dir: Path, configs: list[Config], log: Log) -> d
                     if "event_delay_ms" in point:
                         d, t = point["event_delay_ms"], point["ttfb_ms"]
                         log(
-                            f"paced {cfg.name} c={c}: event delay p50 {d['p50']:.2f} ms, "
-                            f"p99 {d['p99']:.2f} ms; TTFB p99 {t['p99']:.2f} ms; "
+                            f"paced {cfg.name} c={c}: event delay p50 {d['p50']} ms, "
+                            f"p99 {d['p99']} ms; TTFB p99 {t['p99']} ms; "
                             f"{point['errors']} errors"
                         )
                 gw.check_alive()

@@ -16,11 +16,12 @@ def _point(cfg: dict[str, Any], concurrency: int) -> dict[str, Any] | None:
     return next((p for p in cfg.get("points", []) if p.get("concurrency") == concurrency), None)
 
 
-def _added(point: dict[str, Any], base: dict[str, Any]) -> dict[str, float]:
-    out: dict[str, float] = {}
+def _added(point: dict[str, Any], base: dict[str, Any]) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
     for key, name in (("event_delay_ms", "event_delay"), ("ttfb_ms", "ttfb")):
         for q in ("p50", "p99"):
-            out[f"{name}_{q}_ms"] = point[key][q] - base[key][q]
+            mine, theirs = point[key][q], base[key][q]
+            out[f"{name}_{q}_ms"] = None if mine is None or theirs is None else mine - theirs
     return out
 
 
@@ -38,7 +39,8 @@ def summarize(section: dict[str, Any]) -> None:
             if base is None or "event_delay_ms" not in point or "event_delay_ms" not in base:
                 continue
             point["added"] = added = _added(point, base)
-            if not point["errors"] and added["event_delay_p99_ms"] < limit:
+            p99 = added["event_delay_p99_ms"]
+            if not point["errors"] and p99 is not None and p99 < limit:
                 within.append(point["concurrency"])
         measured = [p for p in cfg["points"] if "added" in p]
         cfg["max_concurrency_within_limit"] = max(within, default=0) if measured else None
@@ -119,6 +121,7 @@ def _within(cfg: dict[str, Any]) -> str | None:
 def rows(section: dict[str, Any]) -> list[tuple[str, Getter, bool]]:
     """(label, getter, show the ratio to passthrough) for every line of the table."""
     concs: list[int] = section["concurrencies"]
+    nominal = section["stream_s"] * 1000
     out: list[tuple[str, Getter, bool]] = []
     for key, label in (("event_delay_ms", "Event delay"), ("ttfb_ms", "TTFB")):
         for q in ("p50", "p99"):
@@ -127,6 +130,9 @@ def rows(section: dict[str, Any]) -> list[tuple[str, Getter, bool]]:
             name = "event_delay" if key == "event_delay_ms" else "ttfb"
             pair = _pair("added", f"{name}_p50_ms", f"{name}_p99_ms", c)
             out.append((f"{label} added p50 / p99 ms, c={c}", pair, False))
+    for c in concs:
+        pair = _pair("stream_ms", "p50", "max", c)
+        out.append((f"stream length p50 / max ms (nominal {nominal:,.0f}), c={c}", pair, False))
     for c in concs:
         getter = _fig("event_delay_from_write_ms", "p99", c)
         out.append((f"Event delay from the upstream's write p99 ms, c={c}", getter, True))

@@ -38,7 +38,8 @@ class Plan:
     paced_chunks: int = 200  # text deltas per stream: 206 events
     paced_interval_ms: float = 20.0
     paced_hold_s: float = 8.0
-    paced_timeout_s: float = 120.0  # per stream
+    # Per stream: an ext_proc that cannot keep up stretches 4 s streams to a minute or more.
+    paced_timeout_s: float = 300.0
     paced_configs: tuple[str, ...] = (
         "passthrough",
         "noop",

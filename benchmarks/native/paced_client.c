@@ -7,12 +7,14 @@
  * Connection i sends its first request at R * i / N (starts spread over one stream's
  * length), and each connection sends its next request as soon as a stream ends, until
  * R + D; then the streams still open finish. Measured in the window [R, R + D), when all
- * N are open: per event, arrival - the send time the upstream scheduled for it (the
- * `: t=` comment line; for text a rewriting policy re-wrote, the time of the upstream
- * event that completed it, found by text offset: --offsets), and arrival - the time of
- * the upstream's write (` w=` in the same line); per stream started in it, TTFB
- * (request written -> first body byte). Every stream is checked: HTTP 200, an event
- * count in MIN..MAX, the body ending with the terminator, the text's hash (--text-hash).
+ * N are open: per upstream event, arrival - the send time the upstream scheduled for it
+ * (the `: t=` comment line: t0 + i * interval for event i; the event a rewriting policy
+ * re-wrote without its stamp is found by text offset: --offsets; when a policy merged
+ * events, each one counts, arriving with the event that completes it), and per stamped
+ * event, arrival - the time of the upstream's write (` w=` in the same line); per stream
+ * started in the window, TTFB (request written -> first body byte). Every stream is
+ * checked: HTTP 200, an event count in MIN..MAX, the body ending with the terminator,
+ * the text's hash (--text-hash).
  * Prints `ramped` at R and `held` at R + D (the caller samples CPU then), and the
  * figures as JSON to --out.
  */
@@ -200,10 +202,11 @@ static void write_json(const char *path, double ramp_s, double hold_s) {
     getrusage(RUSAGE_SELF, &ru);
     double cpu = (double)ru.ru_utime.tv_sec + (double)ru.ru_stime.tv_sec +
                  ((double)ru.ru_utime.tv_usec + (double)ru.ru_stime.tv_usec) / 1e6;
-    char delay[300], written[300], ttfb[300];
+    char delay[300], written[300], ttfb[300], dur[300];
     samples_json(&run.delay, "delay_us", delay, sizeof delay);
     samples_json(&run.from_write, "from_write_us", written, sizeof written);
     samples_json(&run.ttfb, "ttfb_us", ttfb, sizeof ttfb);
+    samples_json(&run.stream_dur, "stream_us", dur, sizeof dur);
     FILE *f = fopen(path, "w");
     if (!f) die("%s: %s", path, strerror(errno));
     fprintf(f, "{\"streams\": %d, \"ramp_s\": %.3f, \"hold_s\": %.3f, \"cpu_s\": %.3f,\n", n_conns,
@@ -212,7 +215,7 @@ static void write_json(const char *path, double ramp_s, double hold_s) {
             (unsigned long long)run.started, (unsigned long long)run.ok, (unsigned long long)run.bad);
     for (int k = 0; k < E_KINDS; k++)
         fprintf(f, "%s\"%s\": %llu", k ? ", " : "", ERROR_NAMES[k], (unsigned long long)run.errors[k]);
-    fprintf(f, "},\n \"error_samples\": [");
+    fprintf(f, "},\n %s,\n \"error_samples\": [", dur);
     for (int k = 0; k < run.n_samples; k++) {
         fputs(k ? ", \"" : "\"", f);
         for (const char *s = run.samples[k]; *s; s++) {

@@ -37,7 +37,7 @@ void resp_reset(resp_t *r, int64_t t_sent) {
     r->ev_cap = cap;
     r->events = 0;
     r->t_sent = t_sent;
-    r->t_first = r->t0 = 0;
+    r->t_first = r->t_last = r->t0 = 0;
     r->last_k = -1;
     r->text_len = 0;
     r->hash = FNV_OFFSET;
@@ -90,24 +90,31 @@ static void on_event(run_t *run, resp_t *r, const char *e, size_t n, int64_t now
         k = event_of_text(run, r->text_len);
         if (k >= 0) stamp = r->t0 + k * run->interval;
     }
-    int64_t covered = k > r->last_k ? k - r->last_k : 0;
+    int64_t first = r->last_k + 1; /* upstream events this one completes: first..k */
     if (k > r->last_k) r->last_k = k;
     if (!in_window(run, now)) return;
     run->win_events++;
-    run->win_upstream += (uint64_t)covered;
-    if (stamp < 0) {
+    if (k < 0) {
         run->win_unmeasured++;
         return;
     }
-    samples_add(&run->delay, now - stamp);
-    if (written >= 0) samples_add(&run->from_write, now - written);
-    if (k >= 0 && s) run->win_stamped++;
+    if (s) run->win_stamped++;
     else run->win_by_text++;
+    if (written >= 0) samples_add(&run->from_write, now - written);
+    if (k < first) { /* an event behind a later one: its own delay */
+        samples_add(&run->delay, now - stamp);
+        return;
+    }
+    /* Every upstream event whose content arrives now (several when a policy merged
+     * them): each one's delay, from its own scheduled time. */
+    run->win_upstream += (uint64_t)(k - first + 1);
+    for (int64_t j = first; j <= k; j++) samples_add(&run->delay, now - (r->t0 + j * run->interval));
 }
 
 static void body_data(run_t *run, resp_t *r, const char *p, size_t n, int64_t now) {
     if (!n) return;
     if (!r->t_first) r->t_first = now;
+    r->t_last = now;
     if (n >= sizeof r->tail) { /* keep the body's last bytes for the terminator check */
         memcpy(r->tail, p + n - sizeof r->tail, sizeof r->tail);
         r->tail_len = sizeof r->tail;
@@ -232,6 +239,7 @@ void resp_finish(run_t *run, resp_t *r) {
         return;
     }
     run->ok++;
+    samples_add(&run->stream_dur, r->t_last - r->t_sent);
     if (in_window(run, r->t_sent)) {
         run->win_streams++;
         samples_add(&run->ttfb, r->t_first - r->t_sent);

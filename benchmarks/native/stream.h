@@ -18,6 +18,7 @@ typedef struct {
     size_t n_offsets;
     uint64_t text_hash; /* FNV-1a of all text deltas' (JSON-escaped) text; 0: unchecked */
     samples_t delay, from_write, ttfb; /* in the window: per event, per stream started */
+    samples_t stream_dur;              /* every correct stream: request written -> last byte */
     uint64_t started, ok, bad, errors[E_KINDS];
     uint64_t win_events, win_upstream, win_stamped, win_by_text, win_unmeasured, win_streams;
     char samples[5][240];
@@ -34,7 +35,7 @@ typedef struct {
     char tail[160]; /* the body's last bytes */
     size_t tail_len;
     int events;
-    int64_t t_sent, t_first, t0, last_k;
+    int64_t t_sent, t_first, t_last, t0, last_k;
     size_t text_len;
     uint64_t hash;
 } resp_t;

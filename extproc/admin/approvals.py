@@ -49,7 +49,12 @@ async def one(request: web.Request) -> web.Response:
 
 
 async def _answer_body(request: web.Request) -> tuple[Status, str | None]:
-    raw = await request.content.read(MAX_BODY_BYTES + 1)
+    raw = bytearray()
+    while len(raw) <= MAX_BODY_BYTES:  # a body may come in several pieces
+        piece = await request.content.read(MAX_BODY_BYTES + 1 - len(raw))
+        if not piece:
+            break
+        raw += piece
     if len(raw) > MAX_BODY_BYTES:
         raise ApiError(413, "too_large", f"the body exceeds {MAX_BODY_BYTES} bytes")
     try:

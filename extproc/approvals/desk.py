@@ -93,6 +93,10 @@ class ApprovalDesk:
             await asyncio.to_thread(store.add_approval, pending)
         except StoreError as exc:
             raise ApprovalUnavailable(str(exc)) from None
+        except asyncio.CancelledError:
+            # The client went while the row was written: it must not stay pending.
+            self._end_later(store, pending.id, Status.CANCELLED)
+            raise
         started = time.monotonic()
         if self.listener is not None:
             self.listener.approval_asked()
@@ -159,6 +163,7 @@ class ApprovalDesk:
 
     async def _poll(self, poked: asyncio.Event) -> None:
         while self._waiting:
+            poked.clear()  # before reading: a poke during the read reads again
             with_answers = [i for i, f in self._waiting.items() if not f.done()]
             store = self._store
             if store is not None and with_answers:
@@ -173,7 +178,6 @@ class ApprovalDesk:
                     future = self._waiting.get(str(row["id"]))
                     if future is not None and not future.done():
                         future.set_result(_answer(row))
-            poked.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(poked.wait(), POLL_S)
 

@@ -1,7 +1,8 @@
 """The benchmark harness works end to end: `python -m benchmarks.run --smoke`.
 
 Without wrk (CI) the harness falls back to its Python load generator, so this runs
-either way; it checks the JSON has every configuration, each valid and error-free.
+either way; it checks the JSON has every configuration, each valid and error-free, and
+the paced-stream section (C upstream and client, built with gcc on the way).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,11 +29,12 @@ CONFIGS = [
     "strict_audit_off",
 ]
 EXTPROC = CONFIGS[2:]
+PACED = ["passthrough", "noop", "noop_streamed", "string_replacement", "strict"]
 
 pytestmark = pytest.mark.e2e
 
 
-@pytest.mark.timeout(150)
+@pytest.mark.timeout(200)
 def test_bench_smoke(tmp_path: Path) -> None:
     out = tmp_path / "smoke.json"
     proc = subprocess.run(
@@ -39,7 +42,7 @@ def test_bench_smoke(tmp_path: Path) -> None:
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=140,
+        timeout=190,
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert "| Figure |" in proc.stdout
@@ -71,3 +74,42 @@ def test_bench_smoke(tmp_path: Path) -> None:
         leak = result["configs"][name]["leak"]
         assert leak["requests_first"] >= 200 and leak["requests_total"] >= 400, leak
     assert result["machine"]["nproc"] >= 1 and result["machine"]["envoy"]
+    assert "## Paced streams" in proc.stdout
+    check_paced(result["paced"])
+
+
+def check_paced(paced: dict[str, Any]) -> None:
+    """16 streams of 32 events, every one complete and correct, every event timed."""
+    assert list(paced["configs"]) == PACED
+    assert paced["concurrencies"] == [16] and paced["events_per_stream"] == 32
+    for name, cfg in paced["configs"].items():
+        assert cfg["valid"], (name, cfg["problems"])
+        (point,) = cfg["points"]
+        streams = point["streams"]
+        assert point["errors"] == 0 and streams["bad"] == 0, (name, point["error_samples"])
+        assert streams["ok"] == streams["started"] >= 16, name
+        assert point["streams_in_window"] > 0 and point["events_in_window"] > 0, name
+        timed = point["delay_measured"]
+        assert timed["unmeasured"] == 0, name
+        # One delay per upstream event (merged ones each count).
+        assert point["event_delay_ms"]["count"] >= point["events_in_window"] > 0, name
+        assert 0 < point["event_delay_ms"]["p50"] <= point["event_delay_ms"]["max"], name
+        assert 0 < point["ttfb_ms"]["p50"] <= point["ttfb_ms"]["max"], name
+        assert point["cpu_us_per_event"]["gateway_envoy"] > 0, name
+        assert "added" in point, name
+        if name == "passthrough":
+            assert "extproc_messages_per_response" not in point
+        else:
+            assert point["cpu_us_per_event"]["extproc"] > 0, name
+            assert point["extproc_cpu_us_per_message"] > 0, name
+        # Stamps survive every configuration but a rewrite, whose text is timed by offset.
+        if name == "string_replacement":
+            assert timed["by_text"] > 0
+        else:
+            assert timed["by_text"] == 0 and timed["stamped"] == point["events_in_window"]
+    configs = paced["configs"]
+    messages = {n: c["points"][0].get("extproc_messages_per_response") for n, c in configs.items()}
+    # The fast path: request headers and body only; streamed: every event as well.
+    assert messages["noop"] == {"received": 2.0, "sent": 2.0}
+    assert messages["noop_streamed"]["received"] >= 32 + 3
+    assert paced["configs"]["passthrough"]["max_concurrency_within_limit"] in (0, 16)

@@ -424,17 +424,18 @@ class StoreContract:
             Status.DENIED, "bob", "nope",
         )  # fmt: skip
         seen = {i: (store.approval(i) or {})["seen_at"] for i in _APPROVAL_IDS}
-        # Every pending row of the holder is refreshed, named or not; nothing else is.
+        # Only the named rows the holder still waits on are refreshed: a row it no
+        # longer waits on (its client went while it was written) ages out.
         assert seen == {
             "mine-1": T0 + 8,
-            "mine-2": T0 + 8,
+            "mine-2": T0,
             "mine-answered": T0,
             "mine-ended": T0,
             "theirs": T0,
         }
         # Refreshed, the holder's rows outlive STALE_AFTER_S; the other holder's do not.
         live = [r["id"] for r in store.pending_approvals(T0 + STALE_AFTER_S + 1)]
-        assert live == ["mine-1", "mine-2"]
+        assert live == ["mine-1"]
         assert store.approval_updates("h1", [], T0 + 9) == []
 
     def test_purge_removes_old_approvals(self, store: SqlStore) -> None:

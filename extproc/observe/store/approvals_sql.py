@@ -108,17 +108,19 @@ class ApprovalQueries:
             return cur.rowcount == 1
 
     def approval_updates(self, holder: str, ids: Iterable[str], now: float) -> list[dict[str, Any]]:
-        """The holder's heartbeat: its pending rows are marked alive, and the rows among
-        `ids` that have ended are returned."""
+        """The holder's heartbeat: the rows among `ids` still pending are marked alive
+        (only those: a row the holder no longer waits on must age out), and the rows among
+        them that have ended are returned."""
         wanted = list(ids)
         if not wanted:
             return []
         self._ready()
+        marks = ", ".join("?" * len(wanted))
         with self._writing() as cur:
             cur.execute(
-                "UPDATE approvals SET seen_at = ? WHERE holder = ? AND status = ?",
-                [now, holder, _PENDING],
+                f"UPDATE approvals SET seen_at = ? WHERE holder = ? AND status = ? "
+                f"AND id IN ({marks})",
+                [now, holder, _PENDING, *wanted],
             )
-            marks = ", ".join("?" * len(wanted))
             cur.execute(f"{_SELECT} WHERE id IN ({marks}) AND status != ?", [*wanted, _PENDING])
             return [approval_dict(r) for r in cur.fetchall()]

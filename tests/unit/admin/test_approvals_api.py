@@ -284,11 +284,6 @@ async def test_a_single_key_answers_as_admin(store: SqliteStore) -> None:
     assert row["decided_by"] == "admin"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG extproc/admin/approvals.py:52: content.read(n) returns only what is "
-    "buffered, so a body arriving in more than one piece is read cut short",
-)
 async def test_a_body_in_several_pieces_is_read_whole(
     client: TestClient, store: SqliteStore
 ) -> None:

@@ -389,11 +389,6 @@ class Paused(SqliteStore):
         return rows
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG extproc/approvals/desk.py ask(): a cancellation while the row is being "
-    "written (await to_thread(add_approval)) skips _end_later: the row stays pending",
-)
 async def test_a_client_gone_while_its_row_is_written_leaves_no_pending_row(
     tmp_path: Path,
 ) -> None:
@@ -418,11 +413,6 @@ async def test_a_client_gone_while_its_row_is_written_leaves_no_pending_row(
         store.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG extproc/approvals/desk.py _poll(): poked.clear() runs after the read, so "
-    "a poke made during the read is lost and the answer waits a whole POLL_S",
-)
 async def test_a_poke_during_a_read_is_not_lost(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -45,6 +45,8 @@ FAMILIES = {
     "gateway_rate_limit_store_failures": "counter",
     "gateway_overloaded": "counter",
     "gateway_worker_restarts": "counter",
+    "gateway_approvals_pending": "gauge",
+    "gateway_approval_wait_seconds": "histogram",
 }
 SERVED = {"caller": "alice", "api": "anthropic", "provider": "anthropic", "status": "200"}
 MODEL = {"gen_ai_request_model": "claude-x", "gen_ai_provider_name": "anthropic", "caller": "alice"}
@@ -417,6 +419,7 @@ def test_workers_are_summed_over_the_multiprocess_dir(
         "gateway_config_reloads",
         "gateway_rate_limited",
         "gateway_rate_limit_store_failures",
+        "gateway_approval_wait_seconds",
     }
     assert {k: v for k, v in FAMILIES.items() if k not in untouched}.items() <= types.items()
     assert value(s, "gateway_requests_total", **SERVED) == 7
@@ -451,3 +454,17 @@ def test_reloads_and_limit_refusals_are_counted(registry: CollectorRegistry) -> 
     assert value(samples, "gateway_config_generation") == 2
     assert value(samples, "gateway_rate_limited_total", caller="alice", limit="tokens.per_day") == 1
     assert value(samples, "gateway_rate_limit_store_failures_total", fail_mode="closed") == 1
+
+
+def test_approvals_waiting_and_how_they_ended(registry: CollectorRegistry) -> None:
+    metrics = GatewayMetrics(registry)
+    for _ in range(3):
+        metrics.approval_asked()
+    metrics.approval_ended("approved", 12.0)
+    metrics.approval_ended("timed_out", 300.0)
+    _, s = scrape(registry)
+    assert value(s, "gateway_approvals_pending") == 1
+    assert value(s, "gateway_approval_wait_seconds_count", outcome="approved") == 1
+    assert value(s, "gateway_approval_wait_seconds_bucket", outcome="approved", le="15.0") == 1
+    assert value(s, "gateway_approval_wait_seconds_bucket", outcome="timed_out", le="120.0") == 0
+    assert value(s, "gateway_approval_wait_seconds_sum", outcome="timed_out") == 300.0
