@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test test-unit test-e2e lint format bench bench-smoke bench-tools bench-native test-tools smoke clean soak
+.PHONY: install run test test-unit test-e2e lint format bench bench-smoke bench-peers bench-tools bench-native test-tools smoke clean soak
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -85,6 +85,22 @@ bench: $(STAMP) bench-tools
 # A tiny benchmark run (well under a minute) that proves the harness works.
 bench-smoke: $(STAMP) bench-tools
 	$(PY) -m benchmarks.run --smoke $(BENCH_ARGS)
+
+# The gateway next to LiteLLM's proxy in one run (benchmarks/README.md, "Peers"): the
+# table goes to stdout, raw figures to benchmarks/results/peers.json. LiteLLM (the pin
+# in benchmarks/peers/requirements.txt) goes into its own virtualenv, never into .venv.
+# Options through PEERS_ARGS, e.g. `make bench-peers PEERS_ARGS=--quick`.
+PEERS_VENV := benchmarks/.peers-venv
+PEERS_STAMP := $(PEERS_VENV)/.installed-stamp
+
+$(PEERS_STAMP): benchmarks/peers/requirements.txt
+	test -x $(PEERS_VENV)/bin/python || $(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(PEERS_VENV)/bin/python -m pip install --quiet -r benchmarks/peers/requirements.txt
+	touch $@
+
+bench-peers: $(STAMP) bench-tools $(PEERS_STAMP)
+	$(PY) -m benchmarks.peers $(PEERS_ARGS)
 
 # The fault suite (soak/README.md): about 10 minutes; the table goes to stdout, the
 # figures to soak/results/latest.json. `make soak SOAK_ARGS=--slice` for the 30-second one.

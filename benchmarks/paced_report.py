@@ -195,9 +195,10 @@ def render(section: dict[str, Any]) -> str:
         f"{section['extproc_max_streams']:,} streams (EXTPROC_MAX_STREAMS). Ratios to "
         "`passthrough`; rows marked † are ext_proc only.",
         "",
-        table(section),
+        table(section) if section["configs"] else "(nothing measured)",
         "",
     ]
+    out += [f"* paced: {problem}" for problem in section.get("problems", [])]
     for name, cfg in section["configs"].items():
         for problem in cfg.get("problems", [])[:5]:
             out.append(f"* paced {name}: {problem}")

@@ -261,7 +261,9 @@ def main(argv: list[str] | None = None) -> int:
         print("\n" + paced_report.render(result["paced"]))
     print(f"\nraw figures: {output}")
     valid = all(c["valid"] for c in result["configs"].values())
-    valid = valid and all(c["valid"] for c in result.get("paced", {}).get("configs", {}).values())
+    paced = result.get("paced", {})
+    valid = valid and not paced.get("problems")
+    valid = valid and all(c["valid"] for c in paced.get("configs", {}).values())
     if valid and not keep_logs:
         shutil.rmtree(run_dir, ignore_errors=True)
     else:

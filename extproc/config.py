@@ -28,6 +28,7 @@ ENV_VARS = {
     "extproc_workers": "EXTPROC_WORKERS",
     "extproc_host": "EXTPROC_HOST",
     "extproc_listen": "EXTPROC_LISTEN",
+    "extproc_uds_dir": "EXTPROC_UDS_DIR",
     "mock_port": "MOCK_LLM_PORT",
     "mock_host": "MOCK_LLM_HOST",
     "anthropic_api_key": "ANTHROPIC_API_KEY",
@@ -166,6 +167,10 @@ class Settings(BaseModel):
     # loopback on one host or in a pod; a service name and 0.0.0.0 under compose.
     extproc_host: str = "127.0.0.1"
     extproc_listen: str = "127.0.0.1"
+    # A directory: each ext_proc worker listens on a Unix socket there instead of TCP
+    # (`extproc-<port>.sock`), which Envoy must reach (the same host, or a volume both
+    # containers mount).
+    extproc_uds_dir: str | None = None
     mock_port: int = Field(default=9000, ge=1, le=65535)
     mock_host: str = "127.0.0.1"
     anthropic_api_key: SecretStr | None = None
@@ -237,6 +242,18 @@ class Settings(BaseModel):
     @classmethod
     def _check_admin_url(cls, value: str | None) -> str | None:
         return None if value is None else check_url(value)
+
+    def extproc_socket(self, port: int) -> str | None:
+        """The Unix socket of the ext_proc worker numbered by `port`, if workers use
+        them."""
+        if self.extproc_uds_dir is None:
+            return None
+        return os.path.join(os.path.abspath(self.extproc_uds_dir), f"extproc-{port}.sock")
+
+    def extproc_address(self, port: int) -> str:
+        """Where the worker numbered by `port` listens, as gRPC writes it."""
+        path = self.extproc_socket(port)
+        return f"unix:{path}" if path is not None else f"{self.extproc_listen}:{port}"
 
     def admin_keys(self) -> dict[str, str]:
         """Admin key -> its holder's name. GATEWAY_ADMIN_KEY is the `admin`'s."""

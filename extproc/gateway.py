@@ -31,6 +31,11 @@ from extproc.policy_config import (
 from extproc.routing import Router
 
 
+# What a held request needs beyond the approval's own timeout before its route's idle
+# timeout may close it (writing the answer, the webhook, the release).
+IDLE_MARGIN_S = 30.0
+
+
 class GatewayError(ValueError):
     """The configuration is unusable; the message names the file, entry and field."""
 
@@ -72,11 +77,7 @@ class Gateway:
         except ValueError as exc:
             raise GatewayError(f"{settings.policy_config}: {exc}") from None
         _check_limits(settings, policy_file, keys, router)
-        if not settings.audit_enabled and any(e.asks_people() for e in policy_file.entries()):
-            raise GatewayError(
-                f"{settings.policy_config}: a policy asks people to approve tool calls, "
-                "which needs AUDIT_ENABLED (pending approvals live in the audit store)"
-            )
+        _check_waits(settings, policy_file, router)
         return cls(
             settings=settings,
             keys=keys,
@@ -181,6 +182,33 @@ def _limits_active(policy_file: PolicyFile, keys: KeyRegistry) -> bool:
     return limits.active or any(
         c.limits is not None and limits.for_caller(c.chain, c.limits).active for c in keys.callers
     )
+
+
+def _check_waits(settings: Settings, policy_file: PolicyFile, router: Router) -> None:
+    """A policy that holds tool calls for people needs the store their approvals live
+    in, and every route must stay open that long: a held stream shows life only through
+    keepalives, a held JSON answer not at all."""
+    wait = max((e.waits_for_people_s() for e in policy_file.entries()), default=0.0)
+    if not wait:
+        return
+    where = settings.policy_config or "the policy file"
+    problems = []
+    if not settings.audit_enabled:
+        problems.append(
+            f"{where}: a policy asks people to approve tool calls, which needs "
+            "AUDIT_ENABLED (pending approvals live in the audit store)"
+        )
+    for upstream in router.upstreams.values():
+        idle = upstream.idle_timeout_s
+        if idle <= wait + IDLE_MARGIN_S or idle <= 2 * settings.keepalive_interval_s:
+            problems.append(
+                f"{where}: provider {upstream.name!r} closes a silent request after "
+                f"idle_timeout_s={idle:g}, but a tool call may wait {wait:g}s for a person "
+                f"(and streams get a keepalive every {settings.keepalive_interval_s:g}s): "
+                f"raise idle_timeout_s above {wait + IDLE_MARGIN_S:g}"
+            )
+    if problems:
+        raise GatewayError("\n".join(problems))
 
 
 def _check_limits(

@@ -70,6 +70,16 @@ def wait_ready(
     raise StackError(f"{what}: not ready in time")
 
 
+def unix_ready(path: str) -> bool:
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(0.5)
+            sock.connect(path)
+            return True
+    except OSError:
+        return False
+
+
 def tcp_ready(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=0.5):

@@ -189,14 +189,16 @@ async def serve_forever(gateway: Gateway, admin: bool = True) -> None:
         server, servicer, port = await start_server(live)
     except RuntimeError as exc:  # grpc reports a failed bind as RuntimeError
         observer.close()
-        raise OSError(f"cannot listen on port {settings.extproc_port}: {exc}") from exc
+        where = settings.extproc_address(settings.extproc_port)
+        raise OSError(f"cannot listen on {where}: {exc}") from exc
     except OSError:
         observer.close()
         raise
     log.info(
-        "ext_proc listening on %s:%d, policies: %s%s",
-        settings.extproc_listen,
-        port,
+        "ext_proc listening on %s, policies: %s%s",
+        settings.extproc_address(port)
+        if settings.extproc_uds_dir is None
+        else settings.extproc_address(settings.extproc_port),
         ", ".join(runtime.chains.default.names),
         " (validating streams)" if gateway.validate_streams else "",
     )

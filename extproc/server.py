@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator, Coroutine, Iterable
 from typing import Any
 
@@ -35,6 +36,9 @@ SHUTDOWN_MESSAGE = "the gateway is shutting down; retry the request"
 # A held chunk's final part (the text before a tool call waiting for a decision) goes
 # out this soon; keepalives follow every KEEPALIVE_INTERVAL_S.
 READY_AFTER_S = 0.05
+# How long a held chunk's cancelled work may take to unwind (its gates' tasks).
+UNWIND_S = 1.0
+FIRST = asyncio.FIRST_COMPLETED
 
 
 def _headers(msg: ep.HttpHeaders) -> dict[str, str]:
@@ -111,12 +115,15 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
         # Set at shutdown: open streams are ended in format at their next chunk.
         self.closing = False
         self._idle = asyncio.Event()  # set whenever no stream is open
+        # Set at shutdown too: a call held for a person stops waiting at once.
+        self._stopping = asyncio.Event()
 
     async def shut_down(self, grace_s: float) -> None:
         """Stop taking requests (Envoy's health check sees it within half a second) and
         end the open streams in format as their next chunk arrives, waiting up to
         `grace_s` for them to go."""
         self.closing = True
+        self._stopping.set()
         await serving(self.health, False)
         if self.active:
             with contextlib.suppress(TimeoutError):
@@ -192,15 +199,31 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
                         # tool call): what is final goes out, then keepalives, so
                         # neither the client nor Envoy gives up on a silent stream.
                         work = asyncio.ensure_future(feeding)
+                        stopping = asyncio.ensure_future(self._stopping.wait())
                         try:
                             wait, ping = READY_AFTER_S, False
-                            while not (await asyncio.wait((work,), timeout=wait))[0]:
+                            while not work.done() and not stopping.done():
+                                await asyncio.wait(
+                                    (work, stopping), timeout=wait, return_when=FIRST
+                                )
+                                if work.done() or stopping.done():
+                                    break
                                 for reply in _body_replies(pipeline.keepalive(ping)):
                                     yield reply
                                 wait, ping = self.keepalive_s, True
                         finally:
-                            work.cancel()  # no-op once done; else the request went away
-                        out = work.result()
+                            stopping.cancel()
+                            if not work.done():
+                                # The request went away, or the process stops: the wait
+                                # ends, and unwinds before the request is recorded.
+                                work.cancel()
+                                await asyncio.wait((work,), timeout=UNWIND_S)
+                        if work.cancelled():
+                            # Shutting down: the held call is never released.
+                            ended = await pipeline.end_for_shutdown(SHUTDOWN_MESSAGE, 2.0)
+                            out = ended if ended is not None else BodyOut(b"", True)
+                        else:
+                            out = work.result()
                     if self.closing and not out.end_of_stream and not trailers:
                         # Shutting down past the drain: this stream ends here, in format.
                         ended = await pipeline.end_for_shutdown(SHUTDOWN_MESSAGE, 2.0)
@@ -278,7 +301,11 @@ async def start_server(
     # stops getting requests (extproc/envoy_config/bootstrap.py, the ext_proc cluster).
     health_pb2_grpc.add_HealthServicer_to_server(servicer.health, server)
     await serving(servicer.health, True)
-    address = address or f"{settings.extproc_listen}:{settings.extproc_port}"
+    address = address or settings.extproc_address(settings.extproc_port)
+    if address.startswith("unix:"):
+        # A socket file left by a worker that died: nothing listens on it any more.
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(address.removeprefix("unix:"))
     port = server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"cannot listen on {address}: address in use?")

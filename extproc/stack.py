@@ -35,6 +35,7 @@ from extproc.processes import (
     start_drain,
     stop_processes,
     tcp_ready,
+    unix_ready,
     wait_idle,
     wait_ready,
 )
@@ -179,8 +180,9 @@ class Stack:
         wanted = {
             "gateway": s.gateway_port,
             "envoy admin": s.admin_port,
-            **{f"ext_proc {i}": s.extproc_port + i for i in range(s.extproc_workers)},
         }
+        if s.extproc_uds_dir is None:
+            wanted.update({f"ext_proc {i}": s.extproc_port + i for i in range(s.extproc_workers)})
         if self.needs_mock:
             wanted["mock LLM"] = s.mock_port
         if self.has_admin:
@@ -244,7 +246,13 @@ class Stack:
                 admin_ready = partial(tcp_ready, s.gateway_admin_host, s.gateway_admin_port)
                 wait_ready(admin_ready, "admin server", deadline, procs)
             for port in range(s.extproc_port, s.extproc_port + s.extproc_workers):
-                wait_ready(partial(tcp_ready, s.extproc_host, port), "ext_proc", deadline, procs)
+                path = s.extproc_socket(port)
+                ready = (
+                    partial(unix_ready, path)
+                    if path is not None
+                    else partial(tcp_ready, s.extproc_host, port)
+                )
+                wait_ready(ready, "ext_proc", deadline, procs)
             self.xds_dir = run_dir / "xds"
             self.xds_dir.mkdir(exist_ok=True)
             self._write_envoy_files()

@@ -27,7 +27,7 @@ from extproc.core.storage import StoreError
 log = logging.getLogger("extproc.approvals")
 
 # Answers are read this often while anything waits; the holder's heartbeat rides on the
-# same query (model.HEARTBEAT_S is the most it may lag).
+# same query (a row not refreshed for model.STALE_AFTER_S belongs to a process gone).
 POLL_S = 0.25
 
 
@@ -193,6 +193,9 @@ class ApprovalDesk:
         if self._ending:
             await asyncio.wait(set(self._ending), timeout=2.0)
         await self._webhooks.aclose()
+        store, self._store = self._store, None
+        if store is not None:
+            await asyncio.to_thread(store.close)
 
 
 def _answer(row: dict[str, Any]) -> Answer:

@@ -34,9 +34,8 @@ TRANSITIONS: dict[Status, frozenset[Status]] = {
 # What a person may answer (the API's `decision` values).
 ANSWERS = {"approve": Status.APPROVED, "deny": Status.DENIED}
 
-# The holder refreshes its pending rows this often; a row not refreshed for
-# STALE_AFTER_S belongs to a process that is gone (crashed, restarted).
-HEARTBEAT_S = 1.0
+# A pending row its holder has not refreshed for this long belongs to a process that is
+# gone (crashed, restarted): it leaves the listing and can no longer be answered.
 STALE_AFTER_S = 10.0
 MAX_REASON_CHARS = 1000
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from extproc.config import Settings
 from extproc.contract import (
     CONNECTION_IDLE_TIMEOUT_S,
     EXTPROC_CLUSTER,
@@ -43,6 +44,13 @@ ACCESS_LOG_FORMAT = (
 
 def _socket(host: str, port: int) -> dict[str, Any]:
     return {"socket_address": {"address": host, "port_value": port}}
+
+
+def _extproc_endpoint(settings: Settings, port: int) -> dict[str, Any]:
+    path = settings.extproc_socket(port)
+    if path is not None:
+        return {"pipe": {"path": path}}
+    return _socket(settings.extproc_host, port)
 
 
 def _ext_proc_filter(gateway: Gateway, response_body: bool) -> dict[str, Any]:
@@ -206,8 +214,12 @@ def _extproc_cluster(gateway: Gateway) -> dict[str, Any]:
             "base_ejection_time": "2s",
             "max_ejection_percent": 100,
         },
-        # A service name under compose, an address on one host or in a pod.
-        "type": "STATIC" if providers.is_ip(s.extproc_host) else "STRICT_DNS",
+        # A service name under compose, an address or Unix sockets on one host or in a pod.
+        "type": (
+            "STATIC"
+            if s.extproc_uds_dir is not None or providers.is_ip(s.extproc_host)
+            else "STRICT_DNS"
+        ),
         "dns_lookup_family": "V4_PREFERRED",
         "connect_timeout": providers.seconds(EXTPROC_CONNECT_TIMEOUT_S),
         "typed_extension_protocol_options": {
@@ -229,7 +241,7 @@ def _extproc_cluster(gateway: Gateway) -> dict[str, Any]:
                 {
                     # One ext_proc process per port (EXTPROC_WORKERS): Envoy balances.
                     "lb_endpoints": [
-                        {"endpoint": {"address": _socket(s.extproc_host, s.extproc_port + i)}}
+                        {"endpoint": {"address": _extproc_endpoint(s, s.extproc_port + i)}}
                         for i in range(s.extproc_workers)
                     ]
                 }

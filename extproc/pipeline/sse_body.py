@@ -45,7 +45,7 @@ class SseBody:
         self.rewrites = chain.reads_responses
         # A gate may hold the stream for long (a person decides a tool call): events are
         # then fed one by one, and what they gave is `ready` to go out while it waits.
-        self.may_hold = chain.gates_tool_calls
+        self.may_hold = chain.holds_long
         self._ready: list[bytes] = []
         self.engine: StreamEngine = (
             dialect.stream_engine(chain, request) if self.rewrites else ForwardEngine()
@@ -59,6 +59,7 @@ class SseBody:
         self.events_in = 0
         self.terminated = False  # the stream carried its own terminator
         self.terminated_out = False  # the gateway ended the stream itself
+        self._unfinished = False  # a feed's engine work began and has not ended
         self.saw_error_payload = False
         self.usage = Usage()
 
@@ -98,6 +99,9 @@ class SseBody:
             # it, so what we add is not read as part of it.
             frames[-1] = dataclasses.replace(frames[-1], raw=frames[-1].raw + b"\n\n")
         self.events_in += len(frames)
+        # Until the engine is done with these frames, a terminator among them has not
+        # reached the client: a feed cut short (the process stops) still needs one.
+        self._unfinished = True
         try:
             async with asyncio.timeout(self.policy_timeout_s):
                 if self.may_hold:
@@ -106,6 +110,7 @@ class SseBody:
                     data = await self.engine.feed(frames)
                     if end_of_stream:
                         data += await self.engine.flush()
+            self._unfinished = False
             self.ending.seen(data)
         except TimeoutError:
             log.error("%s: policy chain timed out", self.label)
@@ -162,7 +167,7 @@ class SseBody:
         """End the stream before the upstream does (the gateway shuts down): what the
         engine holds back goes out first, then an in-format error that ends it. A
         stream that already carried its own terminator just ends: nothing may follow."""
-        if self.terminated:
+        if self.terminated and not self._unfinished:
             return BodyOut(b"", True)
         out = await self._end_now(message, timeout_s)
         if self.validator is not None:
@@ -170,10 +175,12 @@ class SseBody:
         return out
 
     async def _end_now(self, message: str, timeout_s: float) -> BodyOut:
-        data = b""
+        # Events a held chunk gave before its work was stopped are final: they go first.
+        data = b"".join(self._ready)
+        self._ready.clear()
         try:
             async with asyncio.timeout(timeout_s):
-                data = await self.engine.flush()
+                data += await self.engine.flush()
         except Exception:
             log.warning("%s: held-back events dropped at shutdown", self.label)
         self.ending.seen(data)

@@ -43,6 +43,9 @@ MAX_TIMEOUT_S = 540.0
 # Beyond an approval's timeout: writing and ending its row, and the webhook.
 HOLD_SLACK_S = 10.0
 MAX_ARGUMENT_CHARS = 8_000
+ARGUMENT_HEAD_CHARS = 5_000
+ARGUMENT_TAIL_CHARS = 3_000
+MAX_WHY_CHARS = 1_000
 MAX_PRECEDING_CHARS = 2_000
 
 
@@ -114,6 +117,20 @@ def witnessed(request: ApiRequest, key: str) -> str:
     return "\n\n".join(t for t in texts if t)[-MAX_PRECEDING_CHARS:]
 
 
+def _head_and_tail(text: str) -> str:
+    """Arguments as the approver sees them, redacted: whole when short, else their
+    beginning and their end, so padding cannot push what matters out of sight."""
+    if len(text) <= MAX_ARGUMENT_CHARS:
+        return redact_text(text)
+    head, tail = text[:ARGUMENT_HEAD_CHARS], text[-ARGUMENT_TAIL_CHARS:]
+    hidden = len(text) - len(head) - len(tail)
+    return (
+        redact_text(head)
+        + f"\n…[{hidden} characters not shown]…\n"
+        + redact_text(tail)
+    )
+
+
 def _arguments(call: ToolCall) -> str:
     return call.raw_arguments or json.dumps(call.arguments, ensure_ascii=False)
 
@@ -129,10 +146,12 @@ async def ask_person(
     judge: audit.JudgeVerdict | None = None,
 ) -> BlockToolCall | Allow:
     """Hold `call` until a person answers (or the time runs out) and decide by that."""
-    arguments, preceding = await asyncio.to_thread(
+    arguments, preceding, why = await asyncio.to_thread(
         lambda: (
-            redact_text(_arguments(call), MAX_ARGUMENT_CHARS),
+            _head_and_tail(_arguments(call)),
             redact_text(preceding_text, MAX_PRECEDING_CHARS),
+            # A judge's explanation often quotes the arguments.
+            redact_text(why, MAX_WHY_CHARS),
         )
     )
     pending = PendingApproval(

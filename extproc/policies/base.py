@@ -45,10 +45,11 @@ class PolicyConfig(BaseModel):
     # shadow: decisions are computed and recorded, traffic passes exactly as it came.
     mode: Literal["enforce", "shadow"] = "enforce"
 
-    def asks_people(self) -> bool:
-        """Whether the policy may hold a tool call for a person's answer (which needs
-        the store that pending approvals live in)."""
-        return False
+    def waits_for_people_s(self) -> float:
+        """How long the policy may hold a tool call for a person's answer (0: it never
+        asks one): asking needs the store pending approvals live in, and the wait must
+        fit under the routes' idle timeouts."""
+        return 0.0
 
 
 C = TypeVar("C", bound=PolicyConfig)
@@ -166,6 +167,9 @@ class PolicyChain:
         # Whether anything in the chain looks at the response; if not, the engine is
         # skipped entirely and bytes flow through untouched.
         self.reads_responses = any(p.reads_responses() for p in self.policies)
+        # A gate may hold a call for minutes (a person decides): the stream is then kept
+        # alive while it waits. Only then: that costs every chunk a little.
+        self.holds_long = any(p.holds_for() > 0 for p in self.gates)
         self._shadows = any(p.mode is Mode.SHADOW for p in self.rewriters)
 
     @property

@@ -66,8 +66,8 @@ class ToolApprovalConfig(PolicyConfig):
     rules: list[ApprovalRule] = Field(default_factory=lambda: [ApprovalRule()])
     approval: ApprovalConfig = ApprovalConfig()
 
-    def asks_people(self) -> bool:
-        return self.mode == "enforce"
+    def waits_for_people_s(self) -> float:
+        return self.approval.timeout_s if self.mode == "enforce" else 0.0
 
 
 class _Rule:

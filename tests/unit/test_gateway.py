@@ -172,3 +172,37 @@ def test_brings_own_key_callers(tmp_path: Path, field: str, brings: bool) -> Non
     gateway = Gateway.load(settings, env={})
     assert gateway.brings_own_key_callers is brings
     assert {c.name for c in gateway.keys.callers} == {"GATEWAY_API_KEYS[0]", "cc"}
+
+
+APPROVAL = "policies:\n  - type: tool_approval\n    approval: {timeout_s: 300}\n"
+
+
+def test_approvals_need_the_audit_store(tmp_path: Path) -> None:
+    policy = write(tmp_path, "policy.yaml", APPROVAL)
+    with pytest.raises(GatewayError, match="needs AUDIT_ENABLED"):
+        Gateway.load(Settings(policy_config=policy, audit_enabled=False), env={})
+    # In shadow mode nobody is asked: nothing is needed.
+    shadow = write(
+        tmp_path, "shadow.yaml", APPROVAL.replace("approval:", "mode: shadow\n    approval:")
+    )
+    Gateway.load(Settings(policy_config=shadow, audit_enabled=False), env={})
+
+
+def test_every_route_must_stay_open_while_a_call_waits(tmp_path: Path) -> None:
+    short = APPROVAL + (
+        "providers:\n  local: {api: openai, base_url: 'http://127.0.0.1:9', idle_timeout_s: 120}\n"
+    )
+    policy = write(tmp_path, "policy.yaml", short)
+    with pytest.raises(GatewayError, match=r"provider 'local' closes a silent request after "
+                       r"idle_timeout_s=120.*raise idle_timeout_s above 330"):  # fmt: skip
+        Gateway.load(Settings(policy_config=policy), env={})
+    # The built-in providers keep streams open 600 s: a 300 s wait fits.
+    Gateway.load(Settings(policy_config=write(tmp_path, "ok.yaml", APPROVAL)), env={})
+    # A keepalive must come well within the idle timeout too.
+    with pytest.raises(GatewayError, match="keepalive every 400s"):
+        Gateway.load(
+            Settings(
+                policy_config=write(tmp_path, "ok2.yaml", APPROVAL), keepalive_interval_s=300
+            ).model_copy(update={"keepalive_interval_s": 400}),
+            env={},
+        )

@@ -43,9 +43,19 @@ class Held(Policy[PolicyConfig]):
         self.asked = asyncio.Event()
         self.release = asyncio.Event()
 
+    def holds_for(self) -> float:
+        return 300.0  # as a person's answer may take
+
     async def on_tool_call(self, call: ToolCall, request: ApiRequest) -> None:
         self.asked.set()
         await self.release.wait()
+
+
+class LongWaits(Waits):
+    """A gate that waits for ever, as long as a person may take."""
+
+    def holds_for(self) -> float:
+        return 300.0
 
 
 def headers_msg(pairs: dict[str, str], eos: bool = False) -> ep.HttpHeaders:
@@ -155,7 +165,7 @@ async def test_a_chunk_decided_at_once_gets_no_keepalive() -> None:
 
 
 async def test_cancelling_process_cancels_the_policys_wait() -> None:
-    waits = Waits()
+    waits = LongWaits()
     servicer = processor(PolicyChain([waits]))
     envoy = Envoy(servicer)
     envoy.send(*opening(), body_msg(STREAM, True))
@@ -166,12 +176,13 @@ async def test_cancelling_process_cancels_the_policys_wait() -> None:
     envoy.task.cancel()  # Envoy (the client) went away
     async with asyncio.timeout(5):
         await waits.cancelled.wait()
+    await asyncio.wait({envoy.task}, timeout=5)  # the held work unwinds first
     assert envoy.task.cancelled()
     assert servicer.active == 0
 
 
 async def test_a_real_grpc_cancel_cancels_the_policys_wait() -> None:
-    waits = Waits()
+    waits = LongWaits()
     runtime = make_runtime(PolicyChain([waits]), keepalive_interval_s=KEEPALIVE_S)
     server, servicer, port = await start_server(runtime, address="127.0.0.1:0")
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
@@ -202,3 +213,29 @@ async def test_a_real_grpc_cancel_cancels_the_policys_wait() -> None:
     finally:
         await channel.close()
         await server.stop(grace=None)
+
+
+async def test_a_held_stream_ends_in_format_when_the_process_stops() -> None:
+    gate = Held()
+    servicer = processor(PolicyChain([gate]))
+    envoy = Envoy(servicer)
+    envoy.send(*opening(), body_msg(STREAM, True))
+    async with asyncio.timeout(5):
+        await gate.asked.wait()
+    await envoy.until(4)  # the text before the call went out
+    stopping = asyncio.ensure_future(servicer.shut_down(5.0))
+    # The call is never released: the stream ends at once, with the API's error event.
+    async with asyncio.timeout(3):
+        await envoy.arrived.acquire()
+        try:
+            await envoy.arrived.wait_for(lambda: streamed(envoy.replies[-1])[1])
+        finally:
+            envoy.arrived.release()
+    envoy.send(None)
+    await asyncio.wait_for(envoy.task, 5)
+    await asyncio.wait_for(stopping, 5)
+    got = b"".join(streamed(r)[0] for r in envoy.replies[3:]).replace(PING_EVENT, b"")
+    assert got.startswith(STREAM[:CALL_AT])
+    assert b"the gateway is shutting down" in got and b'"tool_use"' not in got[CALL_AT:]
+    assert validate_stream("/v1/messages", {}, got) == []
+    assert not gate.release.is_set() and servicer.active == 0

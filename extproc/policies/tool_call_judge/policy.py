@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 DEFAULT_BLOCK_MESSAGE = (
     "Tool call '{tool}' was blocked by the gateway (risk {probability:.2f}): {explanation}"
 )
+SHADOW_ASK_MESSAGE = "Tool call '{tool}' would have waited for a person's approval."
 DEFAULT_ERROR_BLOCK_MESSAGE = (
     "Tool call '{tool}' was blocked: the safety judge could not review it ({reason})."
 )
@@ -69,8 +70,9 @@ class ToolCallJudgeConfig(PolicyConfig):
     uncertain_from: float | None = Field(default=None, ge=0, le=1)
     approval: ApprovalConfig = ApprovalConfig()
 
-    def asks_people(self) -> bool:
-        return self.on_uncertain == "ask" and self.mode == "enforce"
+    def waits_for_people_s(self) -> float:
+        asks = self.on_uncertain == "ask" and self.mode == "enforce"
+        return self.approval.timeout_s if asks else 0.0
 
     @model_validator(mode="after")
     def _check_uncertain(self) -> ToolCallJudgeConfig:
@@ -167,6 +169,9 @@ class ToolCallJudgePolicy(Policy[ToolCallJudgeConfig]):
         )
         if not blocked:
             if self._uncertain(verdict.probability):
+                if self.mode is audit.Mode.SHADOW:
+                    # Nobody is asked for a shadow policy: the record says it would be.
+                    return BlockToolCall(SHADOW_ASK_MESSAGE.format(tool=call.name), evidence)
                 why = (
                     f"the judge was unsure (risk {verdict.probability:.2f}): "
                     f"{verdict.explanation or 'no explanation given'}"

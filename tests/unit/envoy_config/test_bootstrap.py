@@ -64,6 +64,20 @@ def test_extproc_cluster_one_endpoint_per_worker(host: str, kind: str) -> None:
     assert h2["max_concurrent_streams"] == MAX_CONCURRENT_STREAMS
 
 
+def test_extproc_cluster_over_unix_sockets() -> None:
+    settings = Settings(extproc_port=6000, extproc_workers=2, extproc_uds_dir="/run/gw")
+    doc = bootstrap(gateway_with(settings=settings), True, False)
+    (extproc,) = [c for c in doc["static_resources"]["clusters"] if c["name"] == "extproc"]
+    assert extproc["type"] == "STATIC"
+    endpoints = extproc["load_assignment"]["endpoints"][0]["lb_endpoints"]
+    assert [e["endpoint"]["address"] for e in endpoints] == [
+        {"pipe": {"path": "/run/gw/extproc-6000.sock"}},
+        {"pipe": {"path": "/run/gw/extproc-6001.sock"}},
+    ]
+    assert settings.extproc_address(6001) == "unix:/run/gw/extproc-6001.sock"
+    assert Settings(extproc_listen="0.0.0.0").extproc_address(50051) == "0.0.0.0:50051"
+
+
 @pytest.mark.parametrize("response_body", [True, False])
 def test_ext_proc_filter(response_body: bool) -> None:
     doc = bootstrap(gateway_with(settings=Settings(policy_timeout_s=2.7)), response_body, False)

@@ -85,6 +85,7 @@ CA = certifi.where()
 PROVIDERS: list[tuple[str, dict[str, Any]]] = [
     ("", {}),
     ("", {"extproc_workers": 4, "extproc_host": "extproc"}),
+    ("", {"extproc_workers": 2, "extproc_uds_dir": "/run/llm-gateway"}),
     ("providers: {x: {api: openai, base_url: 'https://llm.example.com/v1'}}", {}),
     ("providers: {x: {api: openai, base_url: 'https://10.1.2.3:8443/v1'}}", {}),
     ("providers: {x: {api: openai, base_url: 'http://vllm.internal:8000/openai/v1'}}", {}),
@@ -96,7 +97,15 @@ PROVIDERS: list[tuple[str, dict[str, Any]]] = [
 @pytest.mark.parametrize(
     ("providers", "settings"),
     PROVIDERS,
-    ids=["default", "workers", "https-name", "https-ipv4", "path-prefix", "https-prefix"],
+    ids=[
+        "default",
+        "workers",
+        "unix-sockets",
+        "https-name",
+        "https-ipv4",
+        "path-prefix",
+        "https-prefix",
+    ],
 )
 def test_envoy_accepts_the_config(
     providers: str, settings: dict[str, Any], response_body: bool, any_keys: bool, tmp_path: Path

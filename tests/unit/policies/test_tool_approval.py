@@ -209,7 +209,7 @@ async def test_shadow_mode_asks_nobody(desk: ApprovalDesk, store: SqliteStore) -
     assert verdict == BlockToolCall(SHADOW_MESSAGE.format(tool="bash"))
     assert verdict.message == "Tool call 'bash' would have waited for a person's approval."
     assert rows(store) == []
-    assert not shadow.config.asks_people() and policy().config.asks_people()
+    assert not shadow.config.waits_for_people_s() and policy().config.waits_for_people_s() == 300
     # A shadow gate is no gate: the chain only shows it calls.
     assert PolicyChain([shadow]).gates == ()
 
@@ -281,12 +281,16 @@ async def test_secrets_and_emails_are_redacted_before_anyone_sees_them(
     assert stored["holder"] == desk.holder
 
 
-async def test_long_arguments_are_cut() -> None:
+async def test_long_arguments_show_their_beginning_and_their_end() -> None:
     answering = Answering(Answer(Status.APPROVED, "alice"))
-    raw = json.dumps({"data": "z" * 20_000})
+    # Padding must not push the part that matters out of the approver's sight.
+    raw = json.dumps({"data": "z" * 20_000, "then": "rm -rf / --no-preserve-root"})
     await ask_person(ApprovalConfig(), "p", call("upload", raw), request(), "why", desk=answering)
     [(asked, _)] = answering.asked
-    assert len(asked.arguments) < 8_100 and asked.arguments.endswith("…[truncated]")
+    assert len(asked.arguments) < 8_100
+    assert asked.arguments.startswith('{"data": "zzz')
+    assert "characters not shown]" in asked.arguments
+    assert asked.arguments.endswith('"then": "rm -rf / --no-preserve-root"}')
 
 
 # -- how an answer becomes the decision --------------------------------------------------
@@ -400,7 +404,7 @@ async def test_holds_for_and_the_chains_time_limit() -> None:
     try:
         assert asking.holds_for() == 5 + 30 + HOLD_SLACK_S
         assert plain.holds_for() == 0.0
-        assert asking.config.asks_people() and not plain.config.asks_people()
+        assert asking.config.waits_for_people_s() > 0 and not plain.config.waits_for_people_s()
         shadow = policy(mode="shadow")
         chain = PolicyChain([NoOpPolicy(), gate, shadow, asking, plain])
         # Gates decide one after another: their holds add up; a shadow gate holds nothing.
@@ -581,5 +585,28 @@ async def test_a_judge_that_allows_the_unsure_asks_nobody(
     try:
         verdict = await judge.on_tool_call(bash("dd if=/dev/zero of=/tmp/x"), judged_request())
         assert isinstance(verdict, Allow) and rows(store) == []
+    finally:
+        await judge.aclose()
+
+
+async def test_a_shadow_judge_asks_nobody_and_records_that_it_would_have(
+    judge_url: str, desk: ApprovalDesk, store: SqliteStore
+) -> None:
+    config = ToolCallJudgeConfig(
+        type="tool_call_judge",
+        mode="shadow",
+        judge=JudgeConfig(base_url=judge_url, model=JUDGE_MODEL, timeout_s=5),
+        threshold=0.96,
+        on_uncertain="ask",
+        uncertain_from=0.5,
+    )
+    judge = ToolCallJudgePolicy(config, BreakerRegistry())
+    try:
+        verdict = await judge.on_tool_call(bash("dd if=/dev/zero of=/tmp/x"), judged_request())
+        assert isinstance(verdict, BlockToolCall)
+        assert verdict.message == "Tool call 'bash' would have waited for a person's approval."
+        assert verdict.evidence is not None and verdict.evidence.judge is not None
+        assert rows(store) == [] and desk.waiting == 0
+        assert not config.waits_for_people_s()
     finally:
         await judge.aclose()
