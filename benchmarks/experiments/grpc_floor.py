@@ -88,6 +88,11 @@ def variants(streams: int) -> list[Variant]:
             "echo_aio_prebuilt, requests read by hand too (no protobuf at all)",
             ("--prebuilt", "--raw"),
         ),
+        Variant(
+            "echo_aio_best",
+            "echo_aio_prebuilt + context.read/write + grpc.enable_channelz=0",
+            ("--prebuilt", "--rw", opt, "grpc.enable_channelz=0"),
+        ),
     ]
 
 
@@ -171,6 +176,16 @@ class FloorTarget(BenchTarget):
         self.url = f"http://127.0.0.1:{settings.gateway_port}"
 
 
+def main_switches(pid: int) -> int:
+    """Context switches of the main thread (the event loop's): one per wake-up or
+    preemption. Fewer per message = more messages handled per wake-up."""
+    total = 0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+            total += int(line.split()[1])
+    return total
+
+
 def thread_cpu(pid: int) -> dict[str, float]:
     """CPU seconds of a process's threads, summed by thread name (schedstat, ns)."""
     out: dict[str, float] = {}
@@ -218,7 +233,7 @@ def run_one(
             spy_args = (gw.extproc_pid, stream.duration_s + 0.5, plan.paced_hold_s - 1, *profile)
             spy = threading.Thread(target=py_spy, args=spy_args)
             spy.start()
-        before = thread_cpu(gw.extproc_pid)
+        before, switches = thread_cpu(gw.extproc_pid), main_switches(gw.extproc_pid)
         point = measure_point(
             tools["paced_client"],
             stream,
@@ -229,13 +244,17 @@ def run_one(
             files,
             run_dir / variant.name,
         )
-        after = thread_cpu(gw.extproc_pid)
+        after, switches = thread_cpu(gw.extproc_pid), main_switches(gw.extproc_pid) - switches
         if spy is not None:
             spy.join()
         gw.check_alive()
     finally:
         gw.stop()
     point["threads_cpu_s"] = {k: after[k] - before.get(k, 0.0) for k in after}
+    # Over the whole point (ramp and drain too), like the thread CPU above.
+    counters = point.get("envoy_ext_proc_counters", {})
+    messages = counters.get("stream_msgs_sent", 0) + counters.get("stream_msgs_received", 0)
+    point["main_switches_per_message"] = switches / messages if messages else None
     return point
 
 
@@ -246,9 +265,10 @@ def _f(value: float | None, digits: int = 1) -> str:
 def table(rows: list[dict[str, Any]]) -> str:
     head = (
         "| variant | run | µs/msg | µs/event | msgs in/out | ext_proc cores | Envoy cores "
-        "| other cores | delay p50/p99 ms | errors | ext_proc threads (share of CPU) |"
+        "| other cores | delay p50/p99 ms | errors | main-thread switches/msg "
+        "| ext_proc threads (share of CPU) |"
     )
-    lines = [head, "|" + "---|" * 11]
+    lines = [head, "|" + "---|" * 12]
     for row in rows:
         p = row["point"]
         if "cpu_s" not in p:
@@ -266,7 +286,7 @@ def table(rows: list[dict[str, Any]]) -> str:
             f"| {_f(p['cpu_us_per_event']['extproc'])} | {msgs['received']}/{msgs['sent']} "
             f"| {_f(cores['extproc'], 2)} | {_f(cores['gateway_envoy'], 2)} "
             f"| {_f(cores['other'], 2)} | {_f(delay['p50'], 2)}/{_f(delay['p99'], 2)} "
-            f"| {p['errors']} | {shares} |"
+            f"| {p['errors']} | {_f(p.get('main_switches_per_message'), 2)} | {shares} |"
         )
     return "\n".join(lines)
 

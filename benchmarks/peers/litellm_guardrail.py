@@ -142,9 +142,9 @@ class BenchReplaceGuardrail(CustomGuardrail):
                     yield out
                 continue
             for choice in getattr(item, "choices", None) or ():
-                delta = getattr(choice, "delta", None)
+                delta: Any = getattr(choice, "delta", None)
                 content = getattr(delta, "content", None)
-                if not content:
+                if not content or not isinstance(content, str):
                     continue
                 deltas += 1
                 if MATCH in content:

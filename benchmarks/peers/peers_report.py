@@ -136,14 +136,16 @@ def render(result: dict[str, Any]) -> str:
         f"Machine: {m['nproc']} CPUs ({m['cpu_model']}), Python {m['python']}, Envoy "
         f"{m['envoy']}, load generator {result['loadgen']}. Fast upstream: Anthropic "
         f"{result['events']['anthropic']} events, OpenAI chat {result['events']['openai']} "
-        f"events per response, whole bodies at once. req/s: {plan['duration_s']:g} s per "
-        f"point; TTFB: {s['latency_requests']} requests at c=1 (Anthropic); proxy CPU (Envoy "
-        f"+ ext_proc, or LiteLLM's process): {s['check_requests']} requests per API at "
-        f"c={s['concurrency']} with every body checked. Ratios: to passthrough (Envoy "
-        f"without ext_proc) of the same run. LiteLLM: one worker, no database, "
-        f"{lite['pin']}.",
+        "events per response, whole bodies at once.",
         "",
-        burst_table(result),
+        f"req/s: wrk, {plan['duration_s']:g} s per point "
+        f"({max(plan['duration_s'], s['peer_duration_s']):g} s for LiteLLM). "
+        f"TTFB: {s['latency_requests']} requests at c=1 (Anthropic). Proxy CPU (Envoy + "
+        f"ext_proc, or LiteLLM's process): {s['check_requests']} requests per API at "
+        f"c={s['concurrency']}, every body checked. Ratios: to passthrough (Envoy without "
+        f"ext_proc) of the same run. LiteLLM: {lite['pin']}, one worker, no database.",
+        "",
+        burst_table(result) if result["configs"] else "(burst figures not measured)",
         "",
     ]
     for cfg in result["configs"].values():

@@ -33,12 +33,12 @@ from benchmarks.paced import (
     PacedStream,
     PacedUpstream,
     build_tools,
-    cpu_s,
     measure_point,
 )
 from benchmarks.peers import litellm_proxy, peers_report
 from benchmarks.peers.litellm_proxy import LiteLLMTarget
 from benchmarks.plans import MODES, Plan
+from benchmarks.procs import CLK_TCK
 from benchmarks.run import Budget, _phase_problems, _point
 from benchmarks.upstream import FastUpstream
 from extproc.contract import DEFAULT_MAX_STREAMS
@@ -62,8 +62,16 @@ class Settings:
     plan: Plan
     concurrency: int
     latency_requests: int  # TTFB at c=1 (Anthropic)
-    check_requests: int  # per API at c=concurrency, every body checked, proxy CPU read
+    # Requests per API at c=concurrency, every body checked, the proxy's CPU read around
+    # them: ours, and LiteLLM's (fewer: it serves a few per second; CPU is read in 10 ms
+    # ticks, so ours need many).
+    check_requests: int
+    peer_check_requests: int
+    # wrk seconds per point for LiteLLM: at a few req/s and c=16 a request takes seconds,
+    # and a short point would count mostly the first, synchronized round.
+    peer_duration_s: float
     configs: tuple[str, ...]
+    burst: bool
     paced: bool
     output: Path
     keep_logs: bool
@@ -89,13 +97,38 @@ def is_proxy(name: str) -> bool:
     return name in ("gateway_envoy", "extproc") or name.startswith("litellm")
 
 
+def process_cpu(pid: int) -> float:
+    """CPU seconds of a process: every thread, those that ended included (utime + stime
+    of /proc/<pid>/stat), and its waited-for children (cutime + cstime). LiteLLM's worker
+    threads (anyio's) end after 10 s idle: a sum over live threads would lose their time."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return sum(int(v) for v in fields[11:15]) / CLK_TCK
+
+
+def settled_cpu(pids: dict[str, int], step_s: float = 0.3, max_s: float = 10.0) -> dict[str, float]:
+    """process_cpu of each process once they are idle (less than 2 ticks in `step_s`):
+    work a proxy defers past its last response (logging, accounting) is counted."""
+    last = {k: process_cpu(pid) for k, pid in pids.items()}
+    deadline = time.monotonic() + max_s
+    while time.monotonic() < deadline:
+        time.sleep(step_s)
+        now = {k: process_cpu(pid) for k, pid in pids.items()}
+        if sum(now.values()) - sum(last.values()) < 2 / CLK_TCK:
+            return now
+        last = now
+    return last
+
+
 def _checked(run: Running, api: scenarios.Api, conc: int, count: int) -> dict[str, Any]:
     """`count` requests with the async client, every body checked; the proxy's CPU time
-    meanwhile (ns resolution), per request and per upstream event."""
+    for them (read while it is idle before and after), per request and per upstream
+    event."""
     proxy = {k: pid for k, pid in run.watch.items() if is_proxy(k)}
-    before = {k: cpu_s(pid) for k, pid in proxy.items()}
+    before = settled_cpu(proxy)
     item = latency(run, api, conc, count)
-    used = {k: cpu_s(pid) - before[k] for k, pid in proxy.items()}
+    after = settled_cpu(proxy)
+    used = {k: after[k] - before[k] for k in proxy}
     done = item["completed"]
     total = sum(used.values())
     item["proxy_cpu_s"] = used
@@ -166,7 +199,11 @@ def bench_burst(
             )
             out["warmup"].append({"api": api.name, **warm.to_dict()})
         c = settings.concurrency
+        peer = isinstance(tgt, LiteLLMTarget)
+        if peer:
+            plan = replace(plan, duration_s=max(plan.duration_s, settings.peer_duration_s))
         for api in apis.values():
+            settled_cpu(proxy_watch(tgt))  # nothing left over from the phase before
             item = _point(run, api, c, plan, None, out["discarded"], budget)
             out["throughput"].append(item)
             log(f"{name}: {api.name} c={c}: {item['rps']:.0f} req/s, {item['errors']} errors")
@@ -174,7 +211,8 @@ def bench_burst(
         out["latency"].append(item)
         log(f"{name}: TTFB p50 c=1 {item['ttfb_p50_ms']:.2f} ms")
         for api in apis.values():
-            item = _checked(run, api, c, settings.check_requests)
+            count = settings.peer_check_requests if peer else settings.check_requests
+            item = _checked(run, api, c, count)
             out["checks"].append(item)
             log(
                 f"{name}: {api.name} {item['completed']} checked at c={c}: "
@@ -269,18 +307,24 @@ def bench_paced(
             try:
                 tgt.start()
                 files = stream.client_files(work / cfg.name, tgt.url, check_as)
+                proxy = proxy_watch(tgt)
                 for c in plan.paced_conc:
+                    cpu0, events0 = settled_cpu(proxy), upstream.stats()["events"]
                     point = measure_point(
                         tools["paced_client"], stream, upstream, tgt, c, plan, files,
                         work / cfg.name,
                     )  # fmt: skip
+                    cpu1, events1 = settled_cpu(proxy), upstream.stats()["events"]
                     if isinstance(tgt, LiteLLMTarget):
                         _rename_proxy(point)
-                    used = point.get("cpu_us_per_event", {})
+                    # The whole point (ramp, hold, drain): measure_point's window figures
+                    # sum the CPU of live threads, and LiteLLM's worker threads come and go.
+                    events = events1 - events0
+                    used = {k: cpu1[k] - cpu0[k] for k in proxy}
+                    point["proxy_cpu_s_whole_point"] = used
+                    point["upstream_events_whole_point"] = events
                     point["proxy_cpu_us_per_event"] = (
-                        sum(v for k, v in used.items() if is_proxy(k) and v is not None)
-                        if used
-                        else None
+                        sum(used.values()) * 1e6 / events if events else None
                     )
                     out["points"].append(point)
                     out["problems"] += [f"c={c}: {p}" for p in point["problems"]]
@@ -311,12 +355,22 @@ def parse_args(argv: list[str] | None) -> Settings:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.peers", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="2 s points, fewer requests")
     parser.add_argument("--duration", type=float, help="seconds per wrk point (5; quick 2)")
+    parser.add_argument(
+        "--peer-duration", type=float, help="seconds per wrk point for LiteLLM (15; quick 6)"
+    )
     parser.add_argument("--concurrency", type=int, default=16, help="throughput connections")
     parser.add_argument("--latency-requests", type=int, help="TTFB requests at c=1 (200)")
-    parser.add_argument("--check-requests", type=int, help="checked requests per API (320)")
+    parser.add_argument(
+        "--check-requests", type=int, help="checked requests per API, ours (2000; quick 500)"
+    )
+    parser.add_argument(
+        "--peer-check-requests", type=int, help="checked requests per API, LiteLLM (160; quick 48)"
+    )
     parser.add_argument("--warmup", type=int, help="warm-up requests per API (100)")
     parser.add_argument("--configs", help=f"comma-separated subset of {','.join(OURS + PEERS)}")
-    parser.add_argument("--no-paced", action="store_true", help="skip the paced streams")
+    paced = parser.add_mutually_exclusive_group()
+    paced.add_argument("--no-paced", action="store_true", help="skip the paced streams")
+    paced.add_argument("--paced-only", action="store_true", help="only the paced streams")
     parser.add_argument("--paced-conc", help="comma-separated paced concurrencies (64)")
     parser.add_argument("--paced-hold", type=float, help="seconds measured per paced point")
     parser.add_argument("--paced-events", type=int, help="text deltas per paced stream (200)")
@@ -347,8 +401,11 @@ def parse_args(argv: list[str] | None) -> Settings:
         plan=plan,
         concurrency=args.concurrency,
         latency_requests=args.latency_requests or (50 if args.quick else 200),
-        check_requests=args.check_requests or (96 if args.quick else 320),
+        check_requests=args.check_requests or (500 if args.quick else 2000),
+        peer_check_requests=args.peer_check_requests or (48 if args.quick else 160),
+        peer_duration_s=args.peer_duration or (6.0 if args.quick else 15.0),
         configs=configs,
+        burst=not args.paced_only,
         paced=not args.no_paced,
         output=args.output,
         keep_logs=args.keep_logs,
@@ -385,18 +442,19 @@ def main(argv: list[str] | None = None) -> int:
         "configs": {},
     }
     budget = Budget(plan.retries)
-    upstream = FastUpstream(run_dir, apis, concurrency=plan.upstream_concurrency)
-    upstream.start()
-    try:
-        for cfg in configs:
-            log(f"{cfg.name}: {cfg.description}")
-            tgt = make_target(cfg, upstream, run_dir, apis)
-            check_as = CHECK_AS.get(cfg.name, cfg.name)
-            result["configs"][cfg.name] = bench_burst(
-                tgt, check_as, apis, settings, budget, upstream
-            )
-    finally:
-        upstream.stop()
+    if settings.burst:
+        upstream = FastUpstream(run_dir, apis, concurrency=plan.upstream_concurrency)
+        upstream.start()
+        try:
+            for cfg in configs:
+                log(f"{cfg.name}: {cfg.description}")
+                tgt = make_target(cfg, upstream, run_dir, apis)
+                check_as = CHECK_AS.get(cfg.name, cfg.name)
+                result["configs"][cfg.name] = bench_burst(
+                    tgt, check_as, apis, settings, budget, upstream
+                )
+        finally:
+            upstream.stop()
     if settings.paced:
         result["paced"] = bench_paced(settings, run_dir, configs, log)
     result["wall_s"] = time.monotonic() - started

@@ -46,6 +46,9 @@ class SseBody:
         # A gate may hold the stream for long (a person decides a tool call): events are
         # then fed one by one, and what they gave is `ready` to go out while it waits.
         self.may_hold = chain.holds_long
+        # Whether the engine may await a decision at all (a gate asks a judge): only
+        # then can a chunk's work stall, and only then is it timed.
+        self.waits = chain.gates_tool_calls
         self._ready: list[bytes] = []
         self.engine: StreamEngine = (
             dialect.stream_engine(chain, request) if self.rewrites else ForwardEngine()
@@ -103,13 +106,19 @@ class SseBody:
         # reached the client: a feed cut short (the process stops) still needs one.
         self._unfinished = True
         try:
-            async with asyncio.timeout(self.policy_timeout_s):
-                if self.may_hold:
+            if self.may_hold:
+                async with asyncio.timeout(self.policy_timeout_s):
                     data = await self._feed_stepwise(frames, end_of_stream)
-                else:
+            elif self.waits:
+                async with asyncio.timeout(self.policy_timeout_s):
                     data = await self.engine.feed(frames)
                     if end_of_stream:
                         data += await self.engine.flush()
+            else:
+                # Nothing in the chain awaits anything (no gate): no timer per chunk.
+                data = await self.engine.feed(frames)
+                if end_of_stream:
+                    data += await self.engine.flush()
             self._unfinished = False
             self.ending.seen(data)
         except TimeoutError:
