@@ -112,4 +112,4 @@ smoke:
 	scripts/test_gateway.sh
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .mypy_cache .hypothesis
+	rm -rf $(VENV) $(PEERS_VENV) build *.egg-info .pytest_cache .ruff_cache .mypy_cache .hypothesis

@@ -177,7 +177,6 @@ class LiteLLMTarget(BenchTarget):
     openai: Api | None = None
     pid: int = 0
     stats_file: Path | None = None
-    version: str = ""
     children: list[int] = field(default_factory=list)
 
     def start(self) -> None:

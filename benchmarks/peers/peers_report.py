@@ -20,7 +20,9 @@ def _pair(a: float | None, b: float | None, fmt: str = "") -> str:
     def one(v: float | None) -> str:
         if v is None:
             return "—"
-        return f"x{v:.2f}" if fmt == "ratio" else _fmt(v)
+        if fmt == "ratio":
+            return f"x{v:.2f}" if v >= 0.1 else f"x{v:.2g}"
+        return _fmt(v)
 
     return f"{one(a)} / {one(b)}"
 
@@ -110,8 +112,8 @@ def _hook_line(cfg: dict[str, Any]) -> list[str]:
     out = []
     for kind, api in (("sse_bytes", "anthropic"), ("chunk_objects", "openai")):
         seen = proof.get("counters", {}).get(kind)
-        mine = proof.get(api, {})
-        if not seen:
+        mine = proof.get(api)
+        if not seen or not mine:
             continue
         out.append(
             f"* guardrail hook, {api}: {seen['streams']:,} streams seen for "
@@ -168,12 +170,5 @@ def render(result: dict[str, Any]) -> str:
         ]
         for name, cfg in paced["configs"].items():
             out += [f"* paced {name}: {problem}" for problem in cfg.get("problems", [])[:5]]
-            hook = cfg.get("guardrail_hook", {}).get("sse_bytes")
-            if hook:
-                out.append(
-                    f"* paced {name} guardrail hook: {hook['streams']:,} streams, "
-                    f"{hook['min_text_deltas_per_stream']}..{hook['max_text_deltas_per_stream']}"
-                    f" text deltas and {hook['min_chunks_per_stream']}.."
-                    f"{hook['max_chunks_per_stream']} items per stream"
-                )
+            out += [f"* paced {name}: {line[2:]}" for line in _hook_line(cfg)]
     return "\n".join(out)

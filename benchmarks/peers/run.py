@@ -51,6 +51,7 @@ PEERS = ("litellm", "litellm_guardrail")
 # plain LiteLLM must deliver every event and the text unchanged.
 CHECK_AS = {"litellm": "passthrough", "litellm_guardrail": "string_replacement"}
 APIS = ("anthropic", "openai")
+PEER_WARMUP = 20  # warm-up requests per API for LiteLLM (its first ones import code)
 
 
 def log(message: str) -> None:
@@ -142,29 +143,31 @@ def _text_deltas(api: scenarios.Api) -> int:
     return sum(1 for event in api.stream_events if stream_text(api.name, event))
 
 
+# What the guardrail's hook is given: LiteLLM's parsed chunks on the OpenAI chat route,
+# the upstream's raw SSE bytes on the Anthropic one.
+HOOK_KINDS = {"anthropic": "sse_bytes", "openai": "chunk_objects"}
+
+
 def hook_proof(
-    stats: dict[str, Any], out: dict[str, Any], apis: dict[str, scenarios.Api]
+    stats: dict[str, Any], good: dict[str, int], apis: dict[str, scenarios.Api]
 ) -> tuple[dict[str, Any], list[str]]:
-    """Did the guardrail's hook see every stream, and every text delta of each?"""
+    """Did the guardrail's hook see every stream (at least as many as were answered
+    correctly: `good` per API), and every text delta of each, replacing every match?"""
     proof: dict[str, Any] = {"counters": stats.get("kinds", {})}
     problems: list[str] = []
-    for kind, name in (("sse_bytes", "anthropic"), ("chunk_objects", "openai")):
+    for name, count in good.items():
         api = apis[name]
-        good = sum(i["ok"] for i in out["warmup"] + out["throughput"] + out["discarded"]
-                   if i["api"] == name)  # fmt: skip
-        good += sum(i["completed"] - i["errors"] for i in out["latency"] + out["checks"]
-                    if i["api"] == name)  # fmt: skip
         want_deltas = _text_deltas(api)
         want_replaced = api.text.count(scenarios.MATCH_WORD)
-        seen = proof["counters"].get(kind)
-        proof[name] = {"good_responses": good, "text_deltas_per_stream": want_deltas,
+        seen = proof["counters"].get(HOOK_KINDS[name])
+        proof[name] = {"good_responses": count, "text_deltas_per_stream": want_deltas,
                        "replacements_per_stream": want_replaced}  # fmt: skip
         if not seen:
             problems.append(f"guardrail hook: no {name} stream counted")
             continue
         proof[name]["hook_streams"] = seen["streams"]
-        if seen["streams"] < good:
-            problems.append(f"guardrail hook: {seen['streams']} {name} streams, {good} answered")
+        if seen["streams"] < count:
+            problems.append(f"guardrail hook: {seen['streams']} {name} streams, {count} answered")
         for key, want in (("text_deltas", want_deltas), ("replaced", want_replaced)):
             low, high = seen[f"min_{key}_per_stream"], seen[f"max_{key}_per_stream"]
             if low != want or high != want:
@@ -172,6 +175,15 @@ def hook_proof(
                     f"guardrail hook: {name} {key} per stream {low}..{high}, not {want}"
                 )
     return proof, problems
+
+
+def _good(out: dict[str, Any], api: str) -> int:
+    """Correct answers the clients received in the burst phases of one configuration."""
+    count = sum(i["ok"] for i in out["warmup"] + out["throughput"] + out["discarded"]
+                if i["api"] == api)  # fmt: skip
+    count += sum(i["completed"] - i["errors"] for i in out["latency"] + out["checks"]
+                 if i["api"] == api)  # fmt: skip
+    return count
 
 
 def bench_burst(
@@ -190,8 +202,15 @@ def bench_burst(
         tgt.start()
         watch = {**proxy_watch(tgt), "upstream_envoy": upstream.envoy_pid}
         out["processes"] = sorted(watch)
-        if isinstance(tgt, LiteLLMTarget):
+        peer = isinstance(tgt, LiteLLMTarget)
+        if peer:
             out["litellm_version"] = litellm_proxy.installed_version()
+            # Longer points, fewer warm-up requests: it serves a few per second.
+            plan = replace(
+                plan,
+                duration_s=max(plan.duration_s, settings.peer_duration_s),
+                warmup_requests=min(plan.warmup_requests, PEER_WARMUP),
+            )
         run = Running(check_as, tgt.url, watch, settings.use_wrk, max(1, plan.wrk_threads))
         for api in apis.values():  # warm-up: connections, lazy imports, caches
             warm = run_load(
@@ -199,9 +218,6 @@ def bench_burst(
             )
             out["warmup"].append({"api": api.name, **warm.to_dict()})
         c = settings.concurrency
-        peer = isinstance(tgt, LiteLLMTarget)
-        if peer:
-            plan = replace(plan, duration_s=max(plan.duration_s, settings.peer_duration_s))
         for api in apis.values():
             settled_cpu(proxy_watch(tgt))  # nothing left over from the phase before
             item = _point(run, api, c, plan, None, out["discarded"], budget)
@@ -221,7 +237,8 @@ def bench_burst(
             )
         tgt.check_alive()
         if isinstance(tgt, LiteLLMTarget) and tgt.guardrail:
-            out["guardrail_hook"], problems = hook_proof(tgt.guardrail_stats(), out, apis)
+            good = {name: _good(out, name) for name in apis}
+            out["guardrail_hook"], problems = hook_proof(tgt.guardrail_stats(), good, apis)
             out["problems"] += problems
     except Exception as exc:  # one broken configuration must not hide the others
         out["problems"].append(f"{type(exc).__name__}: {exc}")
@@ -336,7 +353,12 @@ def bench_paced(
                         )
                 tgt.check_alive()
                 if isinstance(tgt, LiteLLMTarget) and tgt.guardrail:
-                    out["guardrail_hook"] = tgt.guardrail_stats().get("kinds", {})
+                    good = {
+                        "anthropic": sum(p.get("streams", {}).get("ok", 0) for p in out["points"])
+                    }
+                    apis = {"anthropic": stream.api}
+                    out["guardrail_hook"], problems = hook_proof(tgt.guardrail_stats(), good, apis)
+                    out["problems"] += problems
             except Exception as exc:  # one broken configuration must not hide the others
                 out["problems"].append(f"{type(exc).__name__}: {exc}")
             finally:
