@@ -7,7 +7,10 @@ ext_proc CPU us per gRPC message (Envoy's ext_proc counters) and per event, the 
 ext_proc / Envoy / other work on the machine, and ext_proc's CPU by thread name.
 
     python -m benchmarks.experiments.grpc_floor [--runs 2] [--hold 10] [--only a,b]
-    python -m benchmarks.experiments.grpc_floor --profile real --only real --runs 0
+    python -m benchmarks.experiments.grpc_floor --runs 0 --profile real:flamegraph,real:perf
+
+Profiles go to benchmarks/experiments/profile-<variant>.svg / .txt (py-spy) and
+/tmp/perf-<variant>.data with its report in /tmp/perf-<variant>.txt (perf).
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +51,8 @@ NOOP = REPO / "config" / "noop.yaml"
 class Variant:
     name: str
     description: str
-    echo_args: tuple[str, ...] = ()  # echo_server options; unused for the real server
+    # echo_server.py options; for the real server, real_server.py's
+    echo_args: tuple[str, ...] = ()
     real: bool = False
     uds: bool = False
 
@@ -56,6 +62,18 @@ def variants(streams: int) -> list[Variant]:
     return [
         Variant("real", "python -m extproc serve, noop, RESPONSE_PROCESSING=always", real=True),
         Variant("real_uds", "the same over a Unix socket (EXTPROC_UDS_DIR)", real=True, uds=True),
+        Variant(
+            "real_nochannelz",
+            "the real server with grpc.enable_channelz=0 (benchmarks/experiments/real_server.py)",
+            (opt, "grpc.enable_channelz=0"),
+            real=True,
+        ),
+        Variant(
+            "real_prebuilt",
+            "the real server, body replies hand-encoded (benchmarks/experiments/real_server.py)",
+            ("--prebuilt",),
+            real=True,
+        ),
         Variant("echo_aio", "echo servicer, grpc.aio + uvloop, async generator (as ours)"),
         Variant(
             "echo_sync",
@@ -142,7 +160,9 @@ class FloorTarget(BenchTarget):
         address = settings.extproc_address(settings.extproc_port)
         self.group = group = Group(log_dir)
         try:
-            if v.real:
+            if v.real and v.echo_args:  # the real server with changes (real_server.py)
+                argv = [sys.executable, "-m", "benchmarks.experiments.real_server", *v.echo_args]
+            elif v.real:
                 argv = [sys.executable, "-m", "extproc", "serve"]
             else:
                 argv = [sys.executable, "-m", "benchmarks.experiments.echo_server"]
@@ -199,13 +219,39 @@ def thread_cpu(pid: int) -> dict[str, float]:
     return out
 
 
-def py_spy(pid: int, delay_s: float, duration_s: float, output: Path, fmt: str) -> None:
-    """After `delay_s`, sample ext_proc (native frames too) for `duration_s`, blocking."""
+def py_spy(pid: int, duration_s: float, output: Path, fmt: str) -> None:
+    """Sample ext_proc's Python threads (native frames too) for `duration_s`."""
     binary = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    time.sleep(delay_s)
     argv = [binary, "record", "--pid", str(pid), "--native", "--rate", "100"]
     argv += ["--duration", str(round(duration_s)), "--format", fmt, "-o", str(output)]
     subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
+
+
+def perf(pid: int, duration_s: float, output: Path) -> None:
+    """Sample every thread of ext_proc, kernel included (perf, 499 Hz), and write the
+    shares by thread and by shared object beside `output` (the .data file is kept)."""
+    argv = ["perf", "record", "-F", "499", "-g", "-p", str(pid), "-o", str(output)]
+    subprocess.run([*argv, "--", "sleep", str(duration_s)], capture_output=True, check=False)
+    report = ["perf", "report", "-i", str(output), "--stdio", "--no-children"]
+    text = []
+    for sort in ("comm", "comm,dso", "dso,sym"):
+        done = subprocess.run(
+            [*report, "--sort", sort, "-g", "none", "--percent-limit", "0.5"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        text.append(f"## perf report --sort {sort}\n{done.stdout}")
+    output.with_suffix(".txt").write_text("\n".join(text))
+
+
+Sampler = Callable[[int, float], None]  # (pid, duration_s)
+
+SAMPLERS: dict[str, Callable[[str], Sampler]] = {
+    "flamegraph": lambda v: partial(py_spy, output=HERE / f"profile-{v}.svg", fmt="flamegraph"),
+    "raw": lambda v: partial(py_spy, output=HERE / f"profile-{v}.txt", fmt="raw"),
+    "perf": lambda v: partial(perf, output=Path(tempfile.gettempdir()) / f"perf-{v}.data"),
+}
 
 
 def run_one(
@@ -217,7 +263,7 @@ def run_one(
     run_dir: Path,
     socket_dir: Path,
     streams: int,
-    profile: tuple[Path, str] | None = None,
+    sampler: Sampler | None = None,
 ) -> dict[str, Any]:
     config = Config(variant.name, "extproc", variant.description, NOOP, "always")
     gw = FloorTarget(
@@ -228,10 +274,10 @@ def run_one(
         assert gw.extproc_pid is not None
         files = stream.client_files(run_dir / variant.name, gw.url, "noop_streamed")
         spy = None
-        if profile is not None:
+        if sampler is not None:
             # In the hold window: after the ramp, for the hold minus a second.
-            spy_args = (gw.extproc_pid, stream.duration_s + 0.5, plan.paced_hold_s - 1, *profile)
-            spy = threading.Thread(target=py_spy, args=spy_args)
+            pid, delay, length = gw.extproc_pid, stream.duration_s + 0.5, plan.paced_hold_s - 1
+            spy = threading.Timer(delay, sampler, args=(pid, length))
             spy.start()
         before, switches = thread_cpu(gw.extproc_pid), main_switches(gw.extproc_pid)
         point = measure_point(
@@ -297,7 +343,11 @@ def main() -> None:
     parser.add_argument("--hold", type=float, default=10.0, help="seconds measured per run")
     parser.add_argument("--runs", type=int, default=2, help="runs of every variant")
     parser.add_argument("--only", default="", help="comma-separated variant names")
-    parser.add_argument("--profile", default="", help="a variant to profile (one extra run)")
+    parser.add_argument(
+        "--profile",
+        default="",
+        help="variant:flamegraph|raw|perf, comma-separated: one extra run each, sampled",
+    )
     parser.add_argument("--output", type=Path, default=HERE / "results" / "floor.json")
     args = parser.parse_args()
     chosen = [v for v in variants(args.streams) if not args.only or v.name in args.only.split(",")]
@@ -317,22 +367,15 @@ def main() -> None:
                 point = run_one(v, upstream, stream, plan, tools, run_dir, socket_dir, args.streams)
                 rows.append({"variant": v.name, "run": run, "point": point})
                 print(table(rows[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
-        if args.profile:
-            v = next(v for v in variants(args.streams) if v.name == args.profile)
-            for out, fmt in ((HERE / "profile.svg", "flamegraph"), (HERE / "profile.txt", "raw")):
-                print(f"profiling {v.name} -> {out}", file=sys.stderr, flush=True)
-                point = run_one(
-                    v,
-                    upstream,
-                    stream,
-                    plan,
-                    tools,
-                    run_dir,
-                    socket_dir,
-                    args.streams,
-                    profile=(out, fmt),
-                )
-                rows.append({"variant": v.name, "run": f"py-spy {fmt}", "point": point})
+        for item in filter(None, args.profile.split(",")):
+            name, _, kind = item.partition(":")
+            v = next(v for v in variants(args.streams) if v.name == name)
+            print(f"profiling {v.name} ({kind})", file=sys.stderr, flush=True)
+            sampler = SAMPLERS[kind](v.name)
+            point = run_one(
+                v, upstream, stream, plan, tools, run_dir, socket_dir, args.streams, sampler
+            )
+            rows.append({"variant": v.name, "run": f"profiled ({kind})", "point": point})
     finally:
         upstream.stop()
         shutil.rmtree(socket_dir, ignore_errors=True)
