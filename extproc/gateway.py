@@ -30,7 +30,6 @@ from extproc.policy_config import (
 )
 from extproc.routing import Router
 
-
 # What a held request needs beyond the approval's own timeout before its route's idle
 # timeout may close it (writing the answer, the webhook, the release).
 IDLE_MARGIN_S = 30.0
@@ -188,7 +187,9 @@ def _check_waits(settings: Settings, policy_file: PolicyFile, router: Router) ->
     """A policy that holds tool calls for people needs the store their approvals live
     in, and every route must stay open that long: a held stream shows life only through
     keepalives, a held JSON answer not at all."""
-    wait = max((e.waits_for_people_s() for e in policy_file.entries()), default=0.0)
+    # A chain's gates decide one after another: their waits add up.
+    chains = [policy_file.policies, *policy_file.chains.values()]
+    wait = max(sum(e.waits_for_people_s() for e in chain) for chain in chains)
     if not wait:
         return
     where = settings.policy_config or "the policy file"

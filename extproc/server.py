@@ -11,6 +11,8 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
+import stat
 from collections.abc import AsyncIterator, Coroutine, Iterable
 from typing import Any
 
@@ -129,6 +131,18 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._idle.wait(), grace_s)
 
+    async def _end_held(
+        self, pipeline: RequestPipeline, work: asyncio.Future[BodyOut], trailers: bool
+    ) -> BodyOut:
+        """A held chunk at shutdown: what was final goes, then the API's error event."""
+        if not work.done():
+            # Still unwinding: its gates are cancelled with the pipeline's work.
+            pipeline.close()
+            work.add_done_callback(_retrieve)
+        ended = await pipeline.end_for_shutdown(SHUTDOWN_MESSAGE, 2.0)
+        # Trailers get their own reply, which ends the stream.
+        return BodyOut(ended.data if ended is not None else b"", not trailers)
+
     async def Process(
         self,
         request_iterator: AsyncIterator[ep.ProcessingRequest],
@@ -199,31 +213,36 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
                         # tool call): what is final goes out, then keepalives, so
                         # neither the client nor Envoy gives up on a silent stream.
                         work = asyncio.ensure_future(feeding)
-                        stopping = asyncio.ensure_future(self._stopping.wait())
+                        # Watched from the keepalive phase on: a chunk decided at once goes
+                        # out whole even while the process drains.
+                        stopping: asyncio.Future[Any] | None = None
                         try:
                             wait, ping = READY_AFTER_S, False
-                            while not work.done() and not stopping.done():
-                                await asyncio.wait(
-                                    (work, stopping), timeout=wait, return_when=FIRST
-                                )
-                                if work.done() or stopping.done():
+                            while True:
+                                waiting = (work,) if stopping is None else (work, stopping)
+                                await asyncio.wait(waiting, timeout=wait, return_when=FIRST)
+                                if work.done() or (stopping is not None and stopping.done()):
                                     break
                                 for reply in _body_replies(pipeline.keepalive(ping)):
                                     yield reply
                                 wait, ping = self.keepalive_s, True
+                                if stopping is None:
+                                    stopping = asyncio.ensure_future(self._stopping.wait())
                         finally:
-                            stopping.cancel()
+                            if stopping is not None:
+                                stopping.cancel()
                             if not work.done():
                                 # The request went away, or the process stops: the wait
                                 # ends, and unwinds before the request is recorded.
                                 work.cancel()
                                 await asyncio.wait((work,), timeout=UNWIND_S)
-                        if work.cancelled():
-                            # Shutting down: the held call is never released.
-                            ended = await pipeline.end_for_shutdown(SHUTDOWN_MESSAGE, 2.0)
-                            out = ended if ended is not None else BodyOut(b"", True)
-                        else:
+                        if work.done() and not work.cancelled():
                             out = work.result()
+                        elif stopping is not None and stopping.done():
+                            # Shutting down: the held call is never released.
+                            out = await self._end_held(pipeline, work, trailers)
+                        else:
+                            out = work.result()  # raises: its gate was cancelled
                     if self.closing and not out.end_of_stream and not trailers:
                         # Shutting down past the drain: this stream ends here, in format.
                         ended = await pipeline.end_for_shutdown(SHUTDOWN_MESSAGE, 2.0)
@@ -266,6 +285,31 @@ class ExternalProcessor(ep_grpc.ExternalProcessorServicer):
                 self.live.release(runtime)
 
 
+def _claim_socket(path: str) -> None:
+    """Free `path` for this worker: a socket nothing answers on is a dead worker's and
+    goes; a live one, or a file that is no socket, is refused (gRPC would bind over a
+    live worker's socket and take its traffic)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise OSError(f"cannot listen on {path}: a file that is not a socket is there")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(path)
+        except OSError:
+            os.unlink(path)
+            return
+    raise OSError(f"cannot listen on {path}: another process listens there")
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Read a stopped task's outcome, so its exception is not reported as lost."""
+    if not future.cancelled() and future.exception() is not None:
+        log.warning("held work ended with an error at shutdown: %r", future.exception())
+
+
 def serving(health: health_aio.HealthServicer, ready: bool) -> Coroutine[Any, Any, None]:
     """Tell Envoy's health checks whether this worker takes new requests (not while it
     drains at shutdown)."""
@@ -303,9 +347,7 @@ async def start_server(
     await serving(servicer.health, True)
     address = address or settings.extproc_address(settings.extproc_port)
     if address.startswith("unix:"):
-        # A socket file left by a worker that died: nothing listens on it any more.
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(address.removeprefix("unix:"))
+        _claim_socket(address.removeprefix("unix:"))
     port = server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"cannot listen on {address}: address in use?")

@@ -206,6 +206,7 @@ class SseBody:
         """An in-format error event that ends the stream."""
         self.terminated = True
         self.terminated_out = True
+        self._unfinished = False
         return BodyOut(self.ending.error(message), True)
 
     @property

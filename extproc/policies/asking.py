@@ -124,11 +124,7 @@ def _head_and_tail(text: str) -> str:
         return redact_text(text)
     head, tail = text[:ARGUMENT_HEAD_CHARS], text[-ARGUMENT_TAIL_CHARS:]
     hidden = len(text) - len(head) - len(tail)
-    return (
-        redact_text(head)
-        + f"\n…[{hidden} characters not shown]…\n"
-        + redact_text(tail)
-    )
+    return redact_text(head) + f"\n…[{hidden} characters not shown]…\n" + redact_text(tail)
 
 
 def _arguments(call: ToolCall) -> str:

@@ -6,6 +6,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import grpc
 import pytest
@@ -211,3 +212,24 @@ async def test_plain_text_error_without_a_body_coming_is_answered_at_the_headers
     imm = replies[-1].immediate_response
     assert imm.status.code == 503
     assert json.loads(imm.body)["error"]["type"] == "api_error"
+
+
+def test_a_worker_socket_is_claimed_only_from_a_dead_worker(tmp_path: Path) -> None:
+    import socket
+
+    from extproc.server import _claim_socket
+
+    path = str(tmp_path / "w.sock")
+    _claim_socket(path)  # nothing there: nothing to do
+    live = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    live.bind(path)
+    live.listen()
+    with pytest.raises(OSError, match="another process listens there"):
+        _claim_socket(path)
+    live.close()  # a worker that died leaves its socket file behind
+    _claim_socket(path)
+    assert not Path(path).exists()
+    Path(path).write_text("not a socket")
+    with pytest.raises(OSError, match="not a socket"):
+        _claim_socket(path)
+    assert Path(path).read_text() == "not a socket"

@@ -239,3 +239,24 @@ async def test_a_held_stream_ends_in_format_when_the_process_stops() -> None:
     assert b"the gateway is shutting down" in got and b'"tool_use"' not in got[CALL_AT:]
     assert validate_stream("/v1/messages", {}, got) == []
     assert not gate.release.is_set() and servicer.active == 0
+
+
+class Prompt(Held):
+    """Decides a moment after it is asked (a gate's tasks), long before any keepalive."""
+
+    async def on_tool_call(self, call: ToolCall, request: ApiRequest) -> None:
+        self.asked.set()
+        await asyncio.sleep(0.01)
+
+
+async def test_a_chunk_decided_at_once_goes_out_whole_while_the_process_drains() -> None:
+    servicer = processor(PolicyChain([Prompt()]))
+    envoy = Envoy(servicer)
+    envoy.send(*opening())
+    await envoy.until(3)
+    stopping = asyncio.ensure_future(servicer.shut_down(5.0))
+    envoy.send(body_msg(STREAM, True), None)
+    await asyncio.wait_for(envoy.task, 5)
+    await asyncio.wait_for(stopping, 5)
+    got = b"".join(streamed(r)[0] for r in envoy.replies[3:])
+    assert got == STREAM and streamed(envoy.replies[-1])[1]

@@ -72,7 +72,8 @@ class ToolCallJudgeConfig(PolicyConfig):
 
     def waits_for_people_s(self) -> float:
         asks = self.on_uncertain == "ask" and self.mode == "enforce"
-        return self.approval.timeout_s if asks else 0.0
+        # The judge's verdict comes first, then the person's answer.
+        return self.judge.timeout_s + self.approval.timeout_s if asks else 0.0
 
     @model_validator(mode="after")
     def _check_uncertain(self) -> ToolCallJudgeConfig:
