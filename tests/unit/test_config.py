@@ -52,6 +52,7 @@ EVERY_VARIABLE = {
     "GATEWAY_ADMIN_KEYS": "alice:alice-secret-1,bob@ops:bob-secret-22",
     "GATEWAY_ADMIN_URL": "https://gw-admin.example",
     "KEEPALIVE_INTERVAL_S": "5",
+    "EXTPROC_UDS_DIR": "/run/llm-gateway",
     "RATE_LIMIT_REDIS_URL": "redis://:pw@cache:6379/2",
     "EXTPROC_MAX_STREAMS": "64",
     "DRAIN_TIMEOUT_S": "30",
@@ -100,6 +101,7 @@ def test_every_variable_is_read() -> None:
     }
     assert s.admin_base_url() == "https://gw-admin.example"
     assert s.keepalive_interval_s == 5
+    assert s.extproc_address(50100) == "unix:/run/llm-gateway/extproc-50100.sock"
 
 
 @pytest.mark.parametrize(
