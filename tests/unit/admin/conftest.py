@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
-import pytest
 import pytest_asyncio
 from aiohttp.test_utils import TestClient, TestServer
 
 from extproc.admin import create_admin_app
 from extproc.observe.store.sqlite import SqliteStore
 from tests.helpers.admin_app import ADMIN_KEY, render_metrics
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteStore]:
-    s = SqliteStore(tmp_path / "audit.db")
-    s.migrate()
-    yield s
-    s.close()
 
 
 @pytest_asyncio.fixture

@@ -10,7 +10,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +28,6 @@ from tests.helpers.admin_app import eventually
 ADMIN_URL = "http://127.0.0.1:1"
 WEBHOOK_TOKEN = "hook-token-7f3a9c"
 Received = list[dict[str, Any]]
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteStore]:
-    s = SqliteStore(tmp_path / "audit.db")
-    s.migrate()
-    yield s
-    s.close()
 
 
 @pytest_asyncio.fixture

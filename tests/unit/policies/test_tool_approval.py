@@ -8,7 +8,7 @@ import asyncio
 import json
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -74,14 +74,6 @@ def policy(*rules: dict[str, Any], mode: str = "enforce", **approval: Any) -> To
 
 
 # -- a real desk over a real store, and a person answering ------------------------------
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteStore]:
-    s = SqliteStore(tmp_path / "audit.db")
-    s.migrate()
-    yield s
-    s.close()
 
 
 @pytest.fixture
