@@ -197,9 +197,9 @@ def measure_point(
     return point
 
 
-def bench_paced(plan: Plan, run_dir: Path, configs: list[Config], log: Log) -> dict[str, Any]:
-    """Every configuration at every concurrency; the JSON section `paced`."""
-    started = time.monotonic()
+def paced_section(plan: Plan) -> tuple[PacedStream, int, dict[str, Any]]:
+    """The stream every paced point sends, the stream limit ext_proc gets, and the head
+    of the JSON section `paced` (its `configs` still empty)."""
     stream = PacedStream.make(plan.paced_chunks, plan.paced_interval_ms)
     max_streams = max(DEFAULT_MAX_STREAMS, 2 * max(plan.paced_conc))
     section: dict[str, Any] = {
@@ -212,8 +212,15 @@ def bench_paced(plan: Plan, run_dir: Path, configs: list[Config], log: Log) -> d
         "extproc_max_streams": max_streams,
         "added_p99_limit_ms": ADDED_P99_LIMIT_MS,
         "configs": {},
-        "problems": [],
     }
+    return stream, max_streams, section
+
+
+def bench_paced(plan: Plan, run_dir: Path, configs: list[Config], log: Log) -> dict[str, Any]:
+    """Every configuration at every concurrency; the JSON section `paced`."""
+    started = time.monotonic()
+    stream, max_streams, section = paced_section(plan)
+    section["problems"] = []
     try:
         tools = build_tools()
     except (OSError, RuntimeError) as exc:  # no compiler: the burst figures still count

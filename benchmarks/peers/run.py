@@ -29,11 +29,10 @@ from benchmarks.gateway import BenchTarget, Config, Upstream, configurations
 from benchmarks.load import run_load, wrk_available
 from benchmarks.measure import Running, latency, target
 from benchmarks.paced import (
-    ADDED_P99_LIMIT_MS,
-    PacedStream,
     PacedUpstream,
     build_tools,
     measure_point,
+    paced_section,
 )
 from benchmarks.peers import litellm_proxy, peers_report
 from benchmarks.peers.litellm_proxy import LiteLLMTarget
@@ -41,7 +40,6 @@ from benchmarks.plans import MODES, Plan
 from benchmarks.procs import CLK_TCK
 from benchmarks.run import Budget, _phase_problems, _point
 from benchmarks.upstream import FastUpstream
-from extproc.contract import DEFAULT_MAX_STREAMS
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 OURS = ("passthrough", "noop", "noop_streamed", "string_replacement")
@@ -299,19 +297,7 @@ def bench_paced(
     plan = settings.plan
     started = time.monotonic()
     tools = build_tools()
-    stream = PacedStream.make(plan.paced_chunks, plan.paced_interval_ms)
-    max_streams = max(DEFAULT_MAX_STREAMS, 2 * max(plan.paced_conc))
-    section: dict[str, Any] = {
-        "concurrencies": list(plan.paced_conc),
-        "events_per_stream": stream.events,
-        "interval_ms": stream.interval_ms,
-        "stream_s": stream.duration_s,
-        "ramp_s": stream.duration_s,
-        "hold_s": plan.paced_hold_s,
-        "extproc_max_streams": max_streams,
-        "added_p99_limit_ms": ADDED_P99_LIMIT_MS,
-        "configs": {},
-    }
+    stream, max_streams, section = paced_section(plan)
     upstream = PacedUpstream(run_dir, tools["paced_upstream"], stream)
     upstream.start()
     try:

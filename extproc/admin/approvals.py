@@ -20,7 +20,13 @@ from aiohttp import web
 from extproc.admin.errors import ApiError, invalid, json_response
 from extproc.admin.params import MAX_TEXT
 from extproc.approvals.desk import DESK
-from extproc.approvals.model import ANSWERS, MAX_REASON_CHARS, STALE_AFTER_S, Status
+from extproc.approvals.model import (
+    ANSWERS,
+    APPROVALS_PATH,
+    MAX_REASON_CHARS,
+    STALE_AFTER_S,
+    Status,
+)
 from extproc.approvals.store import ApprovalStore
 
 APPROVALS = web.AppKey("admin_approvals", ApprovalStore)
@@ -109,6 +115,6 @@ async def answer(request: web.Request) -> web.Response:
 
 
 def add_approval_routes(app: web.Application) -> None:
-    app.router.add_get("/api/approvals", pending)
-    app.router.add_get("/api/approvals/{id}", one)
-    app.router.add_post("/api/approvals/{id}", answer)
+    app.router.add_get(APPROVALS_PATH, pending)
+    app.router.add_get(f"{APPROVALS_PATH}/{{id}}", one)
+    app.router.add_post(f"{APPROVALS_PATH}/{{id}}", answer)

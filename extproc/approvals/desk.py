@@ -19,7 +19,7 @@ import socket
 import time
 from typing import Any, Protocol
 
-from extproc.approvals.model import Answer, PendingApproval, Status
+from extproc.approvals.model import APPROVALS_PATH, Answer, PendingApproval, Status
 from extproc.approvals.store import ApprovalStore
 from extproc.approvals.webhook import Webhooks
 from extproc.core.storage import StoreError
@@ -76,7 +76,7 @@ class ApprovalDesk:
         return len(self._waiting)
 
     def answer_url(self, approval_id: str) -> str:
-        return f"{self.admin_url}/api/approvals/{approval_id}"
+        return f"{self.admin_url}{APPROVALS_PATH}/{approval_id}"
 
     def poke(self) -> None:
         """Read answers now (an admin API in this process just wrote one)."""

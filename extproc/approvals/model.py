@@ -31,6 +31,8 @@ TRANSITIONS: dict[Status, frozenset[Status]] = {
     Status.TIMED_OUT: frozenset(),
     Status.CANCELLED: frozenset(),
 }
+# Where the admin API serves approvals (`{APPROVALS_PATH}/{id}` answers one).
+APPROVALS_PATH = "/api/approvals"
 # What a person may answer (the API's `decision` values).
 ANSWERS = {"approve": Status.APPROVED, "deny": Status.DENIED}
 

@@ -61,7 +61,6 @@ class SseBody:
         self.label = label  # "METHOD path", for logs
         self.events_in = 0
         self.terminated = False  # the stream carried its own terminator
-        self.terminated_out = False  # the gateway ended the stream itself
         self._unfinished = False  # a feed's engine work began and has not ended
         self.saw_error_payload = False
         self.usage = Usage()
@@ -147,9 +146,11 @@ class SseBody:
     def keepalive(self, ping: bool) -> BodyOut:
         """While a chunk is held (a gate waits): what its earlier events gave, which no
         decision can change any more, and with `ping` the API's keepalive after it."""
+        if self.ended:
+            return BodyOut(b"", False)  # nothing may follow the stream's end
         data = b"".join(self._ready)
         self._ready.clear()
-        if ping and not self.terminated_out:
+        if ping:
             data += self.dialect.keepalive()
         if data:
             self.ending.seen(data)
@@ -176,7 +177,7 @@ class SseBody:
         """End the stream before the upstream does (the gateway shuts down): what the
         engine holds back goes out first, then an in-format error that ends it. A
         stream that already carried its own terminator just ends: nothing may follow."""
-        if self.terminated and not self._unfinished:
+        if self.ended:
             return BodyOut(b"", True)
         out = await self._end_now(message, timeout_s)
         if self.validator is not None:
@@ -205,9 +206,14 @@ class SseBody:
     def fail(self, message: str) -> BodyOut:
         """An in-format error event that ends the stream."""
         self.terminated = True
-        self.terminated_out = True
         self._unfinished = False
         return BodyOut(self.ending.error(message), True)
+
+    @property
+    def ended(self) -> bool:
+        """Whether the client has had the stream's terminator (the upstream's, passed
+        on by a finished feed, or the gateway's own error)."""
+        return self.terminated and not self._unfinished
 
     @property
     def violations(self) -> int | None:

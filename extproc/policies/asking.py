@@ -40,8 +40,6 @@ UNAVAILABLE_MESSAGE = (
 # A stream waiting for a person is kept alive by pings; a JSON answer is not, so the
 # wait stays under the provider routes' default idle timeout (600 s).
 MAX_TIMEOUT_S = 540.0
-# Beyond an approval's timeout: writing and ending its row, and the webhook.
-HOLD_SLACK_S = 10.0
 MAX_ARGUMENT_CHARS = 8_000
 ARGUMENT_HEAD_CHARS = 5_000
 ARGUMENT_TAIL_CHARS = 3_000

@@ -29,6 +29,8 @@ from extproc.policies.recording import (
 
 log = logging.getLogger("extproc.policies")
 
+# Beyond a wait for a person: writing and ending its approval, the webhook.
+HOLD_SLACK_S = 10.0
 # The chain a policy file's top-level `policies:` defines, and callers get by default.
 DEFAULT_CHAIN = "default"
 
@@ -135,7 +137,8 @@ class Policy(Generic[C]):
     def holds_for(self) -> float:
         """How long `on_tool_call` may wait beyond the policies' usual bound
         (POLICY_TIMEOUT_S): a person's answer may take minutes."""
-        return 0.0
+        wait = self.config.waits_for_people_s()
+        return wait + HOLD_SLACK_S if wait else 0.0
 
     def observe(self, event_type: str, payload: Any, request: ApiRequest) -> None:
         """See an upstream event (type and parsed payload); must not block."""

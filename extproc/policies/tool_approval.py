@@ -23,7 +23,6 @@ from extproc.core.decisions import Allow, BlockToolCall, ToolCall
 from extproc.core.request import ApiRequest
 from extproc.core.rewriting import TextRewriter
 from extproc.policies.asking import (
-    HOLD_SLACK_S,
     ApprovalConfig,
     ask_person,
     witness,
@@ -99,9 +98,6 @@ class ToolApprovalPolicy(Policy[ToolApprovalConfig]):
         super().__init__(config)
         self.rules = [_Rule(r) for r in self.config.rules]
         self._text_key = f"tool_approval:{self.name}"
-
-    def holds_for(self) -> float:
-        return self.config.approval.timeout_s + HOLD_SLACK_S
 
     def rewriter(self, request: ApiRequest) -> TextRewriter | None:
         return witness(request, self._text_key)

@@ -21,7 +21,7 @@ from extproc.core import audit
 from extproc.core.decisions import Allow, BlockToolCall, ToolCall
 from extproc.core.request import ApiRequest
 from extproc.core.rewriting import TextRewriter
-from extproc.policies.asking import HOLD_SLACK_S, ApprovalConfig, ask_person, witness, witnessed
+from extproc.policies.asking import ApprovalConfig, ask_person, witness, witnessed
 from extproc.policies.base import Policy, PolicyConfig
 from extproc.policies.matching import check_format
 from extproc.policies.tool_call_judge.breaker import (
@@ -194,11 +194,6 @@ class ToolCallJudgePolicy(Policy[ToolCallJudgeConfig]):
             arguments=_arguments(call),
         )
         return BlockToolCall(message, evidence)
-
-    def holds_for(self) -> float:
-        if self.config.on_uncertain != "ask":
-            return 0.0
-        return self.config.judge.timeout_s + self.config.approval.timeout_s + HOLD_SLACK_S
 
     def _uncertain(self, probability: float) -> bool:
         low = self.config.uncertain_from

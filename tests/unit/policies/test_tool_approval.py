@@ -26,7 +26,6 @@ from extproc.dialects.registry import OPENAI_CHAT
 from extproc.mock_llm import MockConfig, create_app
 from extproc.observe.store.sqlite import SqliteStore
 from extproc.policies.asking import (
-    HOLD_SLACK_S,
     MAX_PRECEDING_CHARS,
     UNAVAILABLE_MESSAGE,
     ApprovalConfig,
@@ -35,7 +34,7 @@ from extproc.policies.asking import (
     witness,
     witnessed,
 )
-from extproc.policies.base import PolicyChain
+from extproc.policies.base import HOLD_SLACK_S, PolicyChain
 from extproc.policies.noop import NoOpPolicy
 from extproc.policies.tool_approval import (
     SHADOW_MESSAGE,
