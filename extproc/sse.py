@@ -102,6 +102,19 @@ class _Fields:
 
 def _parse_lf_frame(piece: bytes, raw: bytes) -> Frame | None:
     """One frame's lines (LF only, without its blank line); None if it holds none."""
+    # The shapes providers write, `event: <name>\ndata: <json>` and `data: <json>`,
+    # without the per-line loop: same result as the general one below.
+    if piece.startswith(b"data: "):
+        if b"\n" not in piece:
+            return Frame(raw, None, piece[6:].decode("utf-8", "replace"))
+    elif piece.startswith(b"event: "):
+        nl = piece.find(b"\n")
+        if nl > 0 and piece.startswith(b"data: ", nl + 1) and piece.find(b"\n", nl + 1) < 0:
+            return Frame(
+                raw,
+                piece[7:nl].decode("utf-8", "replace"),
+                piece[nl + 7 :].decode("utf-8", "replace"),
+            )
     fields = _Fields()
     for line in piece.split(b"\n"):
         if line:
@@ -122,7 +135,6 @@ class SSEFramer:
         self._fields = _Fields()
         self._flushed = False
         self._first_line = True
-        self._lf_scan = 0  # fast path: where to resume looking for a blank line
         # At a frame boundary the buffer holds a CR only if the general parser stopped on
         # a lone CR at the end (it may be half of CRLF).
         self._cr_wait = False
@@ -132,34 +144,59 @@ class SSEFramer:
         """Bytes held back waiting for the rest of a frame."""
         return len(self._buf)
 
+    def framed_elsewhere(self) -> None:
+        """Whole frames of this stream went by, framed by another framer (at a frame
+        boundary, nothing held): what comes next is not the stream's first line."""
+        if self._buf or self._pos or self._fields.seen:
+            raise RuntimeError("framed_elsewhere() with part of a frame held")
+        self._first_line = False
+
     def feed(self, data: bytes) -> list[Frame]:
         if self._flushed:
             raise RuntimeError("feed() after flush()")
         if not data:
             return []
-        self._buf += data
-        if self._pos == 0 and not self._fields.seen and not self._first_line:
-            frames = self._parse_lf() if b"\r" not in data else self._parse(final=False)
+        if self._pos == 0 and not self._fields.seen and not self._cr_wait and b"\r" not in data:
+            frames = self._parse_lf(data)
         else:
+            self._buf += data
             frames = self._parse(final=False)
         if len(self._buf) > self._max:
             raise FrameTooLarge(len(self._buf), self._max, frames)
         return frames
 
-    def _parse_lf(self) -> list[Frame]:
+    def _parse_lf(self, data: bytes) -> list[Frame]:
         """The common case, at C speed: LF line endings, at a frame boundary. Frames are
         cut at blank lines with bytes.split; lines parsed only for complete frames."""
         buf = self._buf
-        if self._cr_wait:  # the general parser holds a lone CR at the end: its case
-            return self._parse(final=False)
-        self._scan = 0  # the general parser's resume point is stale once this one runs
-        if buf.find(b"\n\n", max(0, self._lf_scan - 1)) < 0:
-            self._lf_scan = len(buf)  # no frame ends yet: look only at new bytes next time
+        held = len(buf)
+        if buf:
+            buf += data
+            # A blank line that ends a frame can only begin at the last byte held (what
+            # is held was cut already), so a long frame in small chunks is scanned once.
+            if buf.find(b"\n\n", held - 1) < 0:
+                self._held_lines(data, held)
+                return []
+            whole = bytes(buf)
+        elif b"\n\n" not in data:
+            buf += data
+            self._held_lines(data, 0)
             return []
-        parts = bytes(buf).split(b"\n\n")
+        else:
+            whole = data  # nothing held back: the chunk itself, not a copy
+        parts = whole.split(b"\n\n")
         tail = parts.pop()  # after the last blank line: an incomplete frame, or nothing
+        if self._first_line:
+            # A frame ends, so the stream's first line is complete: as the general parser
+            # does, a leading byte order mark is not part of its field name.
+            if parts[0].startswith(_BOM):
+                parts[0] = parts[0][len(_BOM) :]
+                prefix = _BOM
+            else:
+                prefix = b""
+        else:
+            prefix = b""
         frames: list[Frame] = []
-        prefix = b""
         for piece in parts:
             raw = prefix + piece + b"\n\n"
             frame = _parse_lf_frame(piece, raw)
@@ -171,9 +208,25 @@ class SSEFramer:
                 raise FrameTooLarge(len(raw), self._max, frames)
             prefix = b""
             frames.append(frame)
-        buf[:] = prefix + tail
-        self._lf_scan = len(buf)
+        if frames:
+            # What is held no longer starts the stream. (Held blank lines alone still do:
+            # whoever parses them next strips the mark again.)
+            self._first_line = False
+        if prefix or tail:
+            buf[:] = prefix + tail
+            nl = buf.find(b"\n")
+            self._scan = nl if nl >= 0 else len(buf)
+        else:
+            buf.clear()
+            self._scan = 0
         return frames
+
+    def _held_lines(self, data: bytes, held: int) -> None:
+        """Keep the general parser's `_scan` (no line end before it) right for what is
+        held, should a CR send the next chunk there: its first LF, else its end."""
+        if self._scan >= held:
+            nl = data.find(b"\n")
+            self._scan = held + nl if nl >= 0 else held + len(data)
 
     def flush(self) -> list[Frame]:
         """End of stream: returns the remaining frames, a last unterminated one included."""
@@ -195,7 +248,6 @@ class SSEFramer:
         return frames
 
     def _parse(self, final: bool) -> list[Frame]:
-        self._lf_scan = 0  # the fast path's resume point is stale once this one runs
         self._cr_wait = False
         buf = self._buf
         pos = self._pos

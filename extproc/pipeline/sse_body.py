@@ -57,6 +57,7 @@ class SseBody:
         # The gateway asked for the usage report (to count tokens); the client did not.
         self.usage_added = request.usage_added
         self.validator = OutputValidator(dialect.validator(request), request) if validate else None
+        self._frames: list[Frame] = []  # the last feed's frames, for the validator
         self.policy_timeout_s = policy_timeout_s
         self.label = label  # "METHOD path", for logs
         self.events_in = 0
@@ -67,8 +68,22 @@ class SseBody:
 
     async def feed(self, chunk: bytes, end_of_stream: bool) -> BodyOut:
         out = await self._feed(chunk, end_of_stream)
-        if self.validator is not None:
-            self.validator.feed(out.data, out.end_of_stream)
+        validator = self.validator
+        if validator is not None:
+            frames, self._frames = self._frames, []
+            if (
+                not out.end_of_stream
+                and frames
+                and not validator.framer.buffered
+                and out.data == b"".join(f.raw for f in frames)
+            ):
+                # The chunk left as its frames came (nothing rewritten, added or held):
+                # those frames are what framing the output again would give.
+                validator.framer.framed_elsewhere()
+                for frame in frames:
+                    validator.validator.feed(frame)
+            else:
+                validator.feed(out.data, out.end_of_stream)
         return out
 
     async def _feed(self, chunk: bytes, end_of_stream: bool) -> BodyOut:
@@ -101,6 +116,8 @@ class SseBody:
             # it, so what we add is not read as part of it.
             frames[-1] = dataclasses.replace(frames[-1], raw=frames[-1].raw + b"\n\n")
         self.events_in += len(frames)
+        if self.validator is not None:
+            self._frames = frames
         # Until the engine is done with these frames, a terminator among them has not
         # reached the client: a feed cut short (the process stops) still needs one.
         self._unfinished = True

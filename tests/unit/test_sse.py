@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import time
 from typing import Literal
 
 import orjson
@@ -438,6 +439,33 @@ def test_fast_path_long_line_is_scanned_once() -> None:
     framer.feed(b"data: ")
     for _ in range(1024):
         assert framer.feed(b"y" * 1024) == []
-        assert framer._lf_scan == framer.buffered  # the next search starts at the new bytes
+        # No line end held: a CR chunk would send the general parser on from here.
+        assert framer._scan == framer.buffered
     (frame,) = framer.feed(b"\n\n")
     assert frame.data == "y" * (1024 * 1024)
+
+
+def test_fast_path_long_frame_of_many_lines_in_small_chunks_is_linear() -> None:
+    """8 MiB of one frame's lines in 64-byte chunks: a search from the start of what is
+    held on every chunk would take minutes."""
+    framer = SSEFramer(max_frame_bytes=16 * 1024 * 1024)
+    line = b"data: " + b"z" * 57 + b"\n"
+    started = time.perf_counter()
+    for _ in range(128 * 1024):
+        assert framer.feed(line) == []
+    assert time.perf_counter() - started < 10
+    (frame,) = framer.feed(b"\n")
+    assert frame.raw.count(b"\n") == 128 * 1024 + 1
+
+
+def test_framed_elsewhere_means_the_first_line_went_by() -> None:
+    framer = SSEFramer()
+    framer.framed_elsewhere()
+    # A byte order mark after the stream's first line is part of the field name.
+    (frame,) = framer.feed(b"\xef\xbb\xbfdata: a\n\n")
+    assert frame.data is None and frame.raw == b"\xef\xbb\xbfdata: a\n\n"
+    (frame,) = SSEFramer().feed(b"\xef\xbb\xbfdata: a\n\n")
+    assert frame.data == "a"
+    framer.feed(b"data: b")
+    with pytest.raises(RuntimeError):
+        framer.framed_elsewhere()

@@ -9,7 +9,7 @@ same input whatever the chunking, after the same frames.
 
 from __future__ import annotations
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from extproc.sse import Frame, FrameTooLarge, SSEFramer
@@ -107,3 +107,59 @@ def test_the_frame_bound_gives_the_same_verdict_whatever_the_chunking(
     if not whole_raised:
         assert all(len(f.raw) <= max_frame_bytes for f in whole)
         assert b"".join(f.raw for f in whole) == stream
+
+
+class _GeneralOnly(SSEFramer):
+    """The framer without its LF fast path: every byte through the general parser."""
+
+    def feed(self, data: bytes) -> list[Frame]:
+        if not data:
+            return []
+        self._buf += data
+        frames = self._parse(final=False)
+        if len(self._buf) > self._max:
+            raise FrameTooLarge(len(self._buf), self._max, frames)
+        return frames
+
+
+# Streams the fast path takes whole (no CR): lines in the shapes it special-cases and
+# around them, frames ended by zero to three LFs, after a byte order mark or not.
+_LINE = st.tuples(
+    st.sampled_from([b"data: ", b"data:", b"event: ", b"event:", b"id: ", b": ", b"x: ", b""]),
+    st.sampled_from([b"", b"a", b'{"a": 1}', b"data: x", b"\xf0\x9f", b"\xff"]),
+).map(b"".join)
+_FRAME = st.tuples(
+    st.lists(_LINE, max_size=4).map(b"\n".join), st.sampled_from([b"\n\n", b"\n\n\n", b"\n", b""])
+).map(b"".join)
+LF_STREAMS = st.tuples(
+    st.sampled_from([b"", b"\xef\xbb\xbf", b"\xef\xbb\xbf\n\n", b"\n"]),
+    st.lists(_FRAME, max_size=8),
+).map(lambda t: t[0] + b"".join(t[1]))
+
+
+@settings(FUZZ, max_examples=800)
+@given(
+    stream=LF_STREAMS | STREAMS, cuts=CUTS, max_frame_bytes=st.integers(1, 64) | st.just(1 << 30)
+)
+# The special-cased shapes with one line more; a blank line split across two chunks;
+# a byte order mark before blank lines only, and cut.
+@example(stream=b"x\n\nevent: e\ndata: a\ndata: b\n\n", cuts=[], max_frame_bytes=1 << 30)
+@example(stream=b"data: a\ndata: b\n\nevent: e\ndata: c\n\n", cuts=[], max_frame_bytes=1 << 30)
+@example(stream=b"event: e\ndata: a\n: c\n\ndata: a\nid: 1\n\n", cuts=[], max_frame_bytes=1 << 30)
+@example(stream=b"data: a\n\ndata: b\n\n", cuts=[8, 17], max_frame_bytes=1 << 30)
+@example(stream=b"\xef\xbb\xbf\n\n", cuts=[], max_frame_bytes=1 << 30)
+@example(stream=b"\xef\xbb\xbfdata: a\n\n", cuts=[1], max_frame_bytes=1 << 30)
+def test_fast_path_gives_what_the_general_parser_gives(
+    stream: bytes, cuts: list[int], max_frame_bytes: int
+) -> None:
+    def run(framer: SSEFramer) -> tuple[list[Frame], bool]:
+        out: list[Frame] = []
+        try:
+            for chunk in chunked(stream, cuts):
+                out += framer.feed(chunk)
+            out += framer.flush()
+        except FrameTooLarge as exc:
+            return out + exc.frames, True
+        return out, False
+
+    assert run(SSEFramer(max_frame_bytes)) == run(_GeneralOnly(max_frame_bytes))

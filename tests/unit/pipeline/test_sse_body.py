@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from extproc.core.request import ApiRequest
+from extproc.core.rewriting import Span
 from extproc.dialects.base import Dialect
 from extproc.dialects.registry import ANTHROPIC, OPENAI_CHAT
 from extproc.pipeline import ResponseMode
@@ -253,3 +254,62 @@ async def test_only_the_apis_own_terminator_ends_its_stream(
     out = await whole(sse_body(dialect), foreign_end)
     assert out.startswith(foreign_end)
     assert out[len(foreign_end) :] == dialect.stream_error(EARLY_END)
+
+
+def _events(stream: bytes) -> list[bytes]:
+    return [e + b"\n\n" for e in stream.replace(b"\r\n", b"\n").split(b"\n\n") if e]
+
+
+class SwapCase(Policy[PolicyConfig]):
+    """Rewrites text to text of the same length: a chunk changes, not its size."""
+
+    rewrites_text = True
+    holdback = 0
+
+    def rewriter(self, request: ApiRequest) -> SwapCase:
+        return self
+
+    def spans(self, text: str, start: int) -> list[Span]:
+        return [Span(start, len(text), text[start:].swapcase())] if start < len(text) else []
+
+
+@pytest.mark.parametrize("dialect", [ANTHROPIC, OPENAI_CHAT])
+@pytest.mark.parametrize("chain", [*CHAINS, PolicyChain([SwapCase()])])
+async def test_validation_of_chunks_that_pass_unchanged_reuses_their_frames(
+    dialect: Dialect, chain: PolicyChain | None
+) -> None:
+    """A chunk that leaves as it came is validated on its own frames (the output is not
+    framed again); any other chunk is framed again. Either way the validator sees
+    exactly the output's events."""
+    if dialect is ANTHROPIC:
+        bad = b'event: content_block_delta\ndata: {"type":"content_block_delta","index":3,' + (
+            b'"delta":{"type":"text_delta","text":"x"}}\n\n' + ANTHROPIC_STREAM
+        )
+    else:
+        bad = OPENAI_STREAM.replace(b'"finish_reason":"stop"', b'"finish_reason":"tool_calls"')
+    for stream in (stream_of(dialect), bad):
+        events = _events(stream)
+        body = sse_body(dialect, chain, validate=True)
+        out, reframed, seen = await _validated(body, events)
+        assert b"".join(seen) == out
+        assert body.violations == len(validate_stream(dialect.path, {}, out))
+        if chain is None:  # forwarded: only the last chunk (it ends the stream) again
+            assert (body.violations > 0) is (stream is bad)
+            assert reframed == [events[-1]]
+        else:  # text held back or rewritten: what leaves changed is framed again
+            assert reframed and all(piece in out for piece in reframed)
+
+
+async def _validated(body: SseBody, events: list[bytes]) -> tuple[bytes, list[bytes], list[bytes]]:
+    """The output of one event per chunk; what the validator framed again, and the raw
+    bytes of the frames it checked."""
+    assert body.validator is not None
+    reframed: list[bytes] = []
+    seen: list[bytes] = []
+    framer_feed, validator_feed = body.validator.framer.feed, body.validator.validator.feed
+    body.validator.framer.feed = lambda d: reframed.append(d) or framer_feed(d)  # type: ignore[method-assign]
+    body.validator.validator.feed = lambda f: seen.append(f.raw) or validator_feed(f)  # type: ignore[method-assign]
+    out = b""
+    for n, event in enumerate(events):
+        out += (await body.feed(event, n == len(events) - 1)).data
+    return out, reframed, seen
