@@ -4,13 +4,16 @@
 * passthrough: the gateway's own Envoy bootstrap (as `llm-gateway run` renders it) with the
   ext_proc filter removed from http_filters, nothing else changed;
 * every other configuration: the ext_proc server with a policy file, and the rendered
-  bootstrap as is (what `llm-gateway run` starts).
+  bootstrap as is (what `llm-gateway run` starts); with `workers` > 1, that many ext_proc
+  processes on consecutive ports, as `llm-gateway run` starts EXTPROC_WORKERS, and the
+  bootstrap rendered with EXTPROC_WORKERS set so Envoy balances across them.
 """
 
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -18,11 +21,11 @@ import yaml
 
 from benchmarks.procs import Group, http_ok
 from extproc.config import Settings
-from extproc.contract import DEFAULT_MAX_STREAMS, EXTPROC_FILTER
+from extproc.contract import DEFAULT_MAX_STREAMS, EXTPROC_FILTER, FACTS_FILTER
 from extproc.envoy_config import render
-from extproc.gateway import Gateway
+from extproc.gateway import Gateway, GatewayError
 from extproc.processes import tcp_ready
-from extproc.stack import envoy_binary, free_port
+from extproc.stack import envoy_binary, free_port, port_in_use
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -105,8 +108,36 @@ def configurations(policy_files: dict[str, Path]) -> list[Config]:
     ]
 
 
+def label(name: str, workers: int) -> str:
+    """How results name a configuration run with `workers` ext_proc processes: the name
+    alone for one (or none), `noop x2` for two."""
+    return name if workers <= 1 else f"{name} x{workers}"
+
+
+def worker_counts(
+    cfg: Config, counts: tuple[int, ...], only: tuple[str, ...] = ()
+) -> tuple[int, ...]:
+    """The ext_proc worker counts `cfg` is measured with: `counts` (or one worker when
+    `only` names other configurations); (0,) without ext_proc, measured once."""
+    if cfg.kind != "extproc":
+        return (0,)
+    return counts if not only or cfg.name in only else (1,)
+
+
+def free_ports(count: int, host: str = "127.0.0.1", attempts: int = 50) -> int:
+    """The first of `count` consecutive free ports (EXTPROC_WORKERS takes EXTPROC_PORT,
+    EXTPROC_PORT + 1, ...)."""
+    for _ in range(attempts):
+        first = free_port(host)
+        ports = range(first, first + count)
+        if ports[-1] <= 65535 and not any(port_in_use(host, p) for p in ports[1:]):
+            return first
+    raise RuntimeError(f"no {count} consecutive free ports found")
+
+
 def strip_ext_proc(rendered: str, provider_of: dict[str, str] | None = None) -> str:
-    """The same bootstrap without the ext_proc HTTP filter (and its per-route config).
+    """The same bootstrap without the ext_proc HTTP filter (its per-route config, and the
+    request facts filter that feeds it).
     `provider_of` (cluster -> provider name) makes routes match the provider's name in
     x-gateway-upstream, which the benchmark requests carry, instead of the cluster name
     ext_proc would set (`anthropic-<hash of URL>` for a configured URL)."""
@@ -115,8 +146,13 @@ def strip_ext_proc(rendered: str, provider_of: dict[str, str] | None = None) -> 
         for chain in listener["filter_chains"]:
             for net_filter in chain["filters"]:
                 hcm = net_filter["typed_config"]
-                kept = [f for f in hcm["http_filters"] if f["name"] != EXTPROC_FILTER]
-                if len(kept) != len(hcm["http_filters"]) - 1:
+                # The request facts filter only serves ext_proc: it goes too.
+                kept = [
+                    f
+                    for f in hcm["http_filters"]
+                    if f["name"] not in (EXTPROC_FILTER, FACTS_FILTER)
+                ]
+                if not any(f["name"] == EXTPROC_FILTER for f in hcm["http_filters"]):
                     raise ValueError("rendered bootstrap has no ext_proc filter to remove")
                 hcm["http_filters"] = kept
                 for host in hcm["route_config"]["virtual_hosts"]:
@@ -142,9 +178,12 @@ class BenchTarget:
     envoy_concurrency: int = 1
     # EXTPROC_MAX_STREAMS (requests one ext_proc process serves at once); None: default.
     max_streams: int | None = None
+    # ext_proc processes (EXTPROC_WORKERS); ignored by configurations without ext_proc.
+    workers: int = 1
     url: str = ""
     admin_url: str = ""  # the gateway Envoy's admin interface (its /stats)
-    extproc_pid: int | None = None
+    extproc_pid: int | None = None  # the first worker
+    extproc_pids: list[int] = field(default_factory=list)  # every worker
     envoy_pid: int | None = None
     group: Group | None = None
 
@@ -152,15 +191,29 @@ class BenchTarget:
         if self.config.kind == "direct":
             self.url = self.upstream.url
             return
-        log_dir = self.run_dir / self.config.name
+        workers = self.workers if self.config.kind == "extproc" else 1
+        log_dir = self.run_dir / (self.config.name + (f"-x{workers}" if workers > 1 else ""))
         log_dir.mkdir(parents=True, exist_ok=True)
+        first = free_ports(workers)
+        taken = set(range(first, first + workers))
+
+        def other_port() -> int:
+            """A free port outside the ext_proc range and not given out yet."""
+            while (found := free_port()) in taken:
+                pass
+            taken.add(found)
+            return found
+
         settings = Settings(
-            gateway_port=free_port(),
-            admin_port=free_port(),
-            extproc_port=free_port(),
+            gateway_port=other_port(),
+            admin_port=other_port(),
+            extproc_port=first,
+            # Rendered into the bootstrap: one endpoint per worker in the ext_proc cluster
+            # (and its circuit breakers sized for all of them).
+            extproc_workers=workers,
             # The judge URL of strict.yaml / tool_call_judge: a closed port. Text-only
             # streams never call the judge.
-            mock_port=free_port(),
+            mock_port=other_port(),
             upstream_anthropic_url=self.upstream.url,
             upstream_openai_url=self.upstream.url,
             policy_config=str(self.config.policy_file) if self.config.policy_file else None,
@@ -171,16 +224,25 @@ class BenchTarget:
             gateway_admin_port=0,
             extproc_max_streams=self.max_streams or DEFAULT_MAX_STREAMS,
         )
+        # The same configuration, and so the same decision, as `llm-gateway run`: a
+        # chain that never looks at responses keeps them out of ext_proc. Loaded before
+        # any process starts: a configuration the gateway refuses with this many workers
+        # (per-caller limits without Redis) raises GatewayError here, not a crash later.
+        gateway = Gateway.load(settings)
         self.group = group = Group(log_dir)
         try:
             if self.config.kind == "extproc":
-                self.extproc_pid = group.spawn(
-                    "extproc", [sys.executable, "-m", "extproc", "serve"], settings.to_env()
-                )
-                group.wait(lambda: tcp_ready("127.0.0.1", settings.extproc_port), "ext_proc")
-            # The same configuration, and so the same decision, as `llm-gateway run`: a
-            # chain that never looks at responses keeps them out of ext_proc.
-            gateway = Gateway.load(settings)
+                # As `llm-gateway run` starts EXTPROC_WORKERS (extproc/stack.py): worker i
+                # serves EXTPROC_PORT + i and is named like its log there.
+                for i in range(workers):
+                    port = settings.extproc_port + i
+                    argv = [sys.executable, "-m", "extproc", "serve", "--port", str(port)]
+                    name = "extproc" if i == 0 else f"extproc-{i}"
+                    self.extproc_pids.append(group.spawn(name, argv, settings.to_env()))
+                self.extproc_pid = self.extproc_pids[0]
+                for i in range(workers):
+                    port = settings.extproc_port + i
+                    group.wait(partial(tcp_ready, "127.0.0.1", port), f"ext_proc {i}")
             rendered = render(gateway)
             if self.config.kind == "passthrough":
                 routes = gateway.router.upstreams.values()
@@ -198,6 +260,13 @@ class BenchTarget:
             raise
         self.url = f"http://127.0.0.1:{settings.gateway_port}"
 
+    @property
+    def extproc(self) -> tuple[int, ...]:
+        """Every ext_proc worker's pid (a subclass that sets only extproc_pid: that one)."""
+        if self.extproc_pids:
+            return tuple(self.extproc_pids)
+        return () if self.extproc_pid is None else (self.extproc_pid,)
+
     def check_alive(self) -> None:
         if self.group is not None:
             self.group.check_alive()
@@ -206,3 +275,12 @@ class BenchTarget:
         if self.group is not None:
             self.group.stop()
             self.group = None
+
+
+def refusal(exc: Exception, gw: BenchTarget) -> str | None:
+    """Why the gateway refused to load this configuration with several ext_proc workers
+    (per-caller limits need RATE_LIMIT_REDIS_URL then), or None. With one worker a
+    refusal is a broken configuration, reported as a problem, not left out."""
+    if not isinstance(exc, GatewayError) or gw.workers <= 1 or gw.group is not None:
+        return None
+    return "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())

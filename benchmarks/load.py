@@ -16,11 +16,12 @@ import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.procs import cpu_seconds, machine_busy_seconds
+from benchmarks.procs import Pids, cpu_seconds, machine_busy_seconds
 
 REPO = Path(__file__).resolve().parent.parent
 MARK = "BENCH_JSON "
@@ -175,10 +176,11 @@ def run_load(
     threads: int = 1,
     use_wrk: bool = True,
     max_duration_s: float = 3600.0,
-    watch: dict[str, int] | None = None,
+    watch: Mapping[str, Pids] | None = None,
 ) -> LoadResult:
     """A load phase: for `duration_s`, or until `requests` responses when > 0 (then at
-    most `max_duration_s`). `watch`: name -> pid of processes whose CPU time to record."""
+    most `max_duration_s`). `watch`: name -> pid(s) of processes whose CPU time to record
+    (several pids: their sum)."""
     threads = max(1, min(threads, concurrency))
     watch = watch or {}
     cpu0 = {name: cpu_seconds(pid) for name, pid in watch.items()}

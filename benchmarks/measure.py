@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,15 @@ from typing import Any
 from benchmarks.checks import REWRITING, slow_problem, stream_problem
 from benchmarks.client import build_request, run_requests
 from benchmarks.load import MIN_BODY_SHARE, LoadResult, Target, run_load
-from benchmarks.procs import cpu_seconds, machine_busy_seconds, memory_kib, reset_peak_rss
+from benchmarks.procs import (
+    Pids,
+    cpu_seconds,
+    machine_busy_seconds,
+    memory_each_kib,
+    memory_kib,
+    pids_of,
+    reset_peak_rss,
+)
 from benchmarks.scenarios import Api, slow_request
 
 
@@ -23,15 +32,23 @@ from benchmarks.scenarios import Api, slow_request
 class Running:
     """A configuration under load: where to send, which processes to watch."""
 
-    config: str
+    config: str  # the configuration's name (checks.py knows rewriting ones by it)
     url: str
-    watch: dict[str, int]  # name -> pid: extproc, gateway_envoy, upstream_envoy
+    # name -> pid(s): extproc (every worker), gateway_envoy, upstream_envoy
+    watch: Mapping[str, Pids]
     use_wrk: bool = True
     wrk_threads: int = 1
 
     @property
-    def extproc_pid(self) -> int | None:
+    def extproc(self) -> Pids | None:
+        """ext_proc's workers: their CPU time and memory are summed."""
         return self.watch.get("extproc")
+
+    @property
+    def extproc_pid(self) -> int | None:
+        """The first ext_proc worker (py-spy follows one process)."""
+        pids = self.extproc
+        return None if pids is None else pids_of(pids)[0]
 
 
 def target(run: Running, api: Api) -> Target:
@@ -144,7 +161,7 @@ def latency(run: Running, api: Api, concurrency: int, count: int) -> dict[str, A
     }
 
 
-async def _slow(url: str, raw: bytes, count: int, pid: int) -> tuple[Any, ...]:
+async def _slow(url: str, raw: bytes, count: int, pid: Pids) -> tuple[Any, ...]:
     peak = 0
     done = False
 
@@ -165,8 +182,9 @@ async def _slow(url: str, raw: bytes, count: int, pid: int) -> tuple[Any, ...]:
 
 def slow_streams(run: Running, count: int, delay_ms: int) -> dict[str, Any]:
     """Peak RSS of ext_proc while `count` slow streams (mock LLM, one event every
-    `delay_ms`) are open at the same time."""
-    pid = run.extproc_pid
+    `delay_ms`) are open at the same time; of several workers, the sums (sampled: of
+    simultaneous readings) and each worker's figures under `per_worker`."""
+    pid = run.extproc
     assert pid is not None
     headers = {
         "content-type": "application/json",
@@ -179,6 +197,7 @@ def slow_streams(run: Running, count: int, delay_ms: int) -> dict[str, Any]:
     hwm_reset = reset_peak_rss(pid)
     responses, errors, peak = asyncio.run(_slow(run.url, raw, count, pid))
     after = memory_kib(pid)
+    each = memory_each_kib(pid)
     problems = list(errors)
     for resp in responses:
         problem = slow_problem(resp.status, resp.body)
@@ -204,10 +223,11 @@ def slow_streams(run: Running, count: int, delay_ms: int) -> dict[str, Any]:
         "vmhwm_was_reset": hwm_reset,
         "rss_after_kib": after["VmRSS"],
         "kib_per_stream": (peak_kib - before["VmRSS"]) / count if count else 0.0,
+        "per_worker": [{"rss_after_kib": m["VmRSS"], "vmhwm_after_kib": m["VmHWM"]} for m in each],
     }
 
 
-def _settled_rss(pid: int) -> int:
+def _settled_rss(pid: Pids) -> int:
     time.sleep(0.3)  # let the last streams finish and their frames go
     return memory_kib(pid)["VmRSS"]
 
@@ -215,8 +235,9 @@ def _settled_rss(pid: int) -> int:
 def leak(
     run: Running, api: Api, first: int, total: int, budget_s: float, concurrency: int = 16
 ) -> dict[str, Any]:
-    """RSS after `first` requests and after `total` (the second part capped at `budget_s`)."""
-    pid = run.extproc_pid
+    """RSS after `first` requests and after `total` (the second part capped at `budget_s`);
+    of several workers, the sum."""
+    pid = run.extproc
     assert pid is not None
     tgt = target(run, api)
 

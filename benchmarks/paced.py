@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.gateway import BenchTarget, Config
+from benchmarks.gateway import BenchTarget, Config, label, refusal, worker_counts
 from benchmarks.paced_tools import PacedStream, PacedUpstream, build_tools
 from benchmarks.plans import Plan
-from benchmarks.procs import cpu_seconds, machine_busy_seconds, memory_kib
+from benchmarks.procs import Pids, cpu_seconds, machine_busy_seconds, memory_kib, pids_of
 from extproc.contract import DEFAULT_MAX_STREAMS
 
 # Envoy's ext_proc counters (http.<stat prefix>.ext_proc.*): messages Envoy sent to
@@ -59,9 +59,7 @@ class Snapshot:
     counters: dict[str, int]
 
 
-def cpu_s(pid: int) -> float:
-    """CPU time of a process's threads with ns resolution (/proc/<pid>/task/*/schedstat;
-    /proc/<pid>/stat counts 10 ms ticks, coarse for a few seconds of light load)."""
+def _cpu_one(pid: int) -> float:
     total = 0
     try:
         for task in Path(f"/proc/{pid}/task").iterdir():
@@ -72,7 +70,14 @@ def cpu_s(pid: int) -> float:
     return total / 1e9 if total else cpu_seconds(pid)
 
 
-def _snapshot(watch: dict[str, int], admin_url: str) -> Snapshot:
+def cpu_s(pids: Pids) -> float:
+    """CPU time of a process's threads with ns resolution (/proc/<pid>/task/*/schedstat;
+    /proc/<pid>/stat counts 10 ms ticks, coarse for a few seconds of light load); of
+    several processes (ext_proc workers), their sum."""
+    return sum(_cpu_one(pid) for pid in pids_of(pids))
+
+
+def _snapshot(watch: dict[str, Pids], admin_url: str) -> Snapshot:
     cpu = {name: cpu_s(pid) for name, pid in watch.items()}
     return Snapshot(time.monotonic(), cpu, machine_busy_seconds(), extproc_counters(admin_url))
 
@@ -100,12 +105,13 @@ def measure_point(
     files: dict[str, str],
     out_dir: Path,
 ) -> dict[str, Any]:
-    """N streams through one running configuration; the figures of the window."""
-    watch = {"upstream": upstream.pid}
+    """N streams through one running configuration; the figures of the window. With
+    several ext_proc workers, its CPU time and RSS are their sums."""
+    watch: dict[str, Pids] = {"upstream": upstream.pid}
     if gw.envoy_pid is not None:
         watch["gateway_envoy"] = gw.envoy_pid
-    if gw.extproc_pid is not None:
-        watch["extproc"] = gw.extproc_pid
+    if gw.extproc:
+        watch["extproc"] = gw.extproc
     result_file = out_dir / f"client-c{concurrency}.json"
     argv = [str(client), "--port", str(int(gw.url.rsplit(":", 1)[1]))]
     argv += ["--streams", str(concurrency), "--out", str(result_file)]
@@ -129,8 +135,8 @@ def measure_point(
             elif line == "held":
                 marks["held"] = _snapshot(watch, gw.admin_url)
                 late = upstream.stats(reset=True)["late_us"]
-                if gw.extproc_pid is not None:
-                    rss_kib = memory_kib(gw.extproc_pid)["VmRSS"]
+                if gw.extproc:
+                    rss_kib = memory_kib(gw.extproc)["VmRSS"]
             elif line == "done":
                 break
         try:
@@ -176,7 +182,7 @@ def measure_point(
         "extproc_rss_kib": rss_kib,
         "problems": problems,
     }
-    if gw.extproc_pid is not None:
+    if gw.extproc:
         to_ext = b.counters.get(TO_EXTPROC, 0) - a.counters.get(TO_EXTPROC, 0)
         from_ext = b.counters.get(FROM_EXTPROC, 0) - a.counters.get(FROM_EXTPROC, 0)
         point["extproc_messages_in_window"] = {"received": to_ext, "sent": from_ext}
@@ -216,11 +222,64 @@ def paced_section(plan: Plan) -> tuple[PacedStream, int, dict[str, Any]]:
     return stream, max_streams, section
 
 
+def _paced_config(
+    cfg: Config,
+    workers: int,
+    plan: Plan,
+    run_dir: Path,
+    stream: PacedStream,
+    upstream: PacedUpstream,
+    tools: dict[str, Path],
+    max_streams: int,
+    log: Log,
+) -> dict[str, Any]:
+    """One configuration with `workers` ext_proc processes (0: none) at every
+    concurrency; `skipped` when the gateway refuses that combination."""
+    name = label(cfg.name, workers)
+    out: dict[str, Any] = {"description": cfg.description, "config": cfg.name}
+    out.update(workers=workers, points=[], problems=[])
+    gw = BenchTarget(
+        cfg, upstream, run_dir / "paced", plan.envoy_concurrency, max_streams, max(1, workers)
+    )
+    # Stream files and client results per label: `noop x2` must not overwrite `noop`'s.
+    out_dir = run_dir / "paced" / (cfg.name if workers <= 1 else f"{cfg.name}-x{workers}")
+    try:
+        gw.start()
+        files = stream.client_files(out_dir, gw.url, cfg.name)
+        for c in plan.paced_conc:
+            point = measure_point(
+                tools["paced_client"], stream, upstream, gw, c, plan, files, out_dir
+            )
+            out["points"].append(point)
+            out["problems"] += [f"c={c}: {p}" for p in point["problems"]]
+            if "event_delay_ms" in point:
+                d, t = point["event_delay_ms"], point["ttfb_ms"]
+                log(
+                    f"paced {name} c={c}: event delay p50 {d['p50']} ms, "
+                    f"p99 {d['p99']} ms; TTFB p99 {t['p99']} ms; "
+                    f"{point['errors']} errors"
+                )
+        gw.check_alive()
+    except Exception as exc:  # one broken configuration must not hide the others
+        reason = refusal(exc, gw)
+        if reason is not None:
+            return {**out, "skipped": reason}
+        out["problems"].append(f"{type(exc).__name__}: {exc}")
+    finally:
+        gw.stop()
+    out["errors"] = sum(p.get("errors", 0) for p in out["points"])
+    out["valid"] = not out["problems"]
+    return out
+
+
 def bench_paced(plan: Plan, run_dir: Path, configs: list[Config], log: Log) -> dict[str, Any]:
-    """Every configuration at every concurrency; the JSON section `paced`."""
+    """Every configuration (with each ext_proc worker count) at every concurrency; the
+    JSON section `paced`."""
     started = time.monotonic()
     stream, max_streams, section = paced_section(plan)
     section["problems"] = []
+    # Configuration x worker count the gateway refuses (label -> why): not measured.
+    section["skipped"] = {}
     try:
         tools = build_tools()
     except (OSError, RuntimeError) as exc:  # no compiler: the burst figures still count
@@ -231,36 +290,17 @@ def bench_paced(plan: Plan, run_dir: Path, configs: list[Config], log: Log) -> d
     upstream.start()
     try:
         for cfg in configs:
-            log(f"paced {cfg.name}: {cfg.description}")
-            out: dict[str, Any] = {"description": cfg.description, "points": [], "problems": []}
-            gw = BenchTarget(
-                cfg, upstream, run_dir / "paced", plan.envoy_concurrency, max_streams=max_streams
-            )
-            try:
-                gw.start()
-                files = stream.client_files(run_dir / "paced" / cfg.name, gw.url, cfg.name)
-                for c in plan.paced_conc:
-                    point = measure_point(
-                        tools["paced_client"], stream, upstream, gw, c, plan, files,
-                        run_dir / "paced" / cfg.name,
-                    )  # fmt: skip
-                    out["points"].append(point)
-                    out["problems"] += [f"c={c}: {p}" for p in point["problems"]]
-                    if "event_delay_ms" in point:
-                        d, t = point["event_delay_ms"], point["ttfb_ms"]
-                        log(
-                            f"paced {cfg.name} c={c}: event delay p50 {d['p50']} ms, "
-                            f"p99 {d['p99']} ms; TTFB p99 {t['p99']} ms; "
-                            f"{point['errors']} errors"
-                        )
-                gw.check_alive()
-            except Exception as exc:  # one broken configuration must not hide the others
-                out["problems"].append(f"{type(exc).__name__}: {exc}")
-            finally:
-                gw.stop()
-            out["errors"] = sum(p.get("errors", 0) for p in out["points"])
-            out["valid"] = not out["problems"]
-            section["configs"][cfg.name] = out
+            for workers in worker_counts(cfg, plan.extproc_workers, plan.workers_configs):
+                name = label(cfg.name, workers)
+                log(f"paced {name}: {cfg.description}")
+                out = _paced_config(
+                    cfg, workers, plan, run_dir, stream, upstream, tools, max_streams, log
+                )
+                if "skipped" in out:
+                    log(f"paced {name}: not measured: {out['skipped']}")
+                    section["skipped"][name] = out["skipped"]
+                else:
+                    section["configs"][name] = out
     finally:
         upstream.stop()
     section["wall_s"] = time.monotonic() - started

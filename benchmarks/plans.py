@@ -24,6 +24,12 @@ class Plan:
     upstream_concurrency: int = 1
     wrk_threads: int = 1
     configs: tuple[str, ...] = field(default_factory=tuple)
+    # ext_proc processes (EXTPROC_WORKERS): every configuration with ext_proc is measured
+    # with each count in turn; configurations without ext_proc once.
+    extproc_workers: tuple[int, ...] = (1,)
+    # Only these configurations get the counts of `extproc_workers` (the others run with
+    # one worker); empty: all.
+    workers_configs: tuple[str, ...] = field(default_factory=tuple)
     profile: bool = False  # py-spy flame graph of ext_proc during the c=cpu_conc phase
     # Measure a throughput point again when other work kept more CPU busy than this...
     contention_cores: float = 0.25

@@ -6,7 +6,7 @@ import os
 import subprocess
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -14,6 +14,14 @@ from typing import IO
 from extproc.processes import stop_processes
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+# The processes of one role the harness watches: one pid, or several whose CPU time and
+# memory are summed (the ext_proc workers of EXTPROC_WORKERS > 1).
+Pids = int | tuple[int, ...]
+
+
+def pids_of(pids: Pids) -> tuple[int, ...]:
+    return (pids,) if isinstance(pids, int) else pids
 
 
 class StartError(RuntimeError):
@@ -71,16 +79,19 @@ def http_ok(url: str) -> bool:
         return False
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (all its threads), from /proc/<pid>/stat."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2 :].split()
-    # Fields 14 and 15 of the man page (utime, stime); `fields` starts at field 3.
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+def cpu_seconds(pids: Pids) -> float:
+    """User + system CPU time of a process (all its threads), from /proc/<pid>/stat;
+    of several, their sum."""
+    total = 0.0
+    for pid in pids_of(pids):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        fields = stat[stat.rindex(")") + 2 :].split()
+        # Fields 14 and 15 of the man page (utime, stime); `fields` starts at field 3.
+        total += (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return total
 
 
-def memory_kib(pid: int) -> dict[str, int]:
-    """VmRSS and VmHWM (peak RSS) in KiB, from /proc/<pid>/status."""
+def _memory_one(pid: int) -> dict[str, int]:
     out: dict[str, int] = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         key, _, value = line.partition(":")
@@ -89,13 +100,36 @@ def memory_kib(pid: int) -> dict[str, int]:
     return out
 
 
-def reset_peak_rss(pid: int) -> bool:
-    """Reset VmHWM to the current RSS (Linux: write 5 to clear_refs); False if refused."""
-    try:
-        Path(f"/proc/{pid}/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return True
+def _sum(items: Iterable[dict[str, int]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for item in items:
+        for key, value in item.items():
+            out[key] = out.get(key, 0) + value
+    return out
+
+
+def memory_kib(pids: Pids) -> dict[str, int]:
+    """VmRSS and VmHWM (peak RSS) in KiB, from /proc/<pid>/status; of several processes,
+    their sums (for VmHWM the sum of each one's peak, which may have come at different
+    moments: never below the total's true peak, equal when they peak together)."""
+    return _sum(_memory_one(pid) for pid in pids_of(pids))
+
+
+def memory_each_kib(pids: Pids) -> list[dict[str, int]]:
+    """memory_kib of each process, in order."""
+    return [_memory_one(pid) for pid in pids_of(pids)]
+
+
+def reset_peak_rss(pids: Pids) -> bool:
+    """Reset VmHWM to the current RSS (Linux: write 5 to clear_refs) of every process;
+    False if any refused."""
+    done = True
+    for pid in pids_of(pids):
+        try:
+            Path(f"/proc/{pid}/clear_refs").write_text("5")
+        except OSError:
+            done = False
+    return done
 
 
 def machine_busy_seconds() -> float:

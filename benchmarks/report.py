@@ -202,7 +202,8 @@ def render(result: dict[str, Any]) -> str:
         f"Python {m['python']}, Envoy {m['envoy']}, load generator: {result['loadgen']}"
         + (f" ({m['wrk']})" if result["loadgen"] == "wrk" and m.get("wrk") else ""),
         f"Envoy workers: gateway {plan['envoy_concurrency']}, upstream "
-        f"{plan['upstream_concurrency']}; {plan['duration_s']:g} s per throughput point; "
+        f"{plan['upstream_concurrency']}; ext_proc workers: {_counts(plan)}; "
+        f"{plan['duration_s']:g} s per throughput point; "
         f"streams: Anthropic {result['events']['anthropic']} events, "
         f"OpenAI {result['events']['openai']}, "
         f"Responses {result['events'].get('responses', '-')} events per response.",
@@ -218,7 +219,102 @@ def render(result: dict[str, Any]) -> str:
     for name, cfg in result["configs"].items():
         for problem in cfg.get("problems", [])[:5]:
             out.append(f"* {name}: {problem}")
+    for name, reason in result.get("skipped", {}).items():
+        out.append(f"* {name}: not measured, the gateway refuses it: {reason}")
     return "\n".join(out)
+
+
+def _counts(plan: dict[str, Any]) -> str:
+    counts = ", ".join(str(n) for n in plan.get("extproc_workers", [1]))
+    only = plan.get("workers_configs")
+    return f"{counts} ({', '.join(only)}; the others 1)" if only else counts
+
+
+def _paced(key: str, concurrency: int, sub: str) -> Getter:
+    """A figure of a paced point: point[key][sub] at this concurrency."""
+
+    def get(cfg: dict[str, Any]) -> float | None:
+        points = cfg.get("points", [])
+        point = next((p for p in points if p.get("concurrency") == concurrency), None)
+        value = None if point is None else (point.get(key) or {}).get(sub)
+        return float(value) if isinstance(value, int | float) else None
+
+    return get
+
+
+def _by_workers(configs: dict[str, dict[str, Any]]) -> dict[str, dict[int, dict[str, Any]]]:
+    """Configuration name -> ext_proc worker count -> its results, for configurations
+    measured with more than one count."""
+    groups: dict[str, dict[int, dict[str, Any]]] = {}
+    for entry in configs.values():
+        if entry.get("workers", 0) > 0:
+            groups.setdefault(entry["config"], {})[entry["workers"]] = entry
+    return {name: group for name, group in groups.items() if len(group) > 1}
+
+
+def workers_rows(result: dict[str, Any]) -> list[tuple[str, Getter, dict[int, dict[str, Any]]]]:
+    """(label, getter, results by worker count) for every line of the scaling table."""
+    plan = result["plan"]
+    c, oc = plan["cpu_conc"], plan["openai_conc"][0]
+    burst: list[tuple[str, Getter]] = [
+        (f"Anthropic req/s, c={c}", _get("throughput", "anthropic", c, "rps")),
+        (f"OpenAI req/s, c={oc}", _get("throughput", "openai", oc, "rps")),
+        (f"Responses req/s, c={oc}", _get("throughput", "responses", oc, "rps")),
+        (
+            f"ext_proc CPU s / 1k events (anthropic, c={c})",
+            _get("throughput", "anthropic", c, "extproc_cpu_s_per_1k_events"),
+        ),
+        (f"CPU cores busy, ext_proc (Anthropic c={c})", _cores("anthropic", c, "extproc")),
+        (f"CPU cores busy, all ours (Anthropic c={c})", _cores("anthropic", c, "total")),
+        # Anything above ~0.05 shared the CPUs with this point: its ratio says little.
+        (f"CPU cores busy, other work (Anthropic c={c})", _cores("anthropic", c, "other")),
+    ]
+    paced = result.get("paced", {})
+    paced_rows: list[tuple[str, Getter]] = []
+    for pc in paced.get("concurrencies", []):
+        paced_rows += [
+            (f"paced ext_proc CPU µs / event, c={pc}", _paced("cpu_us_per_event", pc, "extproc")),
+            (f"paced event delay p99 ms, c={pc}", _paced("event_delay_ms", pc, "p99")),
+            (f"paced ext_proc cores busy, c={pc}", _paced("cores", pc, "extproc")),
+        ]
+    out: list[tuple[str, Getter, dict[int, dict[str, Any]]]] = []
+    for name, group in _by_workers(result["configs"]).items():
+        out += [(f"{name}: {what}", getter, group) for what, getter in burst]
+    for name, group in _by_workers(paced.get("configs", {})).items():
+        out += [(f"{name}: {what}", getter, group) for what, getter in paced_rows]
+    return out
+
+
+def render_workers(result: dict[str, Any]) -> str:
+    """The scaling table: each configuration measured with several ext_proc worker
+    counts, a column per count, ratios to the fewest workers; "" when none was."""
+    rows_ = workers_rows(result)
+    if not rows_:
+        return ""
+    counts = sorted({n for _, _, group in rows_ for n in group})
+    heads = [f"{n} worker" + ("s" if n > 1 else "") for n in counts]
+    lines = [
+        "## ext_proc workers",
+        "",
+        "Each configuration with each EXTPROC_WORKERS count, measured one after the other "
+        "in this run (burst figures above, paced below them). ext_proc's CPU time and cores "
+        f"are the sum over its workers. Ratios in parentheses: to {counts[0]} "
+        f"worker{'s' if counts[0] > 1 else ''}.",
+        "",
+        "| Configuration: figure | " + " | ".join(heads) + " |",
+        "|---" * (len(counts) + 1) + "|",
+    ]
+    for text, getter, group in rows_:
+        ref = getter(group[min(group)])
+        cells = []
+        for n in counts:
+            value = getter(group[n]) if n in group else None
+            cell = _fmt(value) if not isinstance(value, str) else value
+            if isinstance(value, float) and isinstance(ref, float) and ref and n != min(group):
+                cell += f" (x{value / ref:.2f})"
+            cells.append(cell)
+        lines.append(f"| {text} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def write_json(result: dict[str, Any], path: Path) -> None:

@@ -3,8 +3,9 @@
 Starts a fast upstream (Envoy direct_response + the mock LLM for slow streams), then
 each configuration in turn on its own free ports, measures it, stops it; then the
 paced-stream benchmark (`paced.py`: events one by one at a provider's pace, through a C
-upstream and client). Prints markdown tables and writes every raw figure to
-benchmarks/results/latest.json.
+upstream and client). With `--extproc-workers 1,2`, every configuration with ext_proc is
+measured once per worker count (`noop`, `noop x2`). Prints markdown tables and writes
+every raw figure to benchmarks/results/latest.json.
 """
 
 from __future__ import annotations
@@ -22,12 +23,21 @@ if __package__ in (None, ""):  # run as a script: benchmarks/run.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import paced_report, report, scenarios
-from benchmarks.gateway import BenchTarget, Config, configurations
+from benchmarks.gateway import (
+    BenchTarget,
+    Config,
+    configurations,
+    label,
+    refusal,
+    worker_counts,
+)
 from benchmarks.load import run_load, wrk_available
 from benchmarks.measure import Running, latency, leak, slow_streams, target, throughput
 from benchmarks.paced import bench_paced
 from benchmarks.plans import MODES, Plan
+from benchmarks.procs import Pids
 from benchmarks.upstream import FastUpstream
+from extproc.config import Settings
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -85,25 +95,35 @@ def bench_config(
     plan: Plan,
     run_dir: Path,
     budget: Budget,
+    workers: int = 1,
 ) -> dict[str, Any]:
+    """The burst figures of one configuration with `workers` ext_proc processes (0:
+    none); `skipped` (and nothing measured) when the gateway refuses that combination."""
+    name = label(cfg.name, workers)
     out: dict[str, Any] = {"description": cfg.description, "kind": cfg.kind}
+    out.update(config=cfg.name, workers=workers if cfg.kind == "extproc" else 0)
     out.update(throughput=[], latency=[], problems=[], discarded=[])
     anthropic = apis["anthropic"]
-    gw = BenchTarget(cfg, upstream, run_dir, envoy_concurrency=plan.envoy_concurrency)
+    gw = BenchTarget(
+        cfg, upstream, run_dir, envoy_concurrency=plan.envoy_concurrency, workers=max(1, workers)
+    )
     try:
         gw.start()
-        watch = {"upstream_envoy": upstream.envoy_pid}
+        watch: dict[str, Pids] = {"upstream_envoy": upstream.envoy_pid}
         if gw.envoy_pid is not None:
             watch["gateway_envoy"] = gw.envoy_pid
-        if gw.extproc_pid is not None:
-            watch["extproc"] = gw.extproc_pid
+        if gw.extproc:
+            # Every worker's CPU time counts as ext_proc's (summed), and its memory too.
+            watch["extproc"] = gw.extproc
         use_wrk = plan.wrk_threads > 0 and wrk_available()
         run = Running(cfg.name, gw.url, watch, use_wrk, max(1, plan.wrk_threads))
         for api in apis.values():  # warm-up: connections, caches, lazy imports
-            warm = run_load(target(run, api), 4, requests=plan.warmup_requests, use_wrk=use_wrk)
+            # Per worker: Envoy spreads the warm-up requests over them.
+            count = plan.warmup_requests * max(1, len(gw.extproc))
+            warm = run_load(target(run, api), 4, requests=count, use_wrk=use_wrk)
             out["problems"] += _phase_problems(f"warm-up {api.name}", warm.to_dict())
-        if gw.extproc_pid is not None and cfg.name in plan.leak_configs:
-            log(f"{cfg.name}: leak check ({plan.leak_first} then {plan.leak_total} requests)")
+        if gw.extproc and cfg.name in plan.leak_configs:
+            log(f"{name}: leak check ({plan.leak_first} then {plan.leak_total} requests)")
             out["leak"] = leak(run, anthropic, plan.leak_first, plan.leak_total, plan.leak_budget_s)
         points = (
             ("anthropic", plan.concurrencies),
@@ -114,23 +134,28 @@ def bench_config(
             for c in concs:
                 profile = None
                 if plan.profile and api_name == "anthropic" and c == plan.cpu_conc:
-                    profile = RESULTS / "profiles" / f"{cfg.name}.svg"
+                    # py-spy follows one process: the first worker's share of the work.
+                    stem = cfg.name if workers <= 1 else f"{cfg.name}-x{workers}"
+                    profile = RESULTS / "profiles" / f"{stem}.svg"
                 item = _point(run, apis[api_name], c, plan, profile, out["discarded"], budget)
                 rate, errors = item["rps"], item["errors"]
-                log(f"{cfg.name}: {api_name} c={c}: {rate:.0f} req/s, {errors} errors")
+                log(f"{name}: {api_name} c={c}: {rate:.0f} req/s, {errors} errors")
                 out["throughput"].append(item)
         for c, count in zip(plan.latency_conc, plan.latency_requests, strict=True):
             item = latency(run, anthropic, c, count)
-            log(f"{cfg.name}: latency c={c}: TTLB p50 {item['ttlb_p50_ms']:.1f} ms")
+            log(f"{name}: latency c={c}: TTLB p50 {item['ttlb_p50_ms']:.1f} ms")
             out["latency"].append(item)
-        if gw.extproc_pid is not None:
+        if gw.extproc:
             item = slow_streams(run, plan.slow_streams, plan.slow_delay_ms)
-            log(f"{cfg.name}: {plan.slow_streams} slow streams: peak {item['peak_rss_kib']} KiB")
+            log(f"{name}: {plan.slow_streams} slow streams: peak {item['peak_rss_kib']} KiB")
             out["slow_streams"] = item
             if not item["all_open_at_once"]:
                 out["problems"].append("slow streams: not all open at the same time")
         gw.check_alive()
     except Exception as exc:  # one broken configuration must not hide the others
+        reason = refusal(exc, gw)
+        if reason is not None:
+            return {**out, "skipped": reason}
         out["problems"].append(f"{type(exc).__name__}: {exc}")
     finally:
         gw.stop()
@@ -157,6 +182,22 @@ def _summarize(out: dict[str, Any]) -> None:
     out["valid"] = not out["problems"]
 
 
+def _worker_counts(text: str) -> tuple[int, ...]:
+    """`1,2` or `1,auto` -> (1, 2): `auto` as the gateway reads EXTPROC_WORKERS=auto
+    (one per usable core), through its own settings."""
+    counts: list[int] = []
+    for item in text.split(","):
+        try:
+            count = Settings.model_validate({"extproc_workers": item.strip()}).extproc_workers
+        except ValueError as exc:  # pydantic's ValidationError is one
+            raise argparse.ArgumentTypeError(
+                f"{item!r}: not a worker count (1-64 or auto)"
+            ) from exc
+        if count not in counts:
+            counts.append(count)
+    return tuple(counts)
+
+
 def parse_args(argv: list[str] | None) -> tuple[Plan, Path, bool]:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
     mode = parser.add_mutually_exclusive_group()
@@ -169,6 +210,20 @@ def parse_args(argv: list[str] | None) -> tuple[Plan, Path, bool]:
     parser.add_argument("--wrk-threads", type=int, default=1)
     parser.add_argument("--envoy-concurrency", type=int, default=1, help="gateway Envoy workers")
     parser.add_argument("--upstream-concurrency", type=int, default=1)
+    parser.add_argument(
+        "--extproc-workers",
+        type=_worker_counts,
+        default=(1,),
+        metavar="LIST",
+        help="ext_proc processes (EXTPROC_WORKERS), comma-separated, e.g. 1,2 or 1,auto: "
+        "each configuration with ext_proc is measured with each count (default 1)",
+    )
+    parser.add_argument(
+        "--workers-configs",
+        metavar="LIST",
+        help="only these configurations get the --extproc-workers counts; the others run "
+        "with one worker (default: all)",
+    )
     parser.add_argument("--keep-logs", action="store_true", help="keep the run directory")
     parser.add_argument(
         "--retries",
@@ -201,6 +256,8 @@ def parse_args(argv: list[str] | None) -> tuple[Plan, Path, bool]:
         envoy_concurrency=args.envoy_concurrency,
         upstream_concurrency=args.upstream_concurrency,
         configs=tuple(args.configs.split(",")) if args.configs else (),
+        extproc_workers=args.extproc_workers,
+        workers_configs=tuple(args.workers_configs.split(",")) if args.workers_configs else (),
         profile=args.profile,
         retries=plan.retries if args.retries is None else args.retries,
         burst=not args.paced_only,
@@ -221,15 +278,17 @@ def main(argv: list[str] | None = None) -> int:
     apis = scenarios.apis()
     run_dir = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
     configs = configurations(scenarios.write_policy_files(run_dir / "policies"))
-    if plan.configs:
-        unknown = set(plan.configs) - {c.name for c in configs}
+    for names in (plan.configs, plan.workers_configs):
+        unknown = set(names) - {c.name for c in configs}
         if unknown:
             sys.exit(f"unknown configurations: {', '.join(sorted(unknown))}")
+    if plan.configs:
         configs = [c for c in configs if c.name in plan.configs]
     paced_configs = [c for c in configs if c.name in plan.paced_configs] if plan.paced else []
     configs = configs if plan.burst else []
     loadgen = "wrk" if plan.wrk_threads > 0 and wrk_available() else "python"
-    log(f"{plan.mode} mode, load generator {loadgen}, logs in {run_dir}")
+    counts = ", ".join(str(n) for n in plan.extproc_workers)
+    log(f"{plan.mode} mode, load generator {loadgen}, ext_proc workers {counts}, logs in {run_dir}")
     result: dict[str, Any] = {
         "plan": {**asdict(plan), "cpu_conc": plan.cpu_conc},
         "machine": report.machine(),
@@ -237,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
         "events": {name: api.events for name, api in apis.items()},
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "configs": {},
+        # Configuration x worker count the gateway refuses (label -> why): not measured.
+        "skipped": {},
     }
     budget = Budget(plan.retries)
     if configs:
@@ -244,21 +305,32 @@ def main(argv: list[str] | None = None) -> int:
         upstream.start()
         try:
             for cfg in configs:
-                log(f"{cfg.name}: {cfg.description}")
-                result["configs"][cfg.name] = bench_config(
-                    cfg, upstream, apis, plan, run_dir, budget
-                )
+                # Each worker count right after the previous one: compared under the
+                # same conditions as far as a run allows.
+                for workers in worker_counts(cfg, plan.extproc_workers, plan.workers_configs):
+                    name = label(cfg.name, workers)
+                    log(f"{name}: {cfg.description}")
+                    out = bench_config(cfg, upstream, apis, plan, run_dir, budget, workers)
+                    if "skipped" in out:
+                        log(f"{name}: not measured: {out['skipped']}")
+                        result["skipped"][name] = out["skipped"]
+                    else:
+                        result["configs"][name] = out
         finally:
             upstream.stop()
     if paced_configs:
         result["paced"] = bench_paced(plan, run_dir, paced_configs, log)
         paced_report.summarize(result["paced"])
+        result["skipped"].update(result["paced"].pop("skipped", {}))
     result["wall_s"] = time.monotonic() - started
     result["retries_used"] = plan.retries - budget.retries
     report.write_json(result, output)
     print(report.render(result))
     if "paced" in result:
         print("\n" + paced_report.render(result["paced"]))
+    scaling = report.render_workers(result)
+    if scaling:
+        print("\n" + scaling)
     print(f"\nraw figures: {output}")
     valid = all(c["valid"] for c in result["configs"].values())
     paced = result.get("paced", {})

@@ -18,7 +18,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,7 @@ from benchmarks.paced import (
 from benchmarks.peers import litellm_proxy, peers_report
 from benchmarks.peers.litellm_proxy import LiteLLMTarget
 from benchmarks.plans import MODES, Plan
-from benchmarks.procs import CLK_TCK
+from benchmarks.procs import CLK_TCK, Pids, pids_of
 from benchmarks.run import Budget, _phase_problems, _point
 from benchmarks.upstream import FastUpstream
 
@@ -96,16 +96,22 @@ def is_proxy(name: str) -> bool:
     return name in ("gateway_envoy", "extproc") or name.startswith("litellm")
 
 
-def process_cpu(pid: int) -> float:
+def process_cpu(pids: Pids) -> float:
     """CPU seconds of a process: every thread, those that ended included (utime + stime
     of /proc/<pid>/stat), and its waited-for children (cutime + cstime). LiteLLM's worker
-    threads (anyio's) end after 10 s idle: a sum over live threads would lose their time."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return sum(int(v) for v in fields[11:15]) / CLK_TCK
+    threads (anyio's) end after 10 s idle: a sum over live threads would lose their time.
+    Of several processes (ext_proc workers), the sum."""
+    total = 0
+    for pid in pids_of(pids):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        fields = stat[stat.rindex(")") + 2 :].split()
+        total += sum(int(v) for v in fields[11:15])
+    return total / CLK_TCK
 
 
-def settled_cpu(pids: dict[str, int], step_s: float = 0.3, max_s: float = 10.0) -> dict[str, float]:
+def settled_cpu(
+    pids: Mapping[str, Pids], step_s: float = 0.3, max_s: float = 10.0
+) -> dict[str, float]:
     """process_cpu of each process once they are idle (less than 2 ticks in `step_s`):
     work a proxy defers past its last response (logging, accounting) is counted."""
     last = {k: process_cpu(pid) for k, pid in pids.items()}

@@ -2,7 +2,9 @@
 
 Without wrk (CI) the harness falls back to its Python load generator, so this runs
 either way; it checks the JSON has every configuration, each valid and error-free, and
-the paced-stream section (C upstream and client, built with gcc on the way).
+the paced-stream section (C upstream and client, built with gcc on the way). noop is
+measured again with two ext_proc workers (`--extproc-workers 1,2 --workers-configs
+noop`, about 10 s more): its figures are the sums over both processes.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ CONFIGS = [
     "direct",
     "passthrough",
     "noop",
+    "noop x2",
     "noop_audit_off",
     "noop_streamed",
     "noop_limits",
@@ -29,7 +32,8 @@ CONFIGS = [
     "strict_audit_off",
 ]
 EXTPROC = CONFIGS[2:]
-PACED = ["passthrough", "noop", "noop_streamed", "string_replacement", "strict"]
+PACED = ["passthrough", "noop", "noop x2", "noop_streamed", "string_replacement", "strict"]
+WORKERS = ["--extproc-workers", "1,2", "--workers-configs", "noop"]
 
 pytestmark = pytest.mark.e2e
 
@@ -38,7 +42,7 @@ pytestmark = pytest.mark.e2e
 def test_bench_smoke(tmp_path: Path) -> None:
     out = tmp_path / "smoke.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.run", "--smoke", "--output", str(out)],
+        [sys.executable, "-m", "benchmarks.run", "--smoke", *WORKERS, "--output", str(out)],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -70,12 +74,33 @@ def test_bench_smoke(tmp_path: Path) -> None:
                 t for t in cfg["throughput"] if t["api"] == "anthropic" and t["concurrency"] == 4
             )
             assert cpu["extproc_cpu_s_per_1k_events"] > 0, name
-    for name in ("noop", "strict"):
+    for name in ("noop", "noop x2", "strict"):
         leak = result["configs"][name]["leak"]
         assert leak["requests_first"] >= 200 and leak["requests_total"] >= 400, leak
     assert result["machine"]["nproc"] >= 1 and result["machine"]["envoy"]
     assert "## Paced streams" in proc.stdout
     check_paced(result["paced"])
+    check_workers(result, proc.stdout)
+
+
+def check_workers(result: dict[str, Any], stdout: str) -> None:
+    """Every configuration names its worker count; noop x2 ran two ext_proc processes."""
+    assert result["plan"]["extproc_workers"] == [1, 2]
+    assert result["plan"]["workers_configs"] == ["noop"]
+    assert result["skipped"] == {}
+    for section in (result["configs"], result["paced"]["configs"]):
+        for name, cfg in section.items():
+            expected = 0 if name in ("direct", "passthrough") else 2 if name == "noop x2" else 1
+            assert cfg["workers"] == expected, name
+            assert cfg["config"] == name.removesuffix(" x2"), name
+    one, two = result["configs"]["noop"], result["configs"]["noop x2"]
+    assert len(one["slow_streams"]["per_worker"]) == 1
+    assert len(two["slow_streams"]["per_worker"]) == 2
+    # Two processes, each with its own interpreter: the summed RSS is about twice one.
+    assert two["leak"]["rss_first_kib"] > 1.5 * one["leak"]["rss_first_kib"]
+    assert "## ext_proc workers" in stdout
+    assert "| noop: Anthropic req/s, c=4 |" in stdout
+    assert "| noop: paced ext_proc CPU µs / event, c=16 |" in stdout
 
 
 def check_paced(paced: dict[str, Any]) -> None:
@@ -109,7 +134,8 @@ def check_paced(paced: dict[str, Any]) -> None:
             assert timed["by_text"] == 0 and timed["stamped"] == point["events_in_window"]
     configs = paced["configs"]
     messages = {n: c["points"][0].get("extproc_messages_per_response") for n, c in configs.items()}
-    # The fast path: request headers and body only; streamed: every event as well.
-    assert messages["noop"] == {"received": 2.0, "sent": 2.0}
+    # The fast path: the request headers only (Envoy read the model of the small body);
+    # streamed: the body and every event as well.
+    assert messages["noop"] == {"received": 1.0, "sent": 1.0}
     assert messages["noop_streamed"]["received"] >= 32 + 3
     assert paced["configs"]["passthrough"]["max_concurrency_within_limit"] in (0, 16)
