@@ -77,6 +77,57 @@ UPSTREAM_FAILURE_FLAGS = ("UF", "UH", "UO", "URX", "UC", "UT", "UPE", "UR", "NR"
 # left, never a request the provider may have read (a second, billed generation).
 RETRY_ON = "connect-failure,refused-stream,reset-before-request"
 
+# -- request facts ----------------------------------------------------------------------
+
+# Envoy's json_to_metadata filter, ahead of ext_proc, reads a small request body's
+# `model` and `stream` into this metadata namespace, which reaches ext_proc with the
+# request headers: a request nothing needs the body of is routed from them alone, one
+# gRPC message instead of two, and its body never crosses gRPC.
+FACTS_NAMESPACE = "llm_gateway.request"
+# The filter's name in the bootstrap (it exists for ext_proc alone: the benchmark's
+# passthrough configuration removes it with ext_proc's).
+FACTS_FILTER = "envoy.filters.http.json_to_metadata"
+MODEL_FACT = "model"
+STREAM_FACT = "stream"
+# Set instead of the others when the body is not a JSON object Envoy could read.
+UNREADABLE_FACT = "unreadable"
+# Bodies up to this size only (by content-length): Envoy's JSON parser costs its worker
+# about 7 ns a byte (measured, benchmarks/README.md), more than the gRPC message it
+# saves beyond a few tens of KB; larger or chunked bodies reach ext_proc as before.
+FACTS_MAX_BODY_BYTES = 20_000
+# How ext_proc tells Envoy to keep a body it routed without (`mode_override` in its reply
+# to the request headers; Envoy only takes this very mode, its `allowed_override_modes`):
+# the bootstrap's mode without response processing, minus the request body. Skipping
+# rather than asking keeps Envoy's buffer limit whole: a body it was asked for midway
+# could outgrow it, or stall under flow control (seen with large chunked bodies).
+SKIP_BODY_MODE = {
+    "request_header_mode": "SEND",
+    "response_header_mode": "SKIP",
+    "request_body_mode": "NONE",
+    "response_body_mode": "NONE",
+    "request_trailer_mode": "SKIP",
+    "response_trailer_mode": "SKIP",
+}
+
+
+def decimal_at_most(limit: int) -> str:
+    """A regular expression (RE2) matching exactly the decimal numbers 0..`limit`
+    without leading zeros or sign: Envoy compares a content-length with it."""
+    digits = str(limit)
+    n = len(digits)
+    # Every number with fewer digits than the limit.
+    alternatives = ["0"] + [f"[1-9][0-9]{{{k - 1}}}" for k in range(1, n)]
+    # Numbers of the limit's length: equal up to position i, smaller at i, anything after.
+    for i, ch in enumerate(digits):
+        low = 1 if i == 0 else 0
+        if int(ch) > low:
+            rest = n - i - 1
+            tail = f"[0-9]{{{rest}}}" if rest else ""
+            alternatives.append(f"{digits[:i]}[{low}-{int(ch) - 1}]{tail}")
+    alternatives.append(digits)
+    return "^(?:" + "|".join(alternatives) + ")$"
+
+
 # -- texts ----------------------------------------------------------------------------
 
 

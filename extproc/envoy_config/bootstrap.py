@@ -15,18 +15,27 @@ from extproc.contract import (
     EXTPROC_CONNECT_TIMEOUT_S,
     EXTPROC_FILTER,
     EXTPROC_HEALTH_INTERVAL_S,
+    FACTS_FILTER,
+    FACTS_MAX_BODY_BYTES,
+    FACTS_NAMESPACE,
     HEALTH_PATH,
     MAX_CONCURRENT_STREAMS,
+    MODEL_FACT,
     NO_CLUSTER_MESSAGE,
     REQUEST_SLACK_BYTES,
+    SKIP_BODY_MODE,
+    STREAM_FACT,
     STREAM_IDLE_TIMEOUT_S,
+    UNREADABLE_FACT,
+    decimal_at_most,
     message_timeout_s,
 )
 from extproc.envoy_config import local_replies, providers
 from extproc.gateway import Gateway
 from extproc.routing import Upstream
 
-_TYPES = "type.googleapis.com/envoy.extensions"
+_GOOGLE_TYPES = "type.googleapis.com"
+_TYPES = f"{_GOOGLE_TYPES}/envoy.extensions"
 LISTENER = "gateway"
 # Envoy's statistics of the listener's requests are named http.<this>.*.
 STAT_PREFIX = "gateway"
@@ -54,30 +63,97 @@ def _extproc_endpoint(settings: Settings, port: int) -> dict[str, Any]:
 
 
 def _ext_proc_filter(gateway: Gateway, response_body: bool) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "@type": f"{_TYPES}.filters.http.ext_proc.v3.ExternalProcessor",
+        "grpc_service": {"envoy_grpc": {"cluster_name": EXTPROC_CLUSTER}},
+        # Fail closed: a request the policies cannot see does not go through.
+        "failure_mode_allow": False,
+        # The server removes x-envoy-* headers a client sent (Envoy refuses ext_proc
+        # changes to them otherwise).
+        "mutation_rules": {"allow_envoy": True},
+        # Applies to headers and the buffered request body (not to
+        # FULL_DUPLEX_STREAMED chunks, which the server guards itself).
+        "message_timeout": f"{message_timeout_s(gateway.settings.policy_timeout_s)}s",
+        "processing_mode": {
+            "request_header_mode": "SEND",
+            # Without a policy that looks at responses, ext_proc sees none of them:
+            # one round trip less per request, and bodies stream straight through
+            # Envoy. The server checks which mode it gets.
+            "response_header_mode": "SEND" if response_body else "SKIP",
+            # Without response processing, ext_proc skips the body of a request it
+            # could route from the request facts filter's metadata (mode_override):
+            # Envoy ignores overrides when responses stream to ext_proc.
+            "request_body_mode": "BUFFERED",
+            "response_body_mode": "FULL_DUPLEX_STREAMED" if response_body else "NONE",
+            "request_trailer_mode": "SKIP",
+            # FULL_DUPLEX_STREAMED requires trailers to be sent.
+            "response_trailer_mode": "SEND" if response_body else "SKIP",
+        },
+    }
+    if not response_body:
+        config["allow_mode_override"] = True
+        config["allowed_override_modes"] = [SKIP_BODY_MODE]
+        config["metadata_options"] = {"forwarding_namespaces": {"untyped": [FACTS_NAMESPACE]}}
+    return {"name": EXTPROC_FILTER, "typed_config": config}
+
+
+def _fact(key: str) -> dict[str, str]:
+    return {"metadata_namespace": FACTS_NAMESPACE, "key": key}
+
+
+def _request_facts_filter() -> dict[str, Any]:
+    """json_to_metadata, reading `model` and `stream` of JSON bodies up to
+    FACTS_MAX_BODY_BYTES (by content-length) into the metadata ext_proc gets with the
+    headers; skipped for larger or chunked bodies, which ext_proc then reads itself."""
+    unreadable = {**_fact(UNREADABLE_FACT), "value": True}
+    rules = {
+        "rules": [
+            {
+                "selectors": [{"key": MODEL_FACT}],
+                "on_present": _fact(MODEL_FACT),
+                "on_error": unreadable,
+            },
+            {"selectors": [{"key": STREAM_FACT}], "on_present": _fact(STREAM_FACT)},
+        ]
+    }
+    small_body = {
+        "single_predicate": {
+            "input": {
+                "name": "content-length",
+                "typed_config": {
+                    "@type": f"{_GOOGLE_TYPES}/envoy.type.matcher.v3.HttpRequestHeaderMatchInput",
+                    "header_name": "content-length",
+                },
+            },
+            "value_match": {
+                "safe_regex": {
+                    "google_re2": {},
+                    "regex": decimal_at_most(FACTS_MAX_BODY_BYTES),
+                }
+            },
+        }
+    }
+    skip = {
+        "name": "skip",
+        "typed_config": {"@type": f"{_TYPES}.filters.common.matcher.action.v3.SkipFilter"},
+    }
     return {
-        "name": EXTPROC_FILTER,
+        "name": FACTS_FILTER,
         "typed_config": {
-            "@type": f"{_TYPES}.filters.http.ext_proc.v3.ExternalProcessor",
-            "grpc_service": {"envoy_grpc": {"cluster_name": EXTPROC_CLUSTER}},
-            # Fail closed: a request the policies cannot see does not go through.
-            "failure_mode_allow": False,
-            # The server removes x-envoy-* headers a client sent (Envoy refuses ext_proc
-            # changes to them otherwise).
-            "mutation_rules": {"allow_envoy": True},
-            # Applies to headers and the buffered request body (not to
-            # FULL_DUPLEX_STREAMED chunks, which the server guards itself).
-            "message_timeout": f"{message_timeout_s(gateway.settings.policy_timeout_s)}s",
-            "processing_mode": {
-                "request_header_mode": "SEND",
-                # Without a policy that looks at responses, ext_proc sees none of them:
-                # one round trip less per request, and bodies stream straight through
-                # Envoy. The server checks which mode it gets.
-                "response_header_mode": "SEND" if response_body else "SKIP",
-                "request_body_mode": "BUFFERED",
-                "response_body_mode": "FULL_DUPLEX_STREAMED" if response_body else "NONE",
-                "request_trailer_mode": "SKIP",
-                # FULL_DUPLEX_STREAMED requires trailers to be sent.
-                "response_trailer_mode": "SEND" if response_body else "SKIP",
+            "@type": f"{_TYPES}.common.matching.v3.ExtensionWithMatcher",
+            "extension_config": {
+                "name": FACTS_FILTER,
+                "typed_config": {
+                    "@type": f"{_TYPES}.filters.http.json_to_metadata.v3.JsonToMetadata",
+                    "request_rules": rules,
+                },
+            },
+            "xds_matcher": {
+                "matcher_list": {
+                    "matchers": [
+                        {"predicate": {"not_matcher": small_body}, "on_match": {"action": skip}}
+                    ]
+                }
             },
         },
     }
@@ -158,6 +234,8 @@ def _http_connection_manager(
             **routes,
             "http_filters": [
                 _health_check_filter(),
+                # Only where ext_proc may go without the body (no response processing).
+                *([] if response_body else [_request_facts_filter()]),
                 _ext_proc_filter(gateway, response_body),
                 {
                     "name": "envoy.filters.http.router",

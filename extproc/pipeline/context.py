@@ -15,6 +15,7 @@ from extproc.gateway import Runtime
 from extproc.keys import Caller
 from extproc.limits import LimitSet
 from extproc.observe.hub import RequestObservation
+from extproc.pipeline.facts import RequestFacts
 from extproc.pipeline.replies import JSON_HEADERS, Continue, Immediate
 from extproc.pipeline.upstream import headers_for, upstream_for_model
 from extproc.policies.base import PolicyChain
@@ -33,6 +34,9 @@ class RequestContext:
     added_headers: dict[str, str]
     # Envoy streams response bodies through ext_proc (its protocol_config says).
     envoy_sends_body: bool
+    # What Envoy's request facts filter read of the body: a request nothing else needs
+    # the body of is routed from these alone.
+    facts: RequestFacts | None = None
     # The names of the query's parameters (their values may be credentials: not kept).
     query_names: frozenset[str] = frozenset()
     request_id: str = ""  # Envoy's x-request-id
@@ -66,6 +70,18 @@ class RequestContext:
             decisions=self.decisions,
             caller=self.caller.name,
             request_id=self.request_id,
+        )
+
+    @property
+    def needs_body(self) -> bool:
+        """Whether anything reads the request body: a request policy, the caller's
+        limits (counted from it), a response policy (its engine reads the request), or
+        the gateway itself when Envoy's facts are missing or unusable."""
+        return (
+            self.facts is None
+            or self.chain.reads_requests
+            or self.chain.reads_responses
+            or self.limits is not None
         )
 
     def refuse(self, status: int, message: str, param: str | None = None) -> Immediate:

@@ -40,6 +40,24 @@ def _hide_key(ctx: RequestContext) -> Continue:
     return Continue(remove_headers=[*key_headers(ctx.caller, {}), UPSTREAM_HEADER])
 
 
+def _route_by_facts(ctx: RequestContext) -> Continue | Immediate:
+    """A request nothing needs the body of, routed from what Envoy read of it: the
+    caller's model allowance, then the upstream serving the model. Its body goes on
+    as the client sent it (the provider says what else is wrong with it)."""
+    facts = ctx.facts
+    assert facts is not None
+    if (refused := ctx.refuse_model(facts.model)) is not None:
+        return refused
+    upstream = ctx.upstream_for(facts.model)
+    if isinstance(upstream, Immediate):
+        return upstream
+    if ctx.observation is not None:
+        ctx.observation.parsed(facts.model, facts.stream)
+    out = ctx.route(upstream)
+    out.skip_body = True
+    return out
+
+
 def _parse(ctx: RequestContext, body: bytes) -> tuple[dict[str, Any], str] | Immediate:
     """A JSON object body within the size limit and its `model`, or a 400/413 saying
     what is wrong."""
@@ -96,6 +114,7 @@ class PolicyRequest:
     def __init__(self, ctx: RequestContext) -> None:
         self.ctx = ctx
         self.request: ApiRequest | None = None
+        self.routed_by_facts = False
 
     def on_headers(self, headers: dict[str, str], end_of_stream: bool) -> Continue | Immediate:
         ctx = self.ctx
@@ -126,10 +145,15 @@ class PolicyRequest:
             return ctx.refuse(413, f"request body of {length} bytes exceeds {max_bytes}")
         if end_of_stream:
             return ctx.refuse(400, "request body is required")
+        if not ctx.needs_body:
+            self.routed_by_facts = True
+            return _route_by_facts(ctx)
         return _hide_key(ctx)
 
     async def on_body(self, body: bytes) -> Continue | Immediate:
         ctx = self.ctx
+        if self.routed_by_facts:
+            return Continue()  # an Envoy that does not take the override sent it anyway
         parsed = _parse(ctx, body)
         if isinstance(parsed, Immediate):
             return parsed
@@ -174,6 +198,9 @@ class ForwardedRequest:
         if forwarded.routed_by is RoutedBy.BODY_MODEL:
             if end_of_stream:
                 return ctx.refuse(400, "request body is required")
+            checked = forwarded.request_policies or forwarded.billed
+            if ctx.facts is not None and not (checked and ctx.needs_body):
+                return _route_by_facts(ctx)
             return _hide_key(ctx)
         router = ctx.runtime.gateway.router
         model_id = forwarded.path_model(bare)

@@ -16,6 +16,10 @@ class Continue:
     remove_headers: list[str] = field(default_factory=list)
     body: bytes | None = None
     clear_route_cache: bool = False
+    # Tell Envoy to keep the request body to itself: the request was routed from what
+    # Envoy read of it, and nothing else reads it (an Envoy that does not take the
+    # override sends it anyway, and it passes).
+    skip_body: bool = False
 
 
 @dataclass(slots=True)

@@ -34,6 +34,7 @@ from extproc.pipeline.bodies import (
     response_mode,
 )
 from extproc.pipeline.context import RequestContext
+from extproc.pipeline.facts import RequestFacts
 from extproc.pipeline.lifecycle import Lifecycle, Phase
 from extproc.pipeline.metering import BYTES_PER_TOKEN, charge_later
 from extproc.pipeline.processors import ForwardedRequest, PolicyRequest, RequestProcessor
@@ -108,8 +109,9 @@ class RequestPipeline:
         return self._answer(Immediate(status, body, headers_out))
 
     def on_request_headers(
-        self, headers: dict[str, str], end_of_stream: bool
+        self, headers: dict[str, str], end_of_stream: bool, facts: RequestFacts | None = None
     ) -> Continue | Immediate:
+        """`facts`: what Envoy read of the body ahead of ext_proc, if it did."""
         self.method = headers.get(":method", "")
         # The query string is dropped here: it can carry credentials (?key=...), and
         # nothing in the gateway needs it (Envoy forwards the original path upstream).
@@ -151,6 +153,7 @@ class RequestPipeline:
             observation=observation,
             limits=limits,
             request_id=self.request_id,
+            facts=facts,
         )
         bare = self.path.rstrip("/")
         forwarded = dialect.forwarded_path(bare)
@@ -167,7 +170,8 @@ class RequestPipeline:
         # x-envoy-original-path...) are not the client's to send: Envoy heeds some of
         # them for requests it deems internal, and they would reach the provider.
         out.remove_headers += [h for h in headers if h.startswith(ENVOY_HEADER_PREFIX)]
-        self.lifecycle.move(Phase.RESPONSE_HEADERS if end_of_stream else Phase.REQUEST_BODY)
+        body_comes = not end_of_stream and not out.skip_body
+        self.lifecycle.move(Phase.REQUEST_BODY if body_comes else Phase.RESPONSE_HEADERS)
         return out
 
     async def on_request_body(self, body: bytes) -> Continue | Immediate:
@@ -355,6 +359,10 @@ class RequestPipeline:
     def summary(self) -> dict[str, Any]:
         """One log line's worth of facts about the request; never headers or bodies."""
         request = self.processor.request if self.processor is not None else None
+        # Without a parsed request (routed without its body), what Envoy read of it.
+        facts = self.ctx.facts if self.ctx is not None else None
+        known = request or facts
+        model, streamed = (known.model, known.stream) if known else (None, None)
         upstream = self.ctx.upstream if self.ctx is not None else None
         stream = self.body_handler if isinstance(self.body_handler, SseBody) else None
         events = stream.events_in if stream is not None else 0
@@ -364,8 +372,8 @@ class RequestPipeline:
             "caller": self.caller.name if self.caller else None,
             "method": self.method,
             "path": self.path,
-            "model": request.model if request else None,
-            "stream": request.stream if request else None,
+            "model": model,
+            "stream": streamed,
             "upstream": upstream.name if upstream else None,
             "status": self.status,
             "mode": self.body_handler.mode.value,

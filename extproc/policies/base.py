@@ -69,6 +69,8 @@ class Policy(Generic[C]):
     - `rewrites_text`: `rewriter()` returns a TextRewriter (hold-back window).
     - `gates_tool_calls`: tool calls are held until complete and `on_tool_call` decides.
     - `observes_events`: `observe()` sees every upstream event (debug logging).
+    - `reads_requests`: `on_request()` reads the request body; a policy that overrides
+      it must say so, since only then does the body reach ext_proc at all.
     """
 
     type: ClassVar[str] = "policy"
@@ -76,6 +78,8 @@ class Policy(Generic[C]):
     # An instance may turn it on from its config (a gate that wants the text for a
     # person's review): `reads_responses()` already holds for a gate.
     rewrites_text: bool = False
+    # An instance may turn it off from its config (a rewriter of responses only).
+    reads_requests: bool = False
     gates_tool_calls: ClassVar[bool] = False
     observes_events: ClassVar[bool] = False
     # What the record calls this policy's text rewrites.
@@ -97,6 +101,10 @@ class Policy(Generic[C]):
                 and issubclass(args[0], PolicyConfig)
             ):
                 cls.Config = args[0]
+        if "on_request" in cls.__dict__ and not cls.reads_requests:
+            # Without the flag the body would never come: on_request would silently
+            # never run on the fast path.
+            raise TypeError(f"{cls.__name__} overrides on_request: set reads_requests = True")
         mode = cls.Config.model_fields.get("mode")
         if mode is None or mode.annotation != PolicyConfig.model_fields["mode"].annotation:
             # Every policy's `mode` is enforce | shadow: a field of its own by that name
@@ -167,6 +175,8 @@ class PolicyChain:
         self.gates_tool_calls = bool(self.gates)
         self.watches_tool_calls = bool(self.watchers)
         self.observes_events = bool(self.observers)
+        # Whether a policy checks the request body (else the gateway may route without it).
+        self.reads_requests = any(p.reads_requests for p in self.policies)
         # Whether anything in the chain looks at the response; if not, the engine is
         # skipped entirely and bytes flow through untouched.
         self.reads_responses = any(p.reads_responses() for p in self.policies)

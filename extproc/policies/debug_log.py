@@ -22,6 +22,7 @@ class DebugLogConfig(PolicyConfig):
 
 class DebugLogPolicy(Policy[DebugLogConfig]):
     type = "debug_log"
+    reads_requests = True
     observes_events = True
 
     async def on_request(self, request: ApiRequest) -> None:

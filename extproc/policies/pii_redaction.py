@@ -109,12 +109,14 @@ class PiiRedactionConfig(PolicyConfig):
 
 class PiiRedactionPolicy(Policy[PiiRedactionConfig]):
     type = "pii_redaction"
+    reads_requests = True
     rewrites_text = True
     rewrite_action = Action.REDACT
 
     def __init__(self, config: PiiRedactionConfig | None = None) -> None:
         super().__init__(config)
         cfg = self.config
+        self.reads_requests = cfg.redact_requests
         enabled = cfg.enabled
         detectors = [d for d in DETECTORS if d.name in enabled]
         finders = [d.finder(cfg.replacement.format(kind=d.kind)) for d in detectors]

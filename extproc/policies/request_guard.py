@@ -50,6 +50,7 @@ class RequestGuardConfig(PolicyConfig):
 
 class RequestGuardPolicy(Policy[RequestGuardConfig]):
     type = "request_guard"
+    reads_requests = True
 
     def __init__(self, config: RequestGuardConfig | None = None) -> None:
         super().__init__(config)

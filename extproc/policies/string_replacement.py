@@ -113,10 +113,12 @@ class StringReplacementConfig(PolicyConfig):
 
 class StringReplacementPolicy(Policy[StringReplacementConfig]):
     type = "string_replacement"
+    reads_requests = True
     rewrites_text = True
 
     def __init__(self, config: StringReplacementConfig | None = None) -> None:
         super().__init__(config)
+        self.reads_requests = self.config.apply_to_request
         rules = self.config.replacements
         self._rewriter = FinderRewriter(
             [r.finder() for r in rules],

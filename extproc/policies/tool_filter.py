@@ -99,6 +99,7 @@ def _argument_text(value: Any) -> str:
 
 class ToolFilterPolicy(Policy[ToolFilterConfig]):
     type = "tool_filter"
+    reads_requests = True
     gates_tool_calls = True
 
     def __init__(self, config: ToolFilterConfig | None = None) -> None:

@@ -252,6 +252,7 @@ class SwapModel(Policy[PolicyConfig]):
     """Sets the request's model to `to` (any value, None included)."""
 
     type = "swap_model"
+    reads_requests = True
 
     def __init__(self, to: object) -> None:
         super().__init__()

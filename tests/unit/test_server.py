@@ -14,8 +14,9 @@ from envoy.config.core.v3 import base_pb2
 from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2 as pm
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ep_grpc
+from google.protobuf import json_format
 
-from extproc.contract import MAX_REPLY_CHUNK
+from extproc.contract import FACTS_NAMESPACE, MAX_REPLY_CHUNK, SKIP_BODY_MODE
 from extproc.gateway import Runtime
 from extproc.policies.base import PolicyChain
 from extproc.server import ExternalProcessor, start_server
@@ -233,3 +234,43 @@ def test_a_worker_socket_is_claimed_only_from_a_dead_worker(tmp_path: Path) -> N
     with pytest.raises(OSError, match="not a socket"):
         _claim_socket(path)
     assert Path(path).read_text() == "not a socket"
+
+
+def fast_first(facts: dict[str, object] | None) -> ep.ProcessingRequest:
+    """The first message behind an Envoy that sends no responses to ext_proc, with what
+    its request facts filter read."""
+    first = ep.ProcessingRequest()
+    first.CopyFrom(REQ_HEADERS)
+    first.protocol_config.CopyFrom(
+        ep.ProtocolConfiguration(
+            request_body_mode=pm.ProcessingMode.BUFFERED, response_body_mode=pm.ProcessingMode.NONE
+        )
+    )
+    if facts is not None:
+        fields = first.metadata_context.filter_metadata[FACTS_NAMESPACE]
+        fields.update(facts)
+    return first
+
+
+async def test_a_request_routed_from_envoys_facts_takes_one_message() -> None:
+    async with serving(make_runtime()) as (servicer, stub):
+        first = fast_first({"model": "claude-x", "stream": True})
+        replies = [r async for r in stub.Process(iter([first]))]
+    (reply,) = replies
+    # Envoy keeps the body: the config's own mode minus the request body.
+    assert reply.mode_override == json_format.ParseDict(SKIP_BODY_MODE, pm.ProcessingMode())
+    common = reply.request_headers.response
+    assert common.clear_route_cache
+    assert "x-gateway-upstream" in {h.header.key for h in common.header_mutation.set_headers}
+    assert servicer.active == 0
+
+
+@pytest.mark.parametrize(
+    "facts", [None, {"unreadable": True}, {"model": 5}, {"model": "claude-x", "stream": "yes"}]
+)
+async def test_without_usable_facts_the_body_is_read(facts: dict[str, object] | None) -> None:
+    async with serving(make_runtime()) as (_, stub):
+        replies = [r async for r in stub.Process(iter([fast_first(facts), REQ_BODY]))]
+    assert [r.WhichOneof("response") for r in replies] == ["request_headers", "request_body"]
+    assert not replies[0].HasField("mode_override")
+    assert replies[1].request_body.response.clear_route_cache

@@ -3,6 +3,7 @@ the gateway's settings, router and the Envoy contract."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -12,10 +13,16 @@ from pydantic import SecretStr
 from extproc.config import Settings
 from extproc.contract import (
     EXTPROC_FILTER,
+    FACTS_MAX_BODY_BYTES,
+    FACTS_NAMESPACE,
     HEALTH_PATH,
     MAX_CONCURRENT_STREAMS,
+    MODEL_FACT,
     NO_CLUSTER_MESSAGE,
     REQUEST_SLACK_BYTES,
+    STREAM_FACT,
+    UNREADABLE_FACT,
+    decimal_at_most,
 )
 from extproc.envoy_config import bootstrap, local_replies, render
 from extproc.routing import Router
@@ -81,7 +88,9 @@ def test_extproc_cluster_over_unix_sockets() -> None:
 @pytest.mark.parametrize("response_body", [True, False])
 def test_ext_proc_filter(response_body: bool) -> None:
     doc = bootstrap(gateway_with(settings=Settings(policy_timeout_s=2.7)), response_body, False)
-    health, ext_proc, router = hcm_of(doc)["http_filters"]
+    health, *facts, ext_proc, router = hcm_of(doc)["http_filters"]
+    # The request facts filter only where ext_proc may go without the body.
+    assert len(facts) == (0 if response_body else 1)
     # /healthz is answered before ext_proc (no key, no policy), 503 once draining.
     assert health["name"] == "envoy.filters.http.health_check"
     assert health["typed_config"]["pass_through_mode"] is False
@@ -105,6 +114,47 @@ def test_ext_proc_filter(response_body: bool) -> None:
         "response_trailer_mode": "SKIP",
     }
     assert {k: mode[k] for k in sent} == (sent if response_body else skipped)
+    if response_body:
+        # Envoy ignores mode overrides when responses stream: none are allowed.
+        assert "allow_mode_override" not in config and "metadata_options" not in config
+    else:
+        # The one override ext_proc sends (keep the body) is the config's own mode
+        # without the request body, and the facts reach ext_proc with the headers.
+        assert config["allow_mode_override"] is True
+        assert config["allowed_override_modes"] == [{**mode, "request_body_mode": "NONE"}]
+        forwarded = config["metadata_options"]["forwarding_namespaces"]["untyped"]
+        assert forwarded == [FACTS_NAMESPACE]
+
+
+def test_request_facts_filter_reads_model_and_stream_of_small_bodies() -> None:
+    doc = bootstrap(gateway_with(), False, False)
+    _, facts, _, _ = hcm_of(doc)["http_filters"]
+    wrapper = facts["typed_config"]
+    inner = wrapper["extension_config"]["typed_config"]
+    rules = inner["request_rules"]["rules"]
+    assert [r["selectors"] for r in rules] == [[{"key": MODEL_FACT}], [{"key": STREAM_FACT}]]
+    assert {r["on_present"]["metadata_namespace"] for r in rules} == {FACTS_NAMESPACE}
+    assert rules[0]["on_error"] == {
+        "metadata_namespace": FACTS_NAMESPACE,
+        "key": UNREADABLE_FACT,
+        "value": True,
+    }
+    # Skipped unless content-length says the body is small: big bodies cost Envoy's
+    # parser more than the gRPC message saved, chunked ones have no length.
+    (matcher,) = wrapper["xds_matcher"]["matcher_list"]["matchers"]
+    small = matcher["predicate"]["not_matcher"]["single_predicate"]
+    assert small["input"]["typed_config"]["header_name"] == "content-length"
+    assert small["value_match"]["safe_regex"]["regex"] == decimal_at_most(FACTS_MAX_BODY_BYTES)
+    assert matcher["on_match"]["action"]["typed_config"]["@type"].endswith("SkipFilter")
+
+
+@pytest.mark.parametrize("limit", [0, 9, 10, 99, 101, 20_000, 65_536])
+def test_decimal_at_most_matches_exactly_the_numbers_up_to_the_limit(limit: int) -> None:
+    regex = re.compile(decimal_at_most(limit))
+    for n in range(0, 2 * limit + 25):
+        assert bool(regex.match(str(n))) == (n <= limit), n
+    for text in ("", "-1", "01", "1.0", " 1", "1e3", str(limit) + "0"):
+        assert regex.match(text) is None, text
 
 
 def test_routes_health_then_providers_then_the_catch_all() -> None:

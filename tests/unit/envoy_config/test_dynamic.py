@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from extproc.config import Settings
-from extproc.contract import EXTPROC_CLUSTER, HEALTH_PATH, UPSTREAM_HEADER
+from extproc.contract import EXTPROC_CLUSTER, EXTPROC_FILTER, HEALTH_PATH, UPSTREAM_HEADER
 from extproc.envoy_config import dynamic, render_dynamic
 from extproc.envoy_config.bootstrap import (
     CDS_FILE,
@@ -134,7 +134,8 @@ def test_the_listener_takes_its_routes_from_the_rds_file(tmp_path: Path) -> None
                 },
             },
         }
-        mode = manager["http_filters"][1]["typed_config"]["processing_mode"]
+        (ext_proc,) = [f for f in manager["http_filters"] if f["name"] == EXTPROC_FILTER]
+        mode = ext_proc["typed_config"]["processing_mode"]
         assert mode["response_body_mode"] == body_mode
 
 

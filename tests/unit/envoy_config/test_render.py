@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from extproc.config import Settings
+from extproc.contract import EXTPROC_FILTER
 from extproc.envoy_config import bootstrap, render
 from extproc.gateway import Gateway
 from extproc.policy_config import PolicyFile
@@ -22,7 +23,8 @@ from tests.helpers.pipeline import gateway_with, router_from
 def processing_mode(text: str) -> dict[str, str]:
     doc = yaml.safe_load(text)
     hcm = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
-    mode: dict[str, str] = hcm["typed_config"]["http_filters"][1]["typed_config"]["processing_mode"]
+    (ext_proc,) = [f for f in hcm["typed_config"]["http_filters"] if f["name"] == EXTPROC_FILTER]
+    mode: dict[str, str] = ext_proc["typed_config"]["processing_mode"]
     return mode
 
 

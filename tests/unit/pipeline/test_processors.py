@@ -139,16 +139,22 @@ async def test_a_model_the_caller_may_not_use_is_403() -> None:
 
 
 class DenyAll(Policy[PolicyConfig]):
+    reads_requests = True
+
     async def on_request(self, request: ApiRequest) -> Deny:
         return Deny(403, "not today")
 
 
 class Hangs(Policy[PolicyConfig]):
+    reads_requests = True
+
     async def on_request(self, request: ApiRequest) -> None:
         await asyncio.sleep(10)
 
 
 class Raises(Policy[PolicyConfig]):
+    reads_requests = True
+
     async def on_request(self, request: ApiRequest) -> None:
         raise RuntimeError("boom")
 

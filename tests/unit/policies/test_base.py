@@ -38,6 +38,7 @@ class Recorder(Policy[PolicyConfig]):
     """Records every hook it sees; denies or blocks when told to."""
 
     rewrites_text = True
+    reads_requests = True
     gates_tool_calls = True
     observes_events = True
 

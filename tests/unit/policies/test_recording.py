@@ -40,6 +40,8 @@ class Gate(Policy[PolicyConfig]):
 
 
 class Refuse(Policy[PolicyConfig]):
+    reads_requests = True
+
     async def on_request(self, request: ApiRequest) -> Deny | None:
         return Deny(403, "no", Evidence(failed=self.config.name == "failing"))
 
