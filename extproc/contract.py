@@ -92,22 +92,29 @@ STREAM_FACT = "stream"
 # Set instead of the others when the body is not a JSON object Envoy could read.
 UNREADABLE_FACT = "unreadable"
 # Bodies up to this size only (by content-length): Envoy's JSON parser costs its worker
-# about 7 ns a byte (measured, benchmarks/README.md), more than the gRPC message it
-# saves beyond a few tens of KB; larger or chunked bodies reach ext_proc as before.
+# 6-11 ns a byte, more than the gRPC message saves ext_proc past ~20 KB
+# (benchmarks/experiments/results/request_facts.md); larger or chunked bodies reach
+# ext_proc as before.
 FACTS_MAX_BODY_BYTES = 20_000
-# How ext_proc tells Envoy to keep a body it routed without (`mode_override` in its reply
-# to the request headers; Envoy only takes this very mode, its `allowed_override_modes`):
-# the bootstrap's mode without response processing, minus the request body. Skipping
-# rather than asking keeps Envoy's buffer limit whole: a body it was asked for midway
-# could outgrow it, or stall under flow control (seen with large chunked bodies).
-SKIP_BODY_MODE = {
+# The content types it reads (RE2): what ext_proc takes as JSON, `application/json` in
+# any case, with or without parameters.
+JSON_CONTENT_TYPE = r"(?i)^\s*application/json\s*(;.*)?$"
+# ext_proc's processing mode when no policy reads responses: the request headers and
+# the buffered body only.
+REQUEST_ONLY_MODE = {
     "request_header_mode": "SEND",
     "response_header_mode": "SKIP",
-    "request_body_mode": "NONE",
+    "request_body_mode": "BUFFERED",
     "response_body_mode": "NONE",
     "request_trailer_mode": "SKIP",
     "response_trailer_mode": "SKIP",
 }
+# How ext_proc tells Envoy to keep a body it routed without (`mode_override` in its reply
+# to the request headers; Envoy only takes this very mode, its `allowed_override_modes`).
+# Skipping rather than asking (a NONE mode overridden to BUFFERED when a body is needed)
+# keeps Envoy's buffer limit whole: a body asked for midway outgrew it, or stalled under
+# flow control, in tests with large chunked bodies.
+SKIP_BODY_MODE = {**REQUEST_ONLY_MODE, "request_body_mode": "NONE"}
 
 
 def decimal_at_most(limit: int) -> str:

@@ -19,9 +19,11 @@ from extproc.contract import (
     FACTS_MAX_BODY_BYTES,
     FACTS_NAMESPACE,
     HEALTH_PATH,
+    JSON_CONTENT_TYPE,
     MAX_CONCURRENT_STREAMS,
     MODEL_FACT,
     NO_CLUSTER_MESSAGE,
+    REQUEST_ONLY_MODE,
     REQUEST_SLACK_BYTES,
     SKIP_BODY_MODE,
     STREAM_FACT,
@@ -62,6 +64,15 @@ def _extproc_endpoint(settings: Settings, port: int) -> dict[str, Any]:
     return _socket(settings.extproc_host, port)
 
 
+_RESPONSE_MODE = {
+    **REQUEST_ONLY_MODE,
+    "response_header_mode": "SEND",
+    "response_body_mode": "FULL_DUPLEX_STREAMED",
+    # FULL_DUPLEX_STREAMED requires trailers to be sent.
+    "response_trailer_mode": "SEND",
+}
+
+
 def _ext_proc_filter(gateway: Gateway, response_body: bool) -> dict[str, Any]:
     config: dict[str, Any] = {
         "@type": f"{_TYPES}.filters.http.ext_proc.v3.ExternalProcessor",
@@ -74,23 +85,15 @@ def _ext_proc_filter(gateway: Gateway, response_body: bool) -> dict[str, Any]:
         # Applies to headers and the buffered request body (not to
         # FULL_DUPLEX_STREAMED chunks, which the server guards itself).
         "message_timeout": f"{message_timeout_s(gateway.settings.policy_timeout_s)}s",
-        "processing_mode": {
-            "request_header_mode": "SEND",
-            # Without a policy that looks at responses, ext_proc sees none of them:
-            # one round trip less per request, and bodies stream straight through
-            # Envoy. The server checks which mode it gets.
-            "response_header_mode": "SEND" if response_body else "SKIP",
-            # Without response processing, ext_proc skips the body of a request it
-            # could route from the request facts filter's metadata (mode_override):
-            # Envoy ignores overrides when responses stream to ext_proc.
-            "request_body_mode": "BUFFERED",
-            "response_body_mode": "FULL_DUPLEX_STREAMED" if response_body else "NONE",
-            "request_trailer_mode": "SKIP",
-            # FULL_DUPLEX_STREAMED requires trailers to be sent.
-            "response_trailer_mode": "SEND" if response_body else "SKIP",
-        },
+        # Without a policy that looks at responses, ext_proc sees none of them: one
+        # round trip less per request, and bodies stream straight through Envoy. The
+        # server checks which mode it gets.
+        "processing_mode": _RESPONSE_MODE if response_body else REQUEST_ONLY_MODE,
     }
     if not response_body:
+        # ext_proc skips the body of a request it could route from the request facts
+        # filter's metadata (mode_override). Envoy ignores overrides when responses
+        # stream to ext_proc.
         config["allow_mode_override"] = True
         config["allowed_override_modes"] = [SKIP_BODY_MODE]
         config["metadata_options"] = {"forwarding_namespaces": {"untyped": [FACTS_NAMESPACE]}}
@@ -107,6 +110,9 @@ def _request_facts_filter() -> dict[str, Any]:
     headers; skipped for larger or chunked bodies, which ext_proc then reads itself."""
     unreadable = {**_fact(UNREADABLE_FACT), "value": True}
     rules = {
+        # JSON however the client spells its type (the filter's default is the exact
+        # `application/json`); other types reach ext_proc with their body, as before.
+        "allow_content_types_regex": {"regex": JSON_CONTENT_TYPE},
         "rules": [
             {
                 "selectors": [{"key": MODEL_FACT}],
@@ -114,7 +120,7 @@ def _request_facts_filter() -> dict[str, Any]:
                 "on_error": unreadable,
             },
             {"selectors": [{"key": STREAM_FACT}], "on_present": _fact(STREAM_FACT)},
-        ]
+        ],
     }
     small_body = {
         "single_predicate": {

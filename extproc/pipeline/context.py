@@ -75,12 +75,14 @@ class RequestContext:
     @property
     def needs_body(self) -> bool:
         """Whether anything reads the request body: a request policy, the caller's
-        limits (counted from it), a response policy (its engine reads the request), or
-        the gateway itself when Envoy's facts are missing or unusable."""
+        limits (counted from it), the response's handling (its engine and the stream
+        checks read the request), or the gateway itself when Envoy's facts are missing
+        or unusable."""
         return (
             self.facts is None
             or self.chain.reads_requests
             or self.chain.reads_responses
+            or self.envoy_sends_body
             or self.limits is not None
         )
 

@@ -40,21 +40,27 @@ def _hide_key(ctx: RequestContext) -> Continue:
     return Continue(remove_headers=[*key_headers(ctx.caller, {}), UPSTREAM_HEADER])
 
 
-def _route_by_facts(ctx: RequestContext) -> Continue | Immediate:
-    """A request nothing needs the body of, routed from what Envoy read of it: the
-    caller's model allowance, then the upstream serving the model. Its body goes on
-    as the client sent it (the provider says what else is wrong with it)."""
-    facts = ctx.facts
-    assert facts is not None
-    if (refused := ctx.refuse_model(facts.model)) is not None:
+def _route_to_model(ctx: RequestContext, model: str, stream: bool) -> Continue | Immediate:
+    """A request no policy checks, sent to the upstream serving `model` if the caller
+    may use it; its body goes on as the client sent it."""
+    if (refused := ctx.refuse_model(model)) is not None:
         return refused
-    upstream = ctx.upstream_for(facts.model)
+    upstream = ctx.upstream_for(model)
     if isinstance(upstream, Immediate):
         return upstream
     if ctx.observation is not None:
-        ctx.observation.parsed(facts.model, facts.stream)
-    out = ctx.route(upstream)
-    out.skip_body = True
+        ctx.observation.parsed(model, stream)
+    return ctx.route(upstream)
+
+
+def _route_by_facts(ctx: RequestContext) -> Continue | Immediate:
+    """A request nothing needs the body of, routed from what Envoy read of it, and
+    Envoy told to keep the body (the provider says what else is wrong with it)."""
+    facts = ctx.facts
+    assert facts is not None
+    out = _route_to_model(ctx, facts.model, facts.stream)
+    if isinstance(out, Continue):
+        out.skip_body = True
     return out
 
 
@@ -214,13 +220,12 @@ class ForwardedRequest:
         if isinstance(parsed, Immediate):
             return parsed
         doc, model = parsed
-        if (refused := ctx.refuse_model(model)) is not None:
-            return refused
         if self.forwarded.request_policies:
+            if (refused := ctx.refuse_model(model)) is not None:
+                return refused
             # Its answer is not the API's usual one, so only the request is checked.
             request = ctx.api_request(model, stream=False, body=doc)
             if self.forwarded.billed and (limited := await ctx.admit(request)) is not None:
                 return limited
             return await _checked_and_routed(ctx, request)
-        upstream = ctx.upstream_for(model)
-        return upstream if isinstance(upstream, Immediate) else ctx.route(upstream)
+        return _route_to_model(ctx, model, stream=False)

@@ -101,7 +101,7 @@ class Policy(Generic[C]):
                 and issubclass(args[0], PolicyConfig)
             ):
                 cls.Config = args[0]
-        if "on_request" in cls.__dict__ and not cls.reads_requests:
+        if cls.on_request is not Policy.on_request and not cls.reads_requests:
             # Without the flag the body would never come: on_request would silently
             # never run on the fast path.
             raise TypeError(f"{cls.__name__} overrides on_request: set reads_requests = True")

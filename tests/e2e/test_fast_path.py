@@ -108,6 +108,21 @@ def test_openai_sdks_on_the_fast_path(fast: Stack) -> None:
     assert said == ["1, 2, 3", "1, 2, 3"]
 
 
+@pytest.mark.parametrize(
+    "ctype", ["application/json; charset=utf-8", "Application/JSON", "application/json"]
+)
+def test_json_however_spelled_takes_one_message(fast: Stack, ctype: str) -> None:
+    def send() -> None:
+        resp = httpx.post(
+            f"{fast.base_url}/v1/messages",
+            content=httpx.Request("POST", "/", json={**BODY, "stream": False}).content,
+            headers={**KEY, "content-type": ctype},
+        )
+        assert resp.json()["content"][0]["text"] == "1, 2, 3, 4, 5"
+
+    assert messages_sent(fast, send) == 1
+
+
 def test_bodies_envoy_does_not_read_come_to_ext_proc(fast: Stack) -> None:
     """Over FACTS_MAX_BODY_BYTES, or chunked (no length): the body is asked for, and
     the request is answered as any other."""

@@ -94,10 +94,12 @@ async def test_an_unreadable_body_still_gets_the_gateways_own_400() -> None:
     [
         PolicyChain([RequestGuardPolicy(RequestGuardConfig(type="request_guard"))]),
         # Reads responses, hence its request too (and so does a config that rewrites
-        # requests): Envoy sends such a configuration's bodies anyway; asked for here.
+        # requests): Envoy sends such a configuration's responses to ext_proc anyway.
         PolicyChain([StringReplacementPolicy(REPLACE)]),
+        # A shadow check records what it would have done: it reads the body too.
+        PolicyChain([RequestGuardPolicy(RequestGuardConfig(mode="shadow"))]),
     ],
-    ids=["request_policy", "response_policy"],
+    ids=["request_policy", "response_policy", "shadow_request_policy"],
 )
 def test_a_chain_that_reads_the_body_gets_it(chain: PolicyChain) -> None:
     p = make_pipeline(chain, envoy_sends_body=True)
@@ -167,3 +169,42 @@ def test_a_policy_that_checks_requests_must_say_so() -> None:
         class Silent(Policy[PolicyConfig]):
             async def on_request(self, request: object) -> None:  # type: ignore[override]
                 return None
+
+
+def test_responses_through_ext_proc_need_the_request() -> None:
+    """With response processing on, the stream's handling reads the request: even a
+    noop chain's request is parsed (Envoy would not take the override anyway)."""
+    p = make_pipeline(envoy_sends_body=True)
+    out = p.on_request_headers(request_headers(), False, CLAUDE)
+    assert isinstance(out, Continue) and not out.skip_body and not out.clear_route_cache
+
+
+def test_routing_from_facts_keeps_the_clients_headers_out() -> None:
+    p = fast_pipeline(anthropic_api_key=SecretStr("sk-ant-provider"))
+    head = request_headers(
+        **{UPSTREAM_HEADER: "somewhere-else", "x-envoy-retry-on": "5xx", "x-gateway-key": KEY}
+    )
+    out = p.on_request_headers(head, False, CLAUDE)
+    assert isinstance(out, Continue)
+    # Set with OVERWRITE: the client's routing header never survives.
+    assert out.set_headers[UPSTREAM_HEADER].startswith("anthropic")
+    assert {"x-envoy-retry-on", "x-gateway-key"} <= set(out.remove_headers)
+
+
+def test_a_caller_with_its_own_provider_key_keeps_it_on_the_fast_path() -> None:
+    caller = Caller(name="claude-code", digest=digest(KEY), brings_own_key=True)
+    p = fast_pipeline(keys=KeyRegistry([caller]))
+    out = p.on_request_headers(request_headers(**{"x-gateway-key": KEY}), False, CLAUDE)
+    assert isinstance(out, Continue) and out.skip_body
+    assert "x-api-key" not in out.remove_headers and "x-gateway-key" in out.remove_headers
+
+
+def test_a_policy_whose_request_check_comes_from_a_mixin_must_say_so_too() -> None:
+    class Checks:
+        async def on_request(self, request: object) -> None:
+            return None
+
+    with pytest.raises(TypeError, match="reads_requests"):
+
+        class Mixed(Checks, Policy[PolicyConfig]):  # type: ignore[misc]
+            pass
