@@ -89,6 +89,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         gateway = dataclasses.replace(gateway, settings=settings)
     signal.signal(signal.SIGTERM, _terminate)
+    # Ctrl-C stops it even when it was started with SIGINT ignored (a background job of
+    # a script inherits that): as extproc serve does, the stack takes both signals.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     # Reload orders wait until the stack runs (its loop below takes them).
     hangups: list[int] = []
     signal.signal(signal.SIGHUP, lambda signum, frame: hangups.append(signum))

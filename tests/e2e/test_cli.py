@@ -38,13 +38,19 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-def _start(env: dict[str, str]) -> subprocess.Popen[str]:
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _start(env: dict[str, str], sigint_ignored: bool = False) -> subprocess.Popen[str]:
+    """`sigint_ignored`: started as a script's background job is, SIGINT ignored."""
     return subprocess.Popen(
         [sys.executable, "-m", "extproc", "run"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_ignore_sigint if sigint_ignored else None,
     )
 
 
@@ -65,7 +71,8 @@ def _wait_ready(proc: subprocess.Popen[str], timeout: float = 60) -> str:
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_run_serves_and_stops_every_child(sig: signal.Signals) -> None:
     env = _env()
-    proc = _start(env)
+    # Ctrl-C stops it however it was started.
+    proc = _start(env, sigint_ignored=True)
     try:
         banner = _wait_ready(proc)
         port = env["GATEWAY_PORT"]
