@@ -135,6 +135,22 @@ def free_ports(count: int, host: str = "127.0.0.1", attempts: int = 50) -> int:
     raise RuntimeError(f"no {count} consecutive free ports found")
 
 
+def start_envoy(
+    group: Group, rendered: str, settings: Settings, concurrency: int
+) -> tuple[int, str]:
+    """The gateway's Envoy from the `rendered` bootstrap, once its listener takes
+    connections: its pid and admin URL."""
+    config_path = group.log_dir / "envoy.yaml"
+    config_path.write_text(rendered)
+    argv = [envoy_binary(), "-c", str(config_path), "--log-level", "warn"]
+    argv += ["--disable-hot-restart", "--concurrency", str(concurrency)]
+    pid = group.spawn("envoy", argv)
+    admin_url = f"http://127.0.0.1:{settings.admin_port}"
+    group.wait(lambda: http_ok(f"{admin_url}/ready"), "gateway envoy")
+    group.wait(lambda: tcp_ready("127.0.0.1", settings.gateway_port), "gateway listener")
+    return pid, admin_url
+
+
 def strip_ext_proc(rendered: str, provider_of: dict[str, str] | None = None) -> str:
     """The same bootstrap without the ext_proc HTTP filter (its per-route config, and the
     request facts filter that feeds it).
@@ -247,14 +263,9 @@ class BenchTarget:
             if self.config.kind == "passthrough":
                 routes = gateway.router.upstreams.values()
                 rendered = strip_ext_proc(rendered, {u.cluster: u.name for u in routes})
-            config_path = log_dir / "envoy.yaml"
-            config_path.write_text(rendered)
-            argv = [envoy_binary(), "-c", str(config_path), "--log-level", "warn"]
-            argv += ["--disable-hot-restart", "--concurrency", str(self.envoy_concurrency)]
-            self.envoy_pid = group.spawn("envoy", argv)
-            self.admin_url = f"http://127.0.0.1:{settings.admin_port}"
-            group.wait(lambda: http_ok(f"{self.admin_url}/ready"), "gateway envoy")
-            group.wait(lambda: tcp_ready("127.0.0.1", settings.gateway_port), "gateway listener")
+            self.envoy_pid, self.admin_url = start_envoy(
+                group, rendered, settings, self.envoy_concurrency
+            )
         except BaseException:
             group.stop()
             raise

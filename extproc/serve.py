@@ -196,9 +196,10 @@ async def serve_forever(gateway: Gateway, admin: bool = True) -> None:
         raise
     log.info(
         "ext_proc listening on %s, policies: %s%s",
-        settings.extproc_address(port)
-        if settings.extproc_uds_dir is None
-        else settings.extproc_address(settings.extproc_port),
+        # The bound port (the settings' may be 0); a socket is named by the settings'.
+        settings.extproc_address(
+            port if settings.extproc_uds_dir is None else settings.extproc_port
+        ),
         ", ".join(runtime.chains.default.names),
         " (validating streams)" if gateway.validate_streams else "",
     )

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import socket
 import stat
 from collections.abc import AsyncIterator, Coroutine, Iterable
 from typing import Any
@@ -39,6 +38,7 @@ from extproc.gateway import Runtime
 from extproc.live import LiveRuntime
 from extproc.pipeline import BodyOut, Continue, Immediate, RequestPipeline
 from extproc.pipeline.facts import RequestFacts, facts_from
+from extproc.processes import unix_ready
 
 log = logging.getLogger("extproc.server")
 
@@ -335,13 +335,9 @@ def _claim_socket(path: str) -> None:
         return
     if not stat.S_ISSOCK(mode):
         raise OSError(f"cannot listen on {path}: a file that is not a socket is there")
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        try:
-            probe.connect(path)
-        except OSError:
-            os.unlink(path)
-            return
-    raise OSError(f"cannot listen on {path}: another process listens there")
+    if unix_ready(path):
+        raise OSError(f"cannot listen on {path}: another process listens there")
+    os.unlink(path)
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:

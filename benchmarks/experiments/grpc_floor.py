@@ -32,16 +32,16 @@ from typing import Any
 
 import yaml
 
-from benchmarks.gateway import REPO, BenchTarget, Config
+from benchmarks.gateway import REPO, BenchTarget, Config, start_envoy
 from benchmarks.paced import measure_point
 from benchmarks.paced_tools import PacedStream, PacedUpstream, build_tools
 from benchmarks.plans import MODES, Plan
-from benchmarks.procs import Group, http_ok
+from benchmarks.procs import Group
 from extproc.config import Settings
 from extproc.envoy_config import render
 from extproc.gateway import Gateway
 from extproc.processes import tcp_ready, unix_ready
-from extproc.stack import envoy_binary, free_port
+from extproc.stack import free_port
 
 HERE = Path(__file__).resolve().parent
 NOOP = REPO / "config" / "noop.yaml"
@@ -180,14 +180,9 @@ class FloorTarget(BenchTarget):
             if not v.real:
                 routes = gateway.router.upstreams.values()
                 rendered = match_provider_names(rendered, {u.cluster: u.name for u in routes})
-            config_path = log_dir / "envoy.yaml"
-            config_path.write_text(rendered)
-            argv = [envoy_binary(), "-c", str(config_path), "--log-level", "warn"]
-            argv += ["--disable-hot-restart", "--concurrency", str(self.envoy_concurrency)]
-            self.envoy_pid = group.spawn("envoy", argv)
-            self.admin_url = f"http://127.0.0.1:{settings.admin_port}"
-            group.wait(lambda: http_ok(f"{self.admin_url}/ready"), "gateway envoy")
-            group.wait(lambda: tcp_ready("127.0.0.1", settings.gateway_port), "gateway listener")
+            self.envoy_pid, self.admin_url = start_envoy(
+                group, rendered, settings, self.envoy_concurrency
+            )
             # Envoy's first gRPC health check marks the ext_proc endpoint healthy.
             time.sleep(1.0)
         except BaseException:

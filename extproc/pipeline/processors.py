@@ -120,7 +120,6 @@ class PolicyRequest:
     def __init__(self, ctx: RequestContext) -> None:
         self.ctx = ctx
         self.request: ApiRequest | None = None
-        self.routed_by_facts = False
 
     def on_headers(self, headers: dict[str, str], end_of_stream: bool) -> Continue | Immediate:
         ctx = self.ctx
@@ -152,14 +151,11 @@ class PolicyRequest:
         if end_of_stream:
             return ctx.refuse(400, "request body is required")
         if not ctx.needs_body:
-            self.routed_by_facts = True
             return _route_by_facts(ctx)
         return _hide_key(ctx)
 
     async def on_body(self, body: bytes) -> Continue | Immediate:
         ctx = self.ctx
-        if self.routed_by_facts:
-            return Continue()  # an Envoy that does not take the override sent it anyway
         parsed = _parse(ctx, body)
         if isinstance(parsed, Immediate):
             return parsed
@@ -210,12 +206,12 @@ class ForwardedRequest:
             return _hide_key(ctx)
         router = ctx.runtime.gateway.router
         model_id = forwarded.path_model(bare)
-        return ctx.route(upstream_for_listing(router, ctx.dialect, model_id))
+        out = ctx.route(upstream_for_listing(router, ctx.dialect, model_id))
+        out.skip_body = True  # routed by its path: a body (a POST's) goes on as it is
+        return out
 
     async def on_body(self, body: bytes) -> Continue | Immediate:
         ctx = self.ctx
-        if ctx.upstream is not None:
-            return Continue()  # routed by its path: the body goes on as it is
         parsed = _parse(ctx, body)
         if isinstance(parsed, Immediate):
             return parsed

@@ -175,8 +175,10 @@ class RequestPipeline:
         return out
 
     async def on_request_body(self, body: bytes) -> Continue | Immediate:
-        if self.processor is None:
-            # Only a misbehaving Envoy sends a body after we answered the headers.
+        if self.processor is None or self.lifecycle.phase is not Phase.REQUEST_BODY:
+            # A body the request was routed without (Envoy did not take the skip: a
+            # config without allow_mode_override, or responses streaming to ext_proc)
+            # goes on as it is; so does one a misbehaving Envoy sends after an answer.
             return Continue()
         self.request_bytes = len(body)
         out = await self.processor.on_body(body)

@@ -68,22 +68,9 @@ class SseBody:
 
     async def feed(self, chunk: bytes, end_of_stream: bool) -> BodyOut:
         out = await self._feed(chunk, end_of_stream)
-        validator = self.validator
-        if validator is not None:
+        if self.validator is not None:
             frames, self._frames = self._frames, []
-            if (
-                not out.end_of_stream
-                and frames
-                and not validator.framer.buffered
-                and out.data == b"".join(f.raw for f in frames)
-            ):
-                # The chunk left as its frames came (nothing rewritten, added or held):
-                # those frames are what framing the output again would give.
-                validator.framer.framed_elsewhere()
-                for frame in frames:
-                    validator.validator.feed(frame)
-            else:
-                validator.feed(out.data, out.end_of_stream)
+            self.validator.feed_output(out.data, out.end_of_stream, frames)
         return out
 
     async def _feed(self, chunk: bytes, end_of_stream: bool) -> BodyOut:

@@ -41,7 +41,9 @@ RANKS: dict[str, int] = {
     "serve": 11,
     "stack": 11,
     "restarts": 0,
-    "processes": 10,
+    # Child processes and readiness probes: nothing of the gateway (the server probes a
+    # worker socket with it too).
+    "processes": 0,
     "cli": 12,
     "usage_cli": 11,
     "__main__": 13,

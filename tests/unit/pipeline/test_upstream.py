@@ -128,11 +128,11 @@ def test_upstream_for_listing() -> None:
 
 
 async def test_gateway_key_removed_and_routing_header_set() -> None:
-    p = make_pipeline(openai_api_key=SecretStr("sk-o"), anthropic_api_key=SecretStr("sk-a"))
-    out = p.on_request_headers(request_headers("/v1/chat/completions"), False)
-    assert isinstance(out, Continue)
-    assert {"authorization", "x-api-key", "x-gateway-upstream"} <= set(out.remove_headers)
     for model, upstream in (("claude-sonnet-5-5", "anthropic"), ("gpt-4o", "openai")):
+        p = make_pipeline(openai_api_key=SecretStr("sk-o"), anthropic_api_key=SecretStr("sk-a"))
+        out = p.on_request_headers(request_headers("/v1/chat/completions"), False)
+        assert isinstance(out, Continue)
+        assert {"authorization", "x-api-key", "x-gateway-upstream"} <= set(out.remove_headers)
         body = {"model": model, "messages": []}
         res = await p.on_request_body(json.dumps(body).encode())
         assert isinstance(res, Continue) and res.clear_route_cache
@@ -147,6 +147,8 @@ async def test_provider_key_injected_only_for_real_upstream() -> None:
     assert isinstance(res, Continue) and res.set_headers["authorization"] == "Bearer sk-provider"
     assert res.set_headers["x-gateway-upstream"] == "openai"
     # No Anthropic key: the mock's own cluster, and nothing injected.
+    p = make_pipeline(openai_api_key=SecretStr("sk-provider"))
+    p.on_request_headers(request_headers("/v1/chat/completions"), False)
     res = await p.on_request_body(b'{"model":"claude-x","messages":[]}')
     assert isinstance(res, Continue) and "authorization" not in res.set_headers
     assert res.set_headers["x-gateway-upstream"] == "mock"
